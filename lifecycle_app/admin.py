@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from lifecycle_app.models import BaseModel, GenerationOutput, Job, Membership, Project, Stage
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "owner", "created_at"]
+    search_fields = ["name", "slug"]
+    inlines = [MembershipInline]
+    raw_id_fields = ["owner"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["project", "user", "role"]
+    list_filter = ["role"]
+    list_select_related = ["project", "user"]
+
+
+@admin.register(Stage)
+class StageAdmin(admin.ModelAdmin):
+    list_display = ["project", "key", "updated_at"]
+    list_filter = ["key"]
+    list_select_related = ["project"]
+
+
+@admin.register(BaseModel)
+class BaseModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "source", "family", "n_params", "context_length"]
+    list_filter = ["source", "family"]
+
+
+class GenerationOutputInline(admin.StackedInline):
+    model = GenerationOutput
+    extra = 0
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "kind", "status", "created_by", "created_at"]
+    list_filter = ["status", "kind"]
+    list_select_related = ["project", "created_by"]
+    inlines = [GenerationOutputInline]
+
+
+@admin.register(GenerationOutput)
+class GenerationOutputAdmin(admin.ModelAdmin):
+    list_display = ["job", "index", "output_tokens", "finish_reason"]

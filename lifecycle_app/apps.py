@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class LifecycleAppConfig(AppConfig):
+    name = "lifecycle_app"
+    verbose_name = "Lifecycle Studio"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
+from django.forms import formset_factory
+from pydantic import ValidationError as PydanticValidationError
+
+from lifecycle_app.guide import METRICS, TASK_TYPES
+from lifecycle_app.models import BaseModel
+from workers.ml.params import MAX_NEW_TOKENS_LIMIT, MAX_PROMPT_CHARS, GenerateParams
+
+
+class SignupForm(UserCreationForm):  # type: ignore[type-arg]
+    email = forms.EmailField(required=False, help_text="Optional; used for nothing yet.")
+
+    class Meta(UserCreationForm.Meta):
+        model = User
+        fields = ("username", "email")
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(max_length=120, strip=True)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=2000
+    )
+
+
+class StepForm(forms.Form):
+    """A wizard step form: `answers()` returns its validated data, ready for JSON."""
+
+    def __init__(self, *args: Any, project: Any = None, **kwargs: Any) -> None:
+        self.project = project
+        super().__init__(*args, **kwargs)
+
+    def answers(self) -> dict[str, Any]:
+        return dict(self.cleaned_data)
+
+
+class ExampleForm(forms.Form):
+    input = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=4000)
+    output = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=4000)
+
+
+MIN_EXAMPLES = 3
+ExampleFormSet = formset_factory(
+    ExampleForm, extra=0, min_num=MIN_EXAMPLES, validate_min=True, max_num=20, validate_max=True
+)
+
+
+class ScopeForm(StepForm):
+    task_type = forms.ChoiceField(choices=[(k, v.label) for k, v in TASK_TYPES.items()])
+    use_case = forms.CharField(
+        label="Use case",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        min_length=20,
+        max_length=2000,
+        help_text="As narrow as you can: who uses it, on what input, to produce what.",
+    )
+    success_metric = forms.ChoiceField(choices=[(k, v.label) for k, v in METRICS.items()])
+    metric_target = forms.FloatField(
+        label="Target", help_text="The score a candidate must reach to ship."
+    )
+    max_latency_ms = forms.IntegerField(
+        label="Latency budget (ms)", required=False, min_value=1, max_value=600_000
+    )
+    max_cost_per_1k = forms.DecimalField(
+        label="Cost budget per 1,000 requests (USD)",
+        required=False,
+        min_value=0,
+        max_digits=10,
+        decimal_places=4,
+    )
+    privacy = forms.ChoiceField(
+        choices=[
+            ("public", "Public data"),
+            ("internal", "Internal data"),
+            ("confidential", "Confidential: must stay on our own hardware"),
+        ]
+    )
+    hardware = forms.ChoiceField(
+        label="Serving hardware",
+        choices=[
+            ("cpu", "CPU only"),
+            ("single_gpu", "One GPU"),
+            ("multi_gpu", "Several GPUs"),
+            ("any", "Not decided"),
+        ],
+    )
+
+    def __init__(self, data: Any = None, *args: Any, **kwargs: Any) -> None:
+        examples = (kwargs.get("initial") or {}).get("examples") or None
+        if data is not None and "add_example" in data:
+            # "Add another example" re-renders the step with one more empty row.
+            data = data.copy()
+            total = data.get("ex-TOTAL_FORMS", "0")
+            data["ex-TOTAL_FORMS"] = str(int(total) + 1 if total.isdigit() else MIN_EXAMPLES)
+        super().__init__(data, *args, **kwargs)
+        self.examples = ExampleFormSet(data, prefix="ex", initial=examples)
+
+    @property
+    def adding_example(self) -> bool:
+        return self.is_bound and "add_example" in self.data
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        metric = METRICS.get(cleaned.get("success_metric", ""))
+        target = cleaned.get("metric_target")
+        if metric and target is not None and not (metric.low <= target <= metric.high):
+            self.add_error(
+                "metric_target",
+                f"{metric.label} ranges from {metric.low:g} to {metric.high:g}.",
+            )
+        return cleaned
+
+    def is_valid(self) -> bool:
+        main = super().is_valid()
+        examples = self.examples.is_valid()
+        if self.adding_example:
+            # Adding a row is not a save: re-render without shouting about blank fields.
+            self._errors.clear()
+            for form in self.examples.forms:
+                form._errors.clear()  # type: ignore[union-attr]
+            self.examples._non_form_errors = self.examples.error_class()
+            return False
+        return main and examples
+
+    def answers(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        if data.get("max_cost_per_1k") is not None:
+            data["max_cost_per_1k"] = str(data["max_cost_per_1k"])
+        data["examples"] = [
+            {"input": f.cleaned_data["input"], "output": f.cleaned_data["output"]}
+            for f in self.examples.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        return data
+
+
+class ModelPickForm(StepForm):
+    base_model = forms.ModelChoiceField(
+        queryset=BaseModel.objects.all(),
+        to_field_name="slug",
+        widget=forms.RadioSelect,
+        empty_label=None,
+        error_messages={"required": "Pick one model from the catalog."},
+    )
+
+    def answers(self) -> dict[str, Any]:
+        return {"base_model": self.cleaned_data["base_model"].slug}
+
+
+class GenerateForm(StepForm):
+    base_model = forms.ModelChoiceField(
+        label="Model",
+        queryset=BaseModel.objects.all(),
+        to_field_name="slug",
+        empty_label=None,
+    )
+    prompt = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5}),
+        max_length=MAX_PROMPT_CHARS,
+        error_messages={"required": "Enter a prompt."},
+    )
+    max_new_tokens = forms.IntegerField(
+        label="Max new tokens", initial=64, min_value=1, max_value=MAX_NEW_TOKENS_LIMIT
+    )
+    decoding = forms.ChoiceField(
+        choices=[("greedy", "Greedy (deterministic)"), ("sampling", "Sampling")],
+        initial="greedy",
+    )
+    temperature = forms.FloatField(initial=0.7, min_value=0.01, max_value=2.0)
+    top_k = forms.IntegerField(
+        label="Top-k", initial=50, min_value=0, max_value=1000, help_text="0 turns top-k off."
+    )
+    top_p = forms.FloatField(label="Top-p", initial=0.95, min_value=0.01, max_value=1.0)
+    seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
+    use_chat_template = forms.BooleanField(
+        label="Wrap the prompt in the model's chat template", required=False, initial=True
+    )
+
+    def clean_prompt(self) -> str:
+        prompt: str = self.cleaned_data["prompt"]
+        if not prompt.strip():
+            raise forms.ValidationError("Enter a prompt.")
+        return prompt
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        model: BaseModel | None = cleaned.get("base_model")
+        max_new = cleaned.get("max_new_tokens")
+        if model and max_new and model.context_length and max_new >= model.context_length:
+            self.add_error(
+                "max_new_tokens",
+                f"{model.name} has a context window of {model.context_length} tokens; "
+                "ask for fewer new tokens.",
+            )
+        if not self.errors:
+            try:
+                self.params = GenerateParams(**self.answers())
+            except PydanticValidationError as exc:  # a second line of defence
+                for err in exc.errors():
+                    self.add_error(None, str(err["msg"]))
+        return cleaned
+
+    def answers(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.cleaned_data.items() if k != "base_model"}
+        data["model_ref"] = self.cleaned_data["base_model"].slug
+        return data

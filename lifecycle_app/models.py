@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    EDITOR = "editor", "Editor"
+    VIEWER = "viewer", "Viewer"
+
+
+class Project(models.Model):
+    slug = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_projects"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (Role.OWNER, Role.EDITOR)
+
+
+class StageKey(models.TextChoices):
+    SCOPE = "scope", "Scope"
+    SELECT = "select", "Select"
+    ADAPT = "adapt", "Adapt and align"
+    INTEGRATE = "integrate", "Application integration"
+
+
+class StepStatus(models.TextChoices):
+    NOT_STARTED = "not_started", "Not started"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETE = "complete", "Complete"
+
+
+class Stage(models.Model):
+    """One lifecycle stage of a project.
+
+    `steps` maps a step slug to {"status": StepStatus, "answers": {...}, "updated_at": iso}.
+    Answers are stored only after their form validated.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="stages")
+    key = models.CharField(max_length=12, choices=StageKey.choices)
+    steps = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="one_stage_per_key")]
+
+    def __str__(self) -> str:
+        return f"{self.project} / {self.get_key_display()}"
+
+    def step(self, slug: str) -> dict[str, Any]:
+        return dict(self.steps.get(slug) or {})
+
+
+class ModelSource(models.TextChoices):
+    BUNDLED = "bundled", "Bundled with Lifecycle Studio"
+    TINY = "tiny", "Tiny local test model"
+    LOCAL = "local", "Local folder"
+    HUB = "hub", "Hugging Face id (cached on this machine)"
+
+
+class BaseModel(models.Model):
+    """A catalog entry. Shape figures come from the model's config, never typed in."""
+
+    slug = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=120)
+    source = models.CharField(max_length=10, choices=ModelSource.choices)
+    location = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    licence = models.CharField(max_length=80, blank=True)
+    family = models.CharField(max_length=20, blank=True)
+    architecture = models.CharField(max_length=80, blank=True)
+    n_params = models.BigIntegerField(null=True, blank=True)
+    context_length = models.PositiveIntegerField(null=True, blank=True)
+    n_layers = models.PositiveIntegerField(null=True, blank=True)
+    hidden_size = models.PositiveIntegerField(null=True, blank=True)
+    vocab_size = models.PositiveIntegerField(null=True, blank=True)
+    weights_present = models.BooleanField(default=False)
+    is_test_model = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["is_test_model", "n_params", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobKind(models.TextChoices):
+    GENERATE = "generate", "Generate"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class Job(models.Model):
+    """The source of truth for a unit of background work (see workers/tasks.py)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=JobKind.choices)
+    status = models.CharField(
+        max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
+    base_model = models.ForeignKey(
+        BaseModel, on_delete=models.PROTECT, null=True, blank=True, related_name="jobs"
+    )
+    params = models.JSONField(default=dict)
+    queue = models.CharField(max_length=20, default="cpu")
+    # Measured progress: `progress_done` of `progress_total` `progress_unit`.
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    progress_unit = models.CharField(max_length=20, blank=True)
+    message = models.CharField(max_length=300, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="jobs"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def percent(self) -> int:
+        if self.status == JobStatus.SUCCEEDED:
+            return 100
+        if not self.progress_total:
+            return 0
+        return min(100, int(100 * self.progress_done / self.progress_total))
+
+    @property
+    def duration_s(self) -> float | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class GenerationOutput(models.Model):
+    """One generated example of a generation job (one per prompt)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outputs")
+    index = models.PositiveIntegerField(default=0)
+    prompt = models.TextField()
+    text = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="one_output_per_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"output {self.index} of job {self.job_id}"

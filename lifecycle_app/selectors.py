@@ -1,0 +1,96 @@
+"""Reads. Every project-scoped read goes through `project_get_for_user` first."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from lifecycle_app.models import (
+    ACTIVE_STATUSES,
+    BaseModel,
+    Job,
+    Membership,
+    Project,
+    Stage,
+)
+
+AnyUser = AbstractBaseUser | AnonymousUser
+
+
+def project_get_for_user(
+    *, user: AnyUser, slug: str, write: bool = False
+) -> tuple[Project, Membership]:
+    """The project and the user's membership; 404 for anyone outside the project.
+
+    A viewer asking to write gets 403: they can see the project exists.
+    """
+    if not user.is_authenticated:
+        raise Http404("No such project.")
+    membership = (
+        Membership.objects.select_related("project", "project__owner")
+        .filter(project__slug=slug, user=user)
+        .first()
+    )
+    if membership is None:
+        raise Http404("No such project.")
+    if write and not membership.can_write:
+        raise PermissionDenied("Viewers cannot change this project.")
+    return membership.project, membership
+
+
+def project_list_for_user(*, user: AnyUser) -> QuerySet[Project]:
+    return Project.objects.filter(memberships__user=user).select_related("owner")
+
+
+def stages_for_project(*, project: Project) -> dict[str, Stage]:
+    return {stage.key: stage for stage in project.stages.all()}
+
+
+def job_get_for_user(*, project: Project, job_id: int) -> Job:
+    job = (
+        Job.objects.select_related("created_by", "base_model", "project")
+        .filter(project=project, id=job_id)
+        .first()
+    )
+    if job is None:
+        raise Http404("No such job.")
+    return job
+
+
+def job_list(
+    *,
+    user: AnyUser,
+    project: Project | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 200,
+) -> list[Job]:
+    jobs = Job.objects.select_related("project", "created_by", "base_model")
+    if project is not None:
+        jobs = jobs.filter(project=project)
+    else:
+        jobs = jobs.filter(project__memberships__user=user)
+    if status:
+        jobs = jobs.filter(status=status)
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    return list(jobs.order_by("-created_at", "-id")[:limit])
+
+
+def any_active(jobs: list[Job]) -> bool:
+    return any(job.status in ACTIVE_STATUSES for job in jobs)
+
+
+def catalog_list() -> QuerySet[BaseModel]:
+    return BaseModel.objects.all()
+
+
+def latest_job_for_step(*, project: Project, kind: str) -> Job | None:
+    return (
+        Job.objects.select_related("created_by", "base_model", "project")
+        .filter(project=project, kind=kind)
+        .order_by("-created_at", "-id")
+        .first()
+    )

@@ -1,0 +1,1 @@
+"""Writes. Views, forms, tasks and commands change data only through these functions."""

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+
+from lifecycle_app import selectors, wizard
+from lifecycle_app.models import Membership, Project, StepStatus
+
+
+def authed_user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User), "login_required runs first"
+    return user
+
+
+def wizard_context(
+    *, project: Project, membership: Membership, current: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """The stage/step tree with each step's status, for the sidebar and overview."""
+    stages = selectors.stages_for_project(project=project)
+    rows = []
+    for stage_def in wizard.STAGES:
+        stage = stages.get(stage_def.key)
+        steps = []
+        for step in stage_def.steps:
+            state = stage.step(step.slug) if stage else {}
+            status = state.get("status", StepStatus.NOT_STARTED.value)
+            steps.append(
+                {
+                    "slug": step.slug,
+                    "title": step.title,
+                    "summary": step.summary,
+                    "available": step.available,
+                    "status": status if step.available else "planned",
+                    "current": current == (stage_def.key.value, step.slug),
+                }
+            )
+        done = sum(1 for s in steps if s["status"] == "complete")
+        available = sum(1 for s in steps if s["available"])
+        rows.append(
+            {
+                "key": stage_def.key.value,
+                "title": stage_def.title,
+                "summary": stage_def.summary,
+                "steps": steps,
+                "done": done,
+                "available": available,
+            }
+        )
+    return {"project": project, "membership": membership, "stage_rows": rows}

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from lifecycle_app import selectors
+from lifecycle_app.models import JobKind, JobStatus, Project
+from lifecycle_app.services.jobs import job_cancel
+
+
+def _filters(request: HttpRequest) -> tuple[str | None, str | None]:
+    status = request.GET.get("status") or None
+    kind = request.GET.get("kind") or None
+    # Unknown values filter nothing rather than erroring: the form only offers valid ones.
+    if status not in JobStatus.values:
+        status = None
+    if kind not in JobKind.values:
+        kind = None
+    return status, kind
+
+
+def _job_list(request: HttpRequest, project: Project | None) -> HttpResponse:
+    status, kind = _filters(request)
+    jobs = selectors.job_list(user=request.user, project=project, status=status, kind=kind)
+    context = {
+        "project": project,
+        "jobs": jobs,
+        "polling": selectors.any_active(jobs),
+        "status": status or "",
+        "kind": kind or "",
+        "statuses": JobStatus.choices,
+        "kinds": JobKind.choices,
+    }
+    template = "jobs/list.html"
+    if request.htmx and not request.htmx.history_restore_request:
+        template += "#table"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def all_jobs(request: HttpRequest) -> HttpResponse:
+    return _job_list(request, None)
+
+
+@login_required
+@require_GET
+def project_jobs(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = selectors.project_get_for_user(user=request.user, slug=slug)
+    return _job_list(request, project)
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
+    job = selectors.job_get_for_user(project=project, job_id=job_id)
+    context = {"project": project, "membership": membership, "job": job}
+    return render(request, "jobs/detail.html", context)
+
+
+@login_required
+@require_GET
+def job_status(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    """The self-replacing status fragment (polls while the job is active)."""
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
+    job = selectors.job_get_for_user(project=project, job_id=job_id)
+    return render(
+        request, "jobs/_job_status.html", {"project": project, "membership": membership, "job": job}
+    )
+
+
+@login_required
+@require_POST
+def job_cancel_view(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug, write=True)
+    job = job_cancel(job=selectors.job_get_for_user(project=project, job_id=job_id))
+    if request.htmx:
+        return render(
+            request,
+            "jobs/_job_status.html",
+            {"project": project, "membership": membership, "job": job},
+        )
+    return redirect("job_detail", slug=project.slug, job_id=job.id)

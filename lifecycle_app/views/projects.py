@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from lifecycle_app import selectors, wizard
+from lifecycle_app.forms import ProjectForm
+from lifecycle_app.services.projects import project_create
+from lifecycle_app.views.common import authed_user, wizard_context
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_list(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = project_create(
+            owner=authed_user(request),
+            name=form.cleaned_data["name"],
+            description=form.cleaned_data["description"],
+        )
+        return redirect("project_detail", slug=project.slug)
+    projects = selectors.project_list_for_user(user=request.user)
+    return render(request, "projects/list.html", {"projects": projects, "form": form})
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
+    context = wizard_context(project=project, membership=membership)
+    first_open = next(
+        (
+            (stage, step)
+            for stage in context["stage_rows"]
+            for step in stage["steps"]
+            if step["available"] and step["status"] != "complete"
+        ),
+        None,
+    )
+    context["next_step"] = first_open
+    context["stages_defs"] = wizard.STAGES
+    template = "projects/detail.html"
+    if request.htmx and not request.htmx.history_restore_request:
+        template += "#overview"
+    return render(request, template, context)

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+from django_htmx.http import HttpResponseLocation
+
+from lifecycle_app import guide, selectors, wizard
+from lifecycle_app.forms import GenerateForm
+from lifecycle_app.models import BaseModel, JobKind, StageKey
+from lifecycle_app.services.jobs import job_create_generate
+from lifecycle_app.services.projects import stage_step_save
+from lifecycle_app.views.common import authed_user, wizard_context
+
+
+def _initial_for(
+    step: wizard.Step, answers: dict[str, Any], stages: dict[str, Any]
+) -> dict[str, Any]:
+    if step.form_class is GenerateForm:
+        initial = dict(answers.get("last_params") or {})
+        model_ref = initial.pop("model_ref", None)
+        if model_ref is None:
+            select = stages.get(StageKey.SELECT)
+            model_ref = (
+                select.step("model").get("answers", {}).get("base_model") if select else None
+            )
+        if model_ref:
+            initial["base_model"] = model_ref
+        return initial
+    return dict(answers)
+
+
+def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict[str, Any]:
+    """What a step's template shows beside its form."""
+    scope = stages.get(StageKey.SCOPE)
+    scope_answers = scope.step("use-case").get("answers", {}) if scope else {}
+    task = guide.TASK_TYPES.get(scope_answers.get("task_type", ""))
+    extra: dict[str, Any] = {"task_guide": task, "scope": scope_answers}
+    if step.slug == "use-case":
+        extra["task_types"] = guide.TASK_TYPES
+        extra["metrics"] = guide.METRICS
+    if step.slug == "model":
+        extra["catalog"] = list(selectors.catalog_list())
+    if step.kind == "job":
+        extra["latest_job"] = selectors.latest_job_for_step(project=project, kind=JobKind.GENERATE)
+    return extra
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def step_view(request: HttpRequest, slug: str, stage: str, step: str) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(
+        user=request.user, slug=slug, write=request.method == "POST"
+    )
+    step_def = wizard.step_def(stage, step)
+    if step_def is None:
+        raise Http404("No such step.")
+    stages = selectors.stages_for_project(project=project)
+    answers = stages[stage].step(step).get("answers", {}) if stage in stages else {}
+    form = None
+    job = None
+    if step_def.form_class is not None:
+        form_class = step_def.form_class
+        if request.method == "POST":
+            form = form_class(request.POST, project=project)
+            if form.is_valid():
+                if step_def.kind == "job":
+                    assert isinstance(form, GenerateForm)
+                    base_model: BaseModel = form.cleaned_data["base_model"]
+                    job = job_create_generate(
+                        project=project,
+                        user=authed_user(request),
+                        base_model=base_model,
+                        params=form.params,
+                    )
+                    if not request.htmx:
+                        return redirect("job_detail", slug=project.slug, job_id=job.id)
+                    # htmx: re-render the step with the same settings and the new job.
+                else:
+                    stage_step_save(
+                        project=project,
+                        stage_key=stage,
+                        step_slug=step,
+                        answers=form.answers(),
+                    )
+                    following = wizard.next_step(stage, step)
+                    target = (
+                        reverse(
+                            "wizard_step", args=[project.slug, following[0].key, following[1].slug]
+                        )
+                        if following
+                        else reverse("project_detail", args=[project.slug])
+                    )
+                    if request.htmx:
+                        return HttpResponseLocation(target, target="#wizard", swap="outerHTML")
+                    return redirect(target)
+        else:
+            form = form_class(initial=_initial_for(step_def, answers, stages), project=project)
+    elif request.method == "POST":
+        raise Http404("This step is not available yet.")
+
+    if request.method == "POST":
+        stages = selectors.stages_for_project(project=project)
+    context = wizard_context(project=project, membership=membership, current=(stage, step))
+    context.update(
+        {
+            "stage_def": wizard.stage_def(stage),
+            "step_def": step_def,
+            "form": form,
+            "answers": answers,
+            "following": wizard.next_step(stage, step),
+            **_step_extra(step_def, project, stages),
+        }
+    )
+    if job is not None:
+        context["latest_job"] = job
+    template = step_def.template or "wizard/planned.html"
+    if request.htmx and not request.htmx.history_restore_request:
+        template += "#wizard"
+    return render(request, template, context)

@@ -1,0 +1,86 @@
+"""Shared fixtures: three users (owner, teammate, outsider), a project, the tiny model.
+
+Service checks: tests that need Redis/PostgreSQL (`integration`) or Chromium (`browser`)
+skip with a reason when those are missing, except in CI (LIFECYCLE_REQUIRE_ALL=true),
+where a missing service fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from django.contrib.auth.models import User
+
+from lifecycle_app.models import BaseModel, Membership, Project, Role
+from tests.factories import BaseModelFactory, UserFactory, make_project
+
+REQUIRE_ALL = os.environ.get("LIFECYCLE_REQUIRE_ALL", "").lower() in {"1", "true", "yes"}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def missing(reason: str) -> None:
+    """Skip the test, or fail it where every service must be present (CI)."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (LIFECYCLE_REQUIRE_ALL is set, so this is an error)")
+    pytest.skip(reason)
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), 1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def require_redis_and_postgres() -> None:
+    db_url = os.environ.get("DATABASE_URL", "")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not db_url.startswith(("postgres://", "postgresql://")):
+        missing("needs DATABASE_URL pointing at PostgreSQL")
+    if not redis_url:
+        missing("needs REDIS_URL pointing at Redis")
+    if not _reachable(db_url, 5432):
+        missing(f"PostgreSQL at {db_url} is not reachable")
+    if not _reachable(redis_url, 6379):
+        missing(f"Redis at {redis_url} is not reachable")
+
+
+def require_chromium() -> None:
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        missing("needs Debian's chromium at /usr/bin/chromium")
+
+
+@pytest.fixture
+def owner(db: None) -> User:
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def teammate(db: None) -> User:
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    return UserFactory(username="charlie")
+
+
+@pytest.fixture
+def tiny_model(db: None) -> BaseModel:
+    return BaseModelFactory()
+
+
+@pytest.fixture
+def project(owner: User, teammate: User) -> Project:
+    project = make_project(owner)
+    Membership.objects.create(project=project, user=teammate, role=Role.VIEWER)
+    return project

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth.models import User
+
+from lifecycle_app.models import BaseModel, Job, JobKind, JobStatus, Project
+from lifecycle_app.services.projects import project_create
+
+PASSWORD = "correct-horse-battery-9"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+
+def make_project(owner: User, name: str = "Ticket summaries") -> Project:
+    """Projects are made through the service, so they have memberships and stages."""
+    return project_create(owner=owner, name=name, description="")
+
+
+class BaseModelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BaseModel
+        django_get_or_create = ("slug",)
+
+    slug = "tiny"
+    name = "Tiny test model"
+    source = "tiny"
+    family = "decoder-only"
+    architecture = "LlamaForCausalLM"
+    n_params = 106816
+    context_length = 4096
+    n_layers = 2
+    hidden_size = 64
+    vocab_size = 512
+    weights_present = True
+    is_test_model = True
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Job
+
+    kind = JobKind.GENERATE
+    status = JobStatus.QUEUED
+    base_model = factory.SubFactory(BaseModelFactory)
+    params = factory.LazyAttribute(
+        lambda o: {"model_ref": o.base_model.slug, "prompt": "Hello", "max_new_tokens": 8}
+    )
+    progress_total = 8
+    progress_unit = "tokens"

@@ -1,0 +1,65 @@
+"""The Celery app. Queues: "cpu" (default) and "gpu" (workers on CUDA hosts).
+
+Embedded default: kombu's filesystem transport under var/broker, so nothing else must
+run. With REDIS_URL set, Redis is the broker. Results are not stored: Job rows are the
+source of truth, so no result backend is configured.
+"""
+
+from __future__ import annotations
+
+import os
+
+import django
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lifecycle_app.settings")
+# No model hub is reachable: never try, and keep progress bars out of worker logs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+# Above the longest hard time limit, so Redis never redelivers a job that is still
+# running (celery issues 5935, 3430).
+VISIBILITY_TIMEOUT_S = 4 * 3600
+
+if settings.REDIS_URL:
+    broker_url = settings.REDIS_URL
+    transport_options: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+else:
+    broker_url = "filesystem://"
+    folders = {name: settings.BROKER_DIR / name for name in ("queue", "processed", "control")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    transport_options = {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "processed_folder": str(folders["processed"]),
+        "control_folder": str(folders["control"]),
+        "store_processed": False,
+    }
+
+app = Celery("lifecycle")
+app.conf.update(
+    broker_url=broker_url,
+    broker_transport_options=transport_options,
+    broker_connection_retry_on_startup=True,
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_default_queue="cpu",
+    task_queues=[Queue("cpu"), Queue("gpu")],
+    task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    worker_hijack_root_logger=False,
+    beat_schedule={"reap-stale-jobs": {"task": "jobs.reap", "schedule": 60.0}},
+    beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
+    timezone="UTC",
+)
+app.autodiscover_tasks(["workers"], related_name="tasks", force=True)

