@@ -16,7 +16,7 @@ from workers.ml.params import MAX_NEW_TOKENS_LIMIT, MAX_PROMPT_CHARS, GeneratePa
 class SignupForm(UserCreationForm):  # type: ignore[type-arg]
     email = forms.EmailField(required=False, help_text="Optional; used for nothing yet.")
 
-    class Meta(UserCreationForm.Meta):
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]
         model = User
         fields = ("username", "email")
 
@@ -120,10 +120,10 @@ class ScopeForm(StepForm):
         examples = self.examples.is_valid()
         if self.adding_example:
             # Adding a row is not a save: re-render without shouting about blank fields.
-            self._errors.clear()
+            self._errors.clear()  # type: ignore[attr-defined]
             for form in self.examples.forms:
-                form._errors.clear()  # type: ignore[union-attr]
-            self.examples._non_form_errors = self.examples.error_class()
+                form._errors.clear()  # type: ignore[attr-defined]
+            self.examples._non_form_errors = self.examples.error_class()  # type: ignore[attr-defined]
             return False
         return main and examples
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
@@ -16,7 +16,7 @@ from lifecycle_app.models import (
     Stage,
 )
 
-AnyUser = AbstractBaseUser | AnonymousUser
+AnyUser = User | AnonymousUser
 
 
 def project_get_for_user(
@@ -26,7 +26,7 @@ def project_get_for_user(
 
     A viewer asking to write gets 403: they can see the project exists.
     """
-    if not user.is_authenticated:
+    if not isinstance(user, User):
         raise Http404("No such project.")
     membership = (
         Membership.objects.select_related("project", "project__owner")
@@ -40,7 +40,7 @@ def project_get_for_user(
     return membership.project, membership
 
 
-def project_list_for_user(*, user: AnyUser) -> QuerySet[Project]:
+def project_list_for_user(*, user: User) -> QuerySet[Project]:
     return Project.objects.filter(memberships__user=user).select_related("owner")
 
 
@@ -48,7 +48,12 @@ def stages_for_project(*, project: Project) -> dict[str, Stage]:
     return {stage.key: stage for stage in project.stages.all()}
 
 
+MAX_ID = 2**63 - 1  # larger ids in a URL would overflow the database's bigint
+
+
 def job_get_for_user(*, project: Project, job_id: int) -> Job:
+    if not 0 < job_id <= MAX_ID:
+        raise Http404("No such job.")
     job = (
         Job.objects.select_related("created_by", "base_model", "project")
         .filter(project=project, id=job_id)
@@ -61,7 +66,7 @@ def job_get_for_user(*, project: Project, job_id: int) -> Job:
 
 def job_list(
     *,
-    user: AnyUser,
+    user: User,
     project: Project | None = None,
     status: str | None = None,
     kind: str | None = None,

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import pytest
@@ -61,22 +62,22 @@ def require_chromium() -> None:
 
 @pytest.fixture
 def owner(db: None) -> User:
-    return UserFactory(username="alice")
+    return cast(User, UserFactory(username="alice"))
 
 
 @pytest.fixture
 def teammate(db: None) -> User:
-    return UserFactory(username="bob")
+    return cast(User, UserFactory(username="bob"))
 
 
 @pytest.fixture
 def outsider(db: None) -> User:
-    return UserFactory(username="charlie")
+    return cast(User, UserFactory(username="charlie"))
 
 
 @pytest.fixture
 def tiny_model(db: None) -> BaseModel:
-    return BaseModelFactory()
+    return cast(BaseModel, BaseModelFactory())
 
 
 @pytest.fixture

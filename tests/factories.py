@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import factory
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 
 from lifecycle_app.models import BaseModel, Job, JobKind, JobStatus, Project
@@ -15,7 +16,7 @@ class UserFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ("username",)
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+    password = factory.LazyFunction(lambda: make_password(PASSWORD))
 
 
 def make_project(owner: User, name: str = "Ticket summaries") -> Project:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -64,7 +64,7 @@ def _enqueue(job_id: int) -> None:
 
 
 def job_create_generate(
-    *, project: Project, user: AbstractBaseUser, base_model: BaseModel, params: GenerateParams
+    *, project: Project, user: User, base_model: BaseModel, params: GenerateParams
 ) -> Job:
     with transaction.atomic():
         job = Job.objects.create(

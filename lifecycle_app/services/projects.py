@@ -3,7 +3,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -21,7 +21,7 @@ def _unique_slug(name: str) -> str:
 
 
 @transaction.atomic
-def project_create(*, owner: AbstractBaseUser, name: str, description: str = "") -> Project:
+def project_create(*, owner: User, name: str, description: str = "") -> Project:
     """Create a project with its owner membership and one Stage row per lifecycle stage."""
     project = Project.objects.create(
         slug=_unique_slug(name), name=name.strip(), description=description, owner=owner

@@ -4,9 +4,14 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.http import HttpRequest
+from django_htmx.middleware import HtmxDetails
 
 from lifecycle_app import selectors, wizard
 from lifecycle_app.models import Membership, Project, StepStatus
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 def authed_user(request: HttpRequest) -> User:

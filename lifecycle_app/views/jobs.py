@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from lifecycle_app import selectors
 from lifecycle_app.models import JobKind, JobStatus, Project
 from lifecycle_app.services.jobs import job_cancel
+from lifecycle_app.views.common import HtmxHttpRequest, authed_user
 
 
-def _filters(request: HttpRequest) -> tuple[str | None, str | None]:
+def _filters(request: HtmxHttpRequest) -> tuple[str | None, str | None]:
     status = request.GET.get("status") or None
     kind = request.GET.get("kind") or None
     # Unknown values filter nothing rather than erroring: the form only offers valid ones.
@@ -21,9 +22,9 @@ def _filters(request: HttpRequest) -> tuple[str | None, str | None]:
     return status, kind
 
 
-def _job_list(request: HttpRequest, project: Project | None) -> HttpResponse:
+def _job_list(request: HtmxHttpRequest, project: Project | None) -> HttpResponse:
     status, kind = _filters(request)
-    jobs = selectors.job_list(user=request.user, project=project, status=status, kind=kind)
+    jobs = selectors.job_list(user=authed_user(request), project=project, status=status, kind=kind)
     context = {
         "project": project,
         "jobs": jobs,
@@ -41,20 +42,20 @@ def _job_list(request: HttpRequest, project: Project | None) -> HttpResponse:
 
 @login_required
 @require_GET
-def all_jobs(request: HttpRequest) -> HttpResponse:
+def all_jobs(request: HtmxHttpRequest) -> HttpResponse:
     return _job_list(request, None)
 
 
 @login_required
 @require_GET
-def project_jobs(request: HttpRequest, slug: str) -> HttpResponse:
+def project_jobs(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project, _ = selectors.project_get_for_user(user=request.user, slug=slug)
     return _job_list(request, project)
 
 
 @login_required
 @require_GET
-def job_detail(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+def job_detail(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse:
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
     job = selectors.job_get_for_user(project=project, job_id=job_id)
     context = {"project": project, "membership": membership, "job": job}
@@ -63,7 +64,7 @@ def job_detail(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def job_status(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+def job_status(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse:
     """The self-replacing status fragment (polls while the job is active)."""
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
     job = selectors.job_get_for_user(project=project, job_id=job_id)
@@ -74,7 +75,7 @@ def job_status(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def job_cancel_view(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+def job_cancel_view(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse:
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug, write=True)
     job = job_cancel(job=selectors.job_get_for_user(project=project, job_id=job_id))
     if request.htmx:

@@ -1,19 +1,19 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from lifecycle_app import selectors, wizard
 from lifecycle_app.forms import ProjectForm
 from lifecycle_app.services.projects import project_create
-from lifecycle_app.views.common import authed_user, wizard_context
+from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_context
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def project_list(request: HttpRequest) -> HttpResponse:
+def project_list(request: HtmxHttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         project = project_create(
@@ -22,13 +22,13 @@ def project_list(request: HttpRequest) -> HttpResponse:
             description=form.cleaned_data["description"],
         )
         return redirect("project_detail", slug=project.slug)
-    projects = selectors.project_list_for_user(user=request.user)
+    projects = selectors.project_list_for_user(user=authed_user(request))
     return render(request, "projects/list.html", {"projects": projects, "form": form})
 
 
 @login_required
 @require_GET
-def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def project_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
     context = wizard_context(project=project, membership=membership)
     first_open = next(

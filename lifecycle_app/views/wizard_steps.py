@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
@@ -14,7 +14,7 @@ from lifecycle_app.forms import GenerateForm
 from lifecycle_app.models import BaseModel, JobKind, StageKey
 from lifecycle_app.services.jobs import job_create_generate
 from lifecycle_app.services.projects import stage_step_save
-from lifecycle_app.views.common import authed_user, wizard_context
+from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_context
 
 
 def _initial_for(
@@ -52,7 +52,7 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def step_view(request: HttpRequest, slug: str, stage: str, step: str) -> HttpResponse:
+def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> HttpResponse:
     project, membership = selectors.project_get_for_user(
         user=request.user, slug=slug, write=request.method == "POST"
     )

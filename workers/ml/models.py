@@ -318,7 +318,7 @@ def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> Loa
             )
         except OSError as exc:
             raise ModelNotAvailable(f"Could not load the weights of '{path}': {exc}") from exc
-        model.to(device).eval()
+        model.to(device).eval()  # type: ignore[arg-type]
         _cache.clear()  # one warm model per worker process bounds memory
         loaded = LoadedModel(model, tokenizer, device, path, context_length_of(config))
         _cache[key] = loaded
