@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
-from django.forms import formset_factory
+from django.forms import BaseFormSet, formset_factory
 from pydantic import ValidationError as PydanticValidationError
 
 from lifecycle_app.guide import METRICS, TASK_TYPES
@@ -45,8 +45,30 @@ class ExampleForm(forms.Form):
 
 
 MIN_EXAMPLES = 3
+MAX_EXAMPLES = 20
+
+
+class BaseExampleFormSet(BaseFormSet):  # type: ignore[type-arg]
+    """Blank rows are allowed anywhere; what counts is how many rows are filled in."""
+
+    def _construct_form(self, i: int, **kwargs: Any) -> ExampleForm:
+        return super()._construct_form(i, empty_permitted=True, **kwargs)  # type: ignore[misc]
+
+    def clean(self) -> None:
+        filled = [f for f in self.forms if f.has_changed()]
+        if not any(f.errors for f in self.forms) and len(filled) < MIN_EXAMPLES:
+            raise forms.ValidationError(
+                f"Add at least {MIN_EXAMPLES} examples (input and output); you have {len(filled)}."
+            )
+
+
 ExampleFormSet = formset_factory(
-    ExampleForm, extra=0, min_num=MIN_EXAMPLES, validate_min=True, max_num=20, validate_max=True
+    ExampleForm,
+    formset=BaseExampleFormSet,
+    extra=0,
+    min_num=MIN_EXAMPLES,
+    max_num=MAX_EXAMPLES,
+    validate_max=True,
 )
 
 
@@ -96,7 +118,8 @@ class ScopeForm(StepForm):
             # "Add another example" re-renders the step with one more empty row.
             data = data.copy()
             total = data.get("ex-TOTAL_FORMS", "0")
-            data["ex-TOTAL_FORMS"] = str(int(total) + 1 if total.isdigit() else MIN_EXAMPLES)
+            rows = int(total) + 1 if total.isdigit() else MIN_EXAMPLES
+            data["ex-TOTAL_FORMS"] = str(min(rows, MAX_EXAMPLES))
         super().__init__(data, *args, **kwargs)
         self.examples = ExampleFormSet(data, prefix="ex", initial=examples)
 
@@ -162,6 +185,7 @@ class GenerateForm(StepForm):
     prompt = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 5}),
         max_length=MAX_PROMPT_CHARS,
+        strip=False,  # leading/trailing whitespace can matter to a prompt
         error_messages={"required": "Enter a prompt."},
     )
     max_new_tokens = forms.IntegerField(

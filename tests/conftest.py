@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import pytest
@@ -58,6 +58,12 @@ def require_redis_and_postgres() -> None:
 def require_chromium() -> None:
     if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
         missing("needs Debian's chromium at /usr/bin/chromium")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # PBKDF2 at production strength costs ~0.3 s per user; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

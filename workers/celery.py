@@ -47,6 +47,7 @@ app.conf.update(
     broker_url=broker_url,
     broker_transport_options=transport_options,
     broker_connection_retry_on_startup=True,
+    broker_connection_timeout=3,  # a silent broker must not hang a web request
     task_serializer="json",
     accept_content=["json"],
     result_serializer="json",

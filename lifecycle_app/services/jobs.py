@@ -122,7 +122,9 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
         stale = now - timedelta(seconds=settings.JOB_STALE_AFTER_S)
         claimed = Job.objects.filter(
             id=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale
-        ).update(**{**fields, "message": "Resuming after a lost worker"})
+        ).update(
+            **{**fields, "started_at": F("started_at"), "message": "Resuming after a lost worker"}
+        )
     if not claimed:
         return None
     return Job.objects.select_related("base_model").get(id=job_id)

@@ -1,0 +1,274 @@
+"""A real Celery worker for integration and browser tests.
+
+Design note. One worker process serves the whole test session: starting it and loading
+the tiny model takes seconds, and a job's outcome does not depend on the worker being
+fresh. It runs `celery -A workers.celery worker` as a subprocess against the pytest-django
+TEST database (so it starts only after `django_db_setup`) and the test process's Redis,
+so tests must use `django_db(transaction=True)`: the worker only sees committed rows.
+
+- `shared_celery_worker` starts the worker, or hands out the one already running, so the
+  browser tests' conftest can reuse it without a second process. Whichever fixture started
+  it stops it, and both fixtures depend on `django_db_setup`, so the worker has closed its
+  database connections before pytest-django drops the test database.
+- Job ids are not reset between tests (the flush keeps sequences), so a task left over
+  from an earlier test finds no queued row with its id and is skipped.
+- When a test fails, the part of the worker's log written during that test is attached
+  to its report (`pytest_runtest_makereport`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+
+from lifecycle_app.models import ACTIVE_STATUSES, Job
+from tests.conftest import require_redis_and_postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_START_TIMEOUT_S = 60.0
+JOB_TIMEOUT_S = 60.0
+
+# Every test's reports by phase ("setup", "call", "teardown"), for failure artifacts.
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+# The worker a test uses and the size of its log when the test started.
+WORKER_LOG_START = pytest.StashKey[tuple["WorkerProcess", int]]()
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    hostname: str
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_text(self, start: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as fh:
+            fh.seek(start)
+            return fh.read().decode("utf-8", errors="replace")
+
+    def wait_for_log(self, pattern: re.Pattern[str], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pattern.search(self.log_text()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"The worker never logged {pattern.pattern!r}", pytrace=False)
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Warm shutdown (SIGTERM); kill the whole process group if it hangs."""
+        if self.alive():
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
+        # The pool children are in the worker's own process group (start_new_session).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+def worker_database_url() -> str:
+    """DATABASE_URL with its database name replaced by the test database's name."""
+    name = settings.DATABASES["default"]["NAME"]
+    return urlparse(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
+
+
+def _ping(hostname: str, timeout: float = 0.5) -> bool:
+    from workers.celery import app
+
+    replies = app.control.inspect(destination=[hostname], timeout=timeout).ping() or {}
+    return hostname in replies
+
+
+def _other_workers(hostname: str) -> list[str]:
+    from workers.celery import app
+
+    replies = app.control.ping(timeout=0.5) or []
+    return sorted(name for reply in replies for name in reply if name != hostname)
+
+
+def start_worker(log_dir: Path) -> WorkerProcess:
+    """Purge the queues, start a worker on the test database, wait until it answers."""
+    from workers.celery import app
+
+    app.control.purge()  # messages left by earlier runs would point at other databases
+    hostname = f"lifecycle-test-{os.getpid()}@{socket.gethostname()}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": worker_database_url(),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        # Job folders go to a temporary var/; models stay shared (built atomically).
+        "LIFECYCLE_VAR_DIR": str(log_dir / "var"),
+        "LIFECYCLE_MODELS_DIR": str(settings.MODELS_DIR),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery",
+        "worker",
+        "-Q",
+        "cpu,gpu",
+        "--concurrency",
+        "1",
+        "--pool",
+        "prefork",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        hostname,
+        # Nothing to synchronise with other workers; skipping mingle saves a second.
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    log_path = log_dir / "worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    worker = WorkerProcess(proc=proc, hostname=hostname, log_path=log_path)
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while not _ping(hostname):
+        if not worker.alive() or time.monotonic() > deadline:
+            worker.stop()
+            pytest.fail(
+                f"The Celery worker did not start (exit code {proc.returncode}).\n"
+                f"--- worker log ---\n{worker.log_text()}",
+                pytrace=False,
+            )
+    others = _other_workers(hostname)
+    if others:
+        warnings.warn(
+            f"Other Celery workers share this broker and may take test jobs: {others}",
+            stacklevel=1,
+        )
+    return worker
+
+
+_shared: WorkerProcess | None = None
+
+
+@contextlib.contextmanager
+def shared_celery_worker(log_dir: Path) -> Iterator[WorkerProcess]:
+    """Start the worker, or reuse the one another conftest's session fixture started."""
+    global _shared
+    if _shared is not None and _shared.alive():
+        yield _shared
+        return
+    worker = start_worker(log_dir)
+    _shared = worker
+    try:
+        yield worker
+    finally:
+        _shared = None
+        worker.stop()
+
+
+def _cancel_active_jobs(timeout: float = 15.0) -> None:
+    """Stop what a test left running, so the next test's jobs do not queue behind it."""
+    from lifecycle_app.services.jobs import job_cancel
+
+    for job in Job.objects.filter(status__in=ACTIVE_STATUSES):
+        job_cancel(job=job)
+    deadline = time.monotonic() + timeout
+    while Job.objects.filter(status__in=ACTIVE_STATUSES).exists():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+
+
+def wait_for_job(
+    job_id: int,
+    until: Callable[[Job], bool] = lambda job: not job.is_active,
+    *,
+    timeout: float = JOB_TIMEOUT_S,
+    poll: float = 0.05,
+) -> Job:
+    """Poll the Job row until `until(job)` holds; fail with its last state after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = Job.objects.select_related("base_model").get(id=job_id)
+        if until(job):
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"Job {job_id} did not reach the expected state within {timeout:.0f} s: "
+                f"status={job.status} progress={job.progress_done}/{job.progress_total} "
+                f"message={job.message!r} error={job.error!r}",
+                pytrace=False,
+            )
+        time.sleep(poll)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture: without the services, pytest-django's database setup would
+    # error out instead of skipping. Tests that need no worker run anywhere.
+    if "live_worker" in getattr(item, "fixturenames", ()):
+        require_redis_and_postgres()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    if report.failed and WORKER_LOG_START in item.stash:
+        worker, start = item.stash[WORKER_LOG_START]
+        report.sections.append(("celery worker log", worker.log_text(start) or "(empty)"))
+    return report
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    require_redis_and_postgres()
+    with shared_celery_worker(tmp_path_factory.mktemp("celery-worker")) as worker:
+        yield worker
+
+
+@pytest.fixture
+def live_worker(
+    celery_worker_process: WorkerProcess, transactional_db: None, request: pytest.FixtureRequest
+) -> Iterator[WorkerProcess]:
+    """The running worker; the test's rows must be committed for it to see them."""
+    worker = celery_worker_process
+    if not worker.alive():
+        pytest.fail(
+            f"The Celery worker exited (code {worker.proc.returncode}).\n"
+            f"--- worker log ---\n{worker.log_text()}",
+            pytrace=False,
+        )
+    request.node.stash[WORKER_LOG_START] = (worker, worker.log_size())
+    yield worker
+    _cancel_active_jobs()
