@@ -201,6 +201,14 @@ class GenerateForm(StepForm):
     )
     top_p = forms.FloatField(label="Top-p", initial=0.95, min_value=0.01, max_value=1.0)
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
+    repetition_penalty = forms.FloatField(
+        label="Repetition penalty",
+        initial=1.1,
+        min_value=1.0,
+        max_value=2.0,
+        required=False,
+        help_text="1.0 turns it off; 1.1 keeps small models from looping.",
+    )
     use_chat_template = forms.BooleanField(
         label="Wrap the prompt in the model's chat template", required=False, initial=True
     )
@@ -210,6 +218,10 @@ class GenerateForm(StepForm):
         if not prompt.strip():
             raise forms.ValidationError("Enter a prompt.")
         return prompt
+
+    def clean_repetition_penalty(self) -> float:
+        value = self.cleaned_data.get("repetition_penalty")
+        return 1.1 if value is None else float(value)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -11,7 +11,7 @@ import os
 
 import django
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lifecycle_app.settings")
 # No model hub is reachable: never try, and keep progress bars out of worker logs.
@@ -56,7 +56,10 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_default_queue="cpu",
-    task_queues=[Queue("cpu"), Queue("gpu")],
+    task_queues=[
+        Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu"),
+        Queue("gpu", Exchange("gpu", type="direct"), routing_key="gpu"),
+    ],
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     worker_hijack_root_logger=False,
     beat_schedule={"reap-stale-jobs": {"task": "jobs.reap", "schedule": 60.0}},

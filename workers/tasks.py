@@ -114,7 +114,7 @@ def _generate(job: Job) -> None:
             job_id=job.id,
             done=done,
             total=total,
-            message=f"Generated {done} of up to {total} tokens",
+            message="Generating",
         )
         job_services.generation_output_update(job_id=job.id, index=0, text=text)
 

@@ -88,6 +88,11 @@ PROMPT_ERRORS = [
         {"top_p": "0"}, "Ensure this value is greater than or equal to 0.01.", id="top-p-0"
     ),
     pytest.param(
+        {"repetition_penalty": "0.5"},
+        "Ensure this value is greater than or equal to 1.0.",
+        id="repetition-penalty-below-1",
+    ),
+    pytest.param(
         {"decoding": "beam"},
         "Select a valid choice. beam is not one of the available choices.",
         id="unknown-decoding",

@@ -315,6 +315,7 @@ def test_it_starts_one_generate_job_and_redirects_to_its_page(
         "top_p": 0.95,
         "seed": 7,
         "use_chat_template": True,
+        "repetition_penalty": 1.1,
     }
     assert (job.progress_total, job.progress_unit) == (16, "tokens")
     output = GenerationOutput.objects.get()

@@ -90,7 +90,10 @@ def generate(
                 (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
             )
 
-    kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens,
+        "repetition_penalty": params.repetition_penalty,
+    }
     if params.decoding == "sampling":
         kwargs.update(
             do_sample=True,

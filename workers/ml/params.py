@@ -26,6 +26,8 @@ class GenerateParams(BaseModel):
     top_k: int = Field(default=50, ge=0, le=1000)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # Small models loop on greedy decoding without it ("sorry, sorry, sorry, ...").
+    repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
     use_chat_template: bool = True
 
     @model_validator(mode="after")
