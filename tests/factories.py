@@ -55,3 +55,42 @@ class JobFactory(factory.django.DjangoModelFactory):
     )
     progress_total = 8
     progress_unit = "tokens"
+
+
+# Form posts shared by the view and form tests.
+def scope_data(n_examples: int = 3, **overrides: str) -> dict[str, str]:
+    data = {
+        "task_type": "summarization",
+        "use_case": "Support agents summarise long customer tickets into two lines.",
+        "success_metric": "rouge_l",
+        "metric_target": "0.4",
+        "max_latency_ms": "800",
+        "max_cost_per_1k": "0.25",
+        "privacy": "internal",
+        "hardware": "cpu",
+        "ex-TOTAL_FORMS": str(n_examples),
+        "ex-INITIAL_FORMS": "0",
+        "ex-MIN_NUM_FORMS": "3",
+        "ex-MAX_NUM_FORMS": "20",
+    }
+    for i in range(n_examples):
+        data[f"ex-{i}-input"] = f"Ticket {i}: the printer on floor {i} is jammed again."
+        data[f"ex-{i}-output"] = f"Printer {i} jammed."
+    data.update(overrides)
+    return data
+
+
+def prompt_data(model: BaseModel, **overrides: str) -> dict[str, str]:
+    data = {
+        "base_model": model.slug,
+        "prompt": "Summarise: the printer is jammed.",
+        "max_new_tokens": "16",
+        "decoding": "greedy",
+        "temperature": "0.7",
+        "top_k": "50",
+        "top_p": "0.95",
+        "seed": "7",
+        "use_chat_template": "on",
+    }
+    data.update(overrides)
+    return data

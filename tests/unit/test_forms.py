@@ -14,48 +14,12 @@ from django.utils.html import escape
 
 from lifecycle_app.forms import GenerateForm, ModelPickForm, ScopeForm
 from lifecycle_app.models import BaseModel, Job, Project
-from tests.factories import BaseModelFactory
+from tests.factories import BaseModelFactory, prompt_data, scope_data
 
 
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", lambda job_id: None)
-
-
-def prompt_data(model: BaseModel, **overrides: str) -> dict[str, str]:
-    data = {
-        "base_model": model.slug,
-        "prompt": "Summarise: the printer is jammed.",
-        "max_new_tokens": "16",
-        "decoding": "greedy",
-        "temperature": "0.7",
-        "top_k": "50",
-        "top_p": "0.95",
-        "seed": "0",
-        "use_chat_template": "on",
-    }
-    data.update(overrides)
-    return data
-
-
-def scope_data(n_examples: int = 3, **overrides: str) -> dict[str, str]:
-    data = {
-        "task_type": "classification",
-        "use_case": "Route incoming support tickets to the right team.",
-        "success_metric": "f1",
-        "metric_target": "0.8",
-        "privacy": "public",
-        "hardware": "any",
-        "ex-TOTAL_FORMS": str(n_examples),
-        "ex-INITIAL_FORMS": "0",
-        "ex-MIN_NUM_FORMS": "3",
-        "ex-MAX_NUM_FORMS": "20",
-    }
-    for i in range(n_examples):
-        data[f"ex-{i}-input"] = f"ticket {i}"
-        data[f"ex-{i}-output"] = f"team {i}"
-    data.update(overrides)
-    return data
 
 
 # --- Prompt validation, through the view ------------------------------------------------
@@ -192,12 +156,16 @@ def test_it_accepts_a_complete_scope_and_returns_json_ready_answers(db: None) ->
     assert not isinstance(answers["max_cost_per_1k"], Decimal)
     assert answers["max_latency_ms"] == 250
     assert answers["examples"] == [
-        {"input": f"ticket {i}", "output": f"team {i}"} for i in range(3)
+        {
+            "input": f"Ticket {i}: the printer on floor {i} is jammed again.",
+            "output": f"Printer {i} jammed.",
+        }
+        for i in range(3)
     ]
 
 
 def test_it_leaves_optional_budgets_empty(db: None) -> None:
-    form = ScopeForm(scope_data())
+    form = ScopeForm(scope_data(max_cost_per_1k="", max_latency_ms=""))
 
     assert form.is_valid(), (form.errors, form.examples.errors)
     assert form.answers()["max_cost_per_1k"] is None
