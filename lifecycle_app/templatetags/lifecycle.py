@@ -29,6 +29,19 @@ def seconds(value: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+STEP_LABELS = {
+    "not_started": "Not started",
+    "in_progress": "In progress",
+    "complete": "Complete",
+    "planned": "Coming later",
+}
+
+
+@register.filter
+def step_label(status: str) -> str:
+    return STEP_LABELS.get(status, status)
+
+
 @register.filter
 def get_item(mapping: dict[str, object], key: str) -> object:
     return mapping.get(key) if mapping else None
