@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from lifecycle_app.models import BaseModel, GenerationOutput, Job, Membership, Project, Stage
+from lifecycle_app.models import (
+    BaseModel,
+    Dataset,
+    GenerationOutput,
+    Job,
+    Membership,
+    Project,
+    Stage,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -55,3 +63,11 @@ class JobAdmin(admin.ModelAdmin):
 @admin.register(GenerationOutput)
 class GenerationOutputAdmin(admin.ModelAdmin):
     list_display = ["job", "index", "output_tokens", "finish_reason"]
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "format", "valid_rows", "total_rows", "created_at"]
+    list_filter = ["format", "classification"]
+    list_select_related = ["project"]
+    readonly_fields = ["stored_name", "sha256", "size_bytes"]

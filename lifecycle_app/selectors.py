@@ -10,7 +10,9 @@ from django.http import Http404
 from lifecycle_app.models import (
     ACTIVE_STATUSES,
     BaseModel,
+    Dataset,
     Job,
+    JobKind,
     Membership,
     Project,
     Stage,
@@ -99,3 +101,40 @@ def latest_job_for_step(*, project: Project, kind: str) -> Job | None:
         .order_by("-created_at", "-id")
         .first()
     )
+
+
+def dataset_list(*, project: Project) -> list[Dataset]:
+    return list(Dataset.objects.filter(project=project).select_related("created_by"))
+
+
+def dataset_get(*, project: Project, dataset_id: int) -> Dataset:
+    if not 0 < dataset_id <= MAX_ID:
+        raise Http404("No such dataset.")
+    dataset = Dataset.objects.filter(project=project, id=dataset_id).first()
+    if dataset is None:
+        raise Http404("No such dataset.")
+    return dataset
+
+
+def latest_profile_job(*, dataset: Dataset) -> Job | None:
+    return (
+        Job.objects.select_related("created_by", "base_model", "project")
+        .filter(dataset=dataset, kind=JobKind.PROFILE)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+BUNDLED_SLUG = "smollm2-135m-instruct"
+
+
+def profile_model_for(*, project: Project) -> BaseModel | None:
+    """The tokenizer to profile with: the project's chosen model, else the bundled one."""
+    select = project.stages.filter(key="select").first()
+    slug = select.step("model").get("answers", {}).get("base_model") if select else None
+    for candidate in (slug, BUNDLED_SLUG):
+        if candidate:
+            model = BaseModel.objects.filter(slug=candidate).first()
+            if model is not None:
+                return model
+    return BaseModel.objects.order_by("is_test_model", "id").first()

@@ -142,6 +142,17 @@ GPU_QUEUE = env_bool("LIFECYCLE_GPU_QUEUE", False)
 # A running job whose heartbeat is older than this is reported as lost by the reaper.
 JOB_STALE_AFTER_S = env_int("LIFECYCLE_JOB_STALE_AFTER_S", 120, minimum=10)
 
+# Uploaded datasets live here: outside the static and media roots, under generated names,
+# served only through permission-checked views.
+DATASETS_DIR = VAR_DIR / "datasets"
+DATASET_MAX_BYTES = env_int("LIFECYCLE_DATASET_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
+DATASET_MAX_ROWS = env_int("LIFECYCLE_DATASET_MAX_ROWS", 200_000, minimum=10)
+# Uploads stream to disk here (never into memory); pasted rows may be up to 5 MB.
+FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
+
 REDIS_URL = env_str("REDIS_URL")
 BROKER_DIR = VAR_DIR / "broker"
 

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from lifecycle_app.views import accounts, jobs, projects, wizard_steps
+from lifecycle_app.views import accounts, datasets, jobs, projects, wizard_steps
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -17,6 +17,36 @@ urlpatterns = [
     path("p/<slug:slug>/jobs/<int:job_id>/", jobs.job_detail, name="job_detail"),
     path("p/<slug:slug>/jobs/<int:job_id>/status/", jobs.job_status, name="job_status"),
     path("p/<slug:slug>/jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job_cancel"),
+    path("p/<slug:slug>/datasets/", datasets.dataset_list, name="dataset_list"),
+    path("p/<slug:slug>/datasets/upload/", datasets.dataset_upload, name="dataset_upload"),
+    path(
+        "p/<slug:slug>/datasets/uploads/<str:token>/",
+        datasets.dataset_staged,
+        name="dataset_staged",
+    ),
+    path(
+        "p/<slug:slug>/datasets/uploads/<str:token>/discard/",
+        datasets.dataset_staged_discard,
+        name="dataset_staged_discard",
+    ),
+    path(
+        "p/<slug:slug>/datasets/<int:dataset_id>/", datasets.dataset_detail, name="dataset_detail"
+    ),
+    path(
+        "p/<slug:slug>/datasets/<int:dataset_id>/rename/",
+        datasets.dataset_rename,
+        name="dataset_rename",
+    ),
+    path(
+        "p/<slug:slug>/datasets/<int:dataset_id>/delete/",
+        datasets.dataset_delete,
+        name="dataset_delete",
+    ),
+    path(
+        "p/<slug:slug>/datasets/<int:dataset_id>/download/",
+        datasets.dataset_download,
+        name="dataset_download",
+    ),
     path("p/<slug:slug>/<str:stage>/<slug:step>/", wizard_steps.step_view, name="wizard_step"),
     path("admin/", admin.site.urls),
 ]

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from lifecycle_app.models import (
     BaseModel,
+    Dataset,
     GenerationOutput,
     Job,
     JobKind,
@@ -39,7 +40,7 @@ from workers.ml.params import GenerateParams
 logger = logging.getLogger(__name__)
 
 # kind -> Celery task name (each kind has its own task and time limits).
-TASK_FOR_KIND = {JobKind.GENERATE: "jobs.generate"}
+TASK_FOR_KIND = {JobKind.GENERATE: "jobs.generate", JobKind.PROFILE: "jobs.profile"}
 
 
 def _queue_for(kind: str) -> str:
@@ -90,6 +91,28 @@ def job_create_generate(
     return job
 
 
+def job_create_profile(
+    *, project: Project, user: User, dataset: Dataset, base_model: BaseModel
+) -> Job:
+    """Token-length profile of a dataset with `base_model`'s tokenizer (runs on a worker)."""
+    with transaction.atomic():
+        job = Job.objects.create(
+            project=project,
+            kind=JobKind.PROFILE,
+            base_model=base_model,
+            dataset=dataset,
+            params={"dataset_id": dataset.id, "model_ref": base_model.slug},
+            queue=_queue_for(JobKind.PROFILE),
+            progress_total=dataset.valid_rows,
+            progress_unit="rows",
+            message="Waiting for a worker",
+            created_by=user,
+        )
+        job_id = job.id
+        transaction.on_commit(lambda: _enqueue(job_id))
+    return job
+
+
 def job_cancel(*, job: Job) -> Job:
     now = timezone.now()
     updated = Job.objects.filter(id=job.id, status=JobStatus.QUEUED).update(
@@ -127,7 +150,7 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
         )
     if not claimed:
         return None
-    return Job.objects.select_related("base_model").get(id=job_id)
+    return Job.objects.select_related("base_model", "dataset").get(id=job_id)
 
 
 def job_heartbeat(*, job_id: int) -> None:

@@ -281,6 +281,20 @@ def describe(path_or_id: str) -> ModelInfo:
     )
 
 
+def load_tokenizer(spec: ModelSpec, models_dir: Path) -> tuple[Any, int, str]:
+    """A model's tokenizer and context length, without loading its weights."""
+    from transformers import AutoTokenizer
+
+    path = resolve(spec, models_dir)
+    config = read_config(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except OSError as exc:
+        raise ModelNotAvailable(f"Could not load the tokenizer of '{path}': {exc}") from exc
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return tokenizer, context_length_of(text), path
+
+
 def pick_device() -> str:
     import torch
 

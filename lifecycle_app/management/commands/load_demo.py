@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
-from lifecycle_app.models import Project, StageKey
+from lifecycle_app import selectors
+from lifecycle_app.models import Dataset, Project, StageKey
+from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.projects import project_create, stage_step_save
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+# (file, dataset name, input field, target field, classification)
+SAMPLE_DATASETS = [
+    ("dialogue_summaries.jsonl", "Everyday dialogues (sample)", "dialogue", "summary", False),
+    ("support_intents.csv", "Support intents (sample)", "text", "label", True),
+]
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "lifecycle-demo"  # printed in the README; a local demo account only
@@ -56,6 +69,33 @@ class Command(BaseCommand):
                     "hardware": "cpu",
                 },
             )
+        project = Project.objects.get(owner=user, name=DEMO_PROJECT)
+        self._load_samples(project, user)
         self.stdout.write(
             self.style.SUCCESS(f"Demo ready: log in as '{DEMO_USERNAME}' / '{DEMO_PASSWORD}'.")
         )
+
+    def _load_samples(self, project: Project, user: User) -> None:
+        """Load the shipped sample datasets through the same path as an upload."""
+        for filename, name, input_field, target_field, classification in SAMPLE_DATASETS:
+            if Dataset.objects.filter(project=project, name=name).exists():
+                continue
+            tmp = Path(tempfile.mkdtemp(dir=settings.FILE_UPLOAD_TEMP_DIR)) / filename
+            shutil.copyfile(SAMPLES / filename, tmp)
+            staged = dataset_stage_file(project=project, user=user, path=tmp, filename=filename)
+            tmp.parent.rmdir()
+            dataset = dataset_create_from_staged(
+                project=project,
+                user=user,
+                staged=staged,
+                mapping=Mapping(
+                    input_field=input_field,
+                    target_field=target_field,
+                    classification=classification,
+                    seed=42,
+                    fractions=(0.8, 0.1, 0.1),
+                ),
+                name=name,
+                profile_model=selectors.profile_model_for(project=project),
+            )
+            self.stdout.write(f"  sample dataset '{name}': {dataset.summary}")

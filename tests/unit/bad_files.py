@@ -1,0 +1,282 @@
+"""Malformed uploads, each with the message a user must see and the line it names.
+
+`bad_files()` maps a case name to (filename, bytes, expected message substring, expected
+line or None). An empty message means the file must be accepted with no problems. The
+files are read with MAX_ROWS as the row limit and mapped with the suggested fields, or
+input/target where nothing is suggested.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zipfile
+from functools import cache
+from typing import NamedTuple
+
+MAX_ROWS = 1000
+BOMB_BYTES = 50_000_000
+
+
+class BadFile(NamedTuple):
+    filename: str
+    data: bytes
+    message: str
+    line: int | None
+
+
+def jsonl(*records: object) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def pair(i: int) -> dict[str, str]:
+    return {"input": f"question {i}", "target": f"answer {i}"}
+
+
+def zip_bomb(inner_name: str = "data.csv") -> bytes:
+    """A real ZIP holding 50 MB of one repeated byte; the archive is ~50 KB."""
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open(inner_name, "w", force_zip64=True) as member,
+    ):
+        block = b"a" * (1 << 20)
+        for _ in range(BOMB_BYTES // len(block)):
+            member.write(block)
+    return buffer.getvalue()
+
+
+def excel_like() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    return buffer.getvalue()
+
+
+@cache
+def bad_files() -> dict[str, BadFile]:
+    good = jsonl(pair(1), pair(2))
+    chat_ok = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+        ]
+    }
+    chat_bad = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant"}]}
+    cases = {
+        "jsonl_truncated_line": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), pair(2), pair(3))
+            + b'{"input": "q", "target": "cut of\n'
+            + jsonl(pair(5)),
+            "Line 4: the JSON is cut off (unterminated string).",
+            4,
+        ),
+        "jsonl_line_is_an_array": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), ["question", "answer"], pair(3)),
+            "Line 2: expected a JSON object ({...}), found a list",
+            2,
+        ),
+        "bom_prefixed_valid_file": BadFile("data.jsonl", b"\xef\xbb\xbf" + good, "", None),
+        "latin1_bytes": BadFile(
+            "data.csv",
+            "input,target\nhello,world\ncafé,crème brûlée\n".encode("latin-1"),
+            "Line 3 is not valid UTF-8: byte 0xE9 at position 4 of the line",
+            3,
+        ),
+        "windows1252_smart_quotes": BadFile(
+            "data.jsonl",
+            good + '{"input": "He said “hi”", "target": "ok"}\n'.encode("cp1252"),
+            "It looks like Latin-1/Windows-1252 text (that byte is '“' there)",
+            3,
+        ),
+        "csv_ragged_rows": BadFile(
+            "data.csv",
+            b"input,target\na,b\nc,d,e\nf,g\nh\n",
+            "Line 3: 3 cells, but the header has 2 columns.",
+            3,
+        ),
+        "csv_every_row_ragged": BadFile(
+            "data.csv",
+            b"input,target\na,b,c\nd,e,f\n",
+            "Every row has a different number of cells than the header (2 columns)",
+            None,
+        ),
+        "csv_missing_target_column": BadFile(
+            "data.csv",
+            b"input,notes\na,b\nc,d\n",
+            "The file has no column 'target'; its columns are: input, notes.",
+            None,
+        ),
+        "empty_file": BadFile("data.csv", b"", "The file is empty (0 bytes).", None),
+        "whitespace_only": BadFile(
+            "data.jsonl", b"  \n\n\t \r\n", "The file holds only whitespace", None
+        ),
+        "header_only": BadFile(
+            "data.csv",
+            b"input,target\r\n",
+            "The file has a header row (input, target) but no data rows.",
+            None,
+        ),
+        "ten_million_character_cell": BadFile(
+            "data.csv",
+            b"input,target\na,b\n" + b"x" * 10_000_000 + b",y\nc,d\n",
+            "Line 3: a cell is longer than 100,000 characters (the limit).",
+            3,
+        ),
+        "binary_named_jsonl": BadFile(
+            "data.jsonl",
+            bytes(range(256)) * 16,
+            "This looks like a binary file (it contains NUL bytes), not a JSON Lines file",
+            None,
+        ),
+        "zip_bomb_named_csv": BadFile(
+            "data.csv",
+            zip_bomb(),
+            "This is a ZIP archive, not a CSV file: unzip it and upload the file inside.",
+            None,
+        ),
+        "excel_workbook_named_csv": BadFile(
+            "data.csv",
+            excel_like(),
+            "This is an Excel workbook, not a CSV file: save it as “CSV UTF-8”",
+            None,
+        ),
+        "gzip_named_jsonl": BadFile(
+            "data.jsonl",
+            gzip.compress(good),
+            "This is a gzip-compressed file, not a JSON Lines file: decompress it",
+            None,
+        ),
+        "png_named_csv": BadFile(
+            "data.csv",
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64),
+            "This is a PNG image, not a CSV file",
+            None,
+        ),
+        "utf16_text": BadFile(
+            "data.csv",
+            "input,target\na,b\n".encode("utf-16"),
+            "This is UTF-16 text, not a CSV file: re-save it as UTF-8",
+            None,
+        ),
+        "nested_object_as_text": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), {"input": {"text": "hi"}, "target": "x"}),
+            "Line 2: 'input' holds an object ({...}), but the input must be text.",
+            2,
+        ),
+        "list_as_text": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), pair(2), {"input": "q", "target": ["a", "b"]}),
+            "Line 3: 'target' holds a list ([...]), but the target must be text.",
+            3,
+        ),
+        "number_as_input": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), {"input": 42, "target": "forty-two"}),
+            "Line 2: 'input' holds a number (42), but the input must be text.",
+            2,
+        ),
+        "empty_target": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), {"input": "q", "target": "   "}),
+            "Line 2: the target 'target' is empty.",
+            2,
+        ),
+        "null_target": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), {"input": "q", "target": None}),
+            "Line 2: the target 'target' is empty (null).",
+            2,
+        ),
+        "duplicate_rows": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), pair(2), pair(1), pair(1)),
+            "Line 3: the same input and target as line 1.",
+            3,
+        ),
+        "json_object_not_array": BadFile(
+            "data.json",
+            json.dumps({"data": [pair(1), pair(2)]}, indent=2).encode(),
+            "This JSON file holds one object, not an array of records",
+            None,
+        ),
+        "json_array_with_a_non_object": BadFile(
+            "data.json",
+            b'[\n  {"input": "a", "target": "b"},\n  "oops",\n  {"input": "c", "target": "d"}\n]\n',
+            "Line 3: expected a JSON object ({...}), found a string.",
+            3,
+        ),
+        "json_array_of_strings": BadFile(
+            "data.json",
+            b'["a", "b"]',
+            "The JSON array holds no objects",
+            None,
+        ),
+        "truncated_json_array": BadFile(
+            "data.json",
+            b'[\n  {"input": "a", "target": "b"},\n  {"input": "c", "tar',
+            "Line 3: the JSON array is cut off in the middle of a record (unterminated string).",
+            3,
+        ),
+        "json_array_never_closed": BadFile(
+            "data.json",
+            b'[\n  {"input": "a", "target": "b"},\n  {"input": "c", "target": "d"}\n',
+            "Line 4: the JSON array is cut off before its closing ']'.",
+            4,
+        ),
+        "json_array_trailing_comma": BadFile(
+            "data.json",
+            b'[\n  {"input": "a", "target": "b"},\n]\n',
+            "Line 3: there is a comma after the last record.",
+            3,
+        ),
+        "chat_message_without_content": BadFile(
+            "chat.jsonl",
+            jsonl(chat_ok, chat_bad),
+            "Line 2: message 2 in 'messages' has no 'content'.",
+            2,
+        ),
+        "chat_messages_not_a_list": BadFile(
+            "chat.jsonl",
+            jsonl(chat_ok, {"messages": "user: hi"}),
+            "Line 2: 'messages' holds a string, but it must be a list of messages",
+            2,
+        ),
+        "more_rows_than_the_limit": BadFile(
+            "data.jsonl",
+            jsonl(*(pair(i) for i in range(MAX_ROWS + 1))),
+            f"The file has more than {MAX_ROWS:,} rows; the limit is {MAX_ROWS:,}.",
+            MAX_ROWS + 1,
+        ),
+        "unknown_field_mapping": BadFile(
+            "data.jsonl",
+            jsonl({"q": "a", "a": "b"}, {"q": "c", "a": "d"}),
+            "None of the 2 rows can be used with this mapping. The first problem: Line 1: "
+            "there is no 'input' field (this record has: q, a).",
+            1,
+        ),
+        "tsv_ragged_rows": BadFile(
+            "data.tsv",
+            b"input\ttarget\na\tb\nc\n\nd\te\tf\n",
+            "Line 3: 1 cell, but the header has 2 columns.",
+            3,
+        ),
+        "unrecognisable_extension_and_content": BadFile(
+            "notes.xyz",
+            b"Dear team,\nplease find the data attached.\n",
+            "Could not tell what format 'notes.xyz' is",
+            None,
+        ),
+        "json_named_file_with_prose": BadFile(
+            "data.json",
+            b"hello there\n",
+            "This file is not a JSON array of records: it starts with 'hello there",
+            None,
+        ),
+    }
+    return cases
