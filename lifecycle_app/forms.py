@@ -250,6 +250,7 @@ class GenerateForm(StepForm):
 class DatasetUploadForm(forms.Form):
     file = forms.FileField(
         required=False,
+        allow_empty_file=True,  # dataset_io names the problem ("The file is empty")
         help_text="JSON Lines, JSON (an array of objects), CSV or TSV, UTF-8.",
     )
     text = forms.CharField(
@@ -269,7 +270,7 @@ class DatasetUploadForm(forms.Form):
         has_text = bool((cleaned.get("text") or "").strip())
         if has_file and has_text:
             raise forms.ValidationError("Upload a file or paste rows, not both.")
-        if not has_file and not has_text:
+        if not has_file and not has_text and "file" not in self.errors:
             raise forms.ValidationError("Choose a file to upload or paste some rows.")
         return cleaned
 

@@ -147,6 +147,11 @@ def staged_cleanup(*, max_age_s: float = STAGED_MAX_AGE_S) -> int:
             _remove(meta.with_suffix(".data"))
             _remove(meta)
             removed += 1
+    # A .data file without its sidecar (a crash between the two writes) goes too.
+    for data in _staged_dir().glob("*.data"):
+        if not data.with_suffix(".json").exists() and now - data.stat().st_mtime > max_age_s:
+            _remove(data)
+            removed += 1
     return removed
 
 

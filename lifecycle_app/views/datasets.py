@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -14,7 +15,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from lifecycle_app import selectors
 from lifecycle_app.forms import DatasetMappingForm, DatasetRenameForm, DatasetUploadForm
-from lifecycle_app.models import Membership, Project
+from lifecycle_app.models import Dataset, Membership, Project
 from lifecycle_app.services import datasets as dataset_services
 from lifecycle_app.uploads import SizeLimitedUploadHandler
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user
@@ -26,7 +27,7 @@ def _list_context(project: Project, membership: Membership, **extra: Any) -> dic
         "project": project,
         "membership": membership,
         "datasets": selectors.dataset_list(project=project),
-        "max_mb": settings.DATASET_MAX_BYTES // (1024 * 1024),
+        "max_size": filesizeformat(settings.DATASET_MAX_BYTES),
         "max_rows": settings.DATASET_MAX_ROWS,
         **extra,
     }
@@ -57,11 +58,13 @@ def _dataset_upload(
     form = DatasetUploadForm(request.POST, request.FILES)
     rejection: DatasetRejected | None = None
     if handler.too_large:
+        form = DatasetUploadForm({"name": request.POST.get("name", "")})
         form.is_valid()
+        form.errors.clear()  # the body was discarded: say only why
         form.add_error(
             "file",
-            f"The file is larger than the {settings.DATASET_MAX_BYTES // (1024 * 1024)} MB "
-            "limit and was not stored. Split it, or raise LIFECYCLE_DATASET_MAX_BYTES.",
+            f"The file is larger than the {filesizeformat(settings.DATASET_MAX_BYTES)} limit "
+            "and was not stored. Split it, or raise LIFECYCLE_DATASET_MAX_BYTES.",
         )
     elif form.is_valid():
         user = authed_user(request)
@@ -190,18 +193,25 @@ def dataset_staged_discard(request: HtmxHttpRequest, slug: str, token: str) -> H
     return redirect("dataset_list", slug=project.slug)
 
 
+def _detail_context(
+    project: Project, membership: Membership, dataset: Dataset, rename_form: DatasetRenameForm
+) -> dict[str, Any]:
+    return {
+        "project": project,
+        "membership": membership,
+        "dataset": dataset,
+        "profile_job": selectors.latest_profile_job(dataset=dataset),
+        "rename_form": rename_form,
+    }
+
+
 @login_required
 @require_GET
 def dataset_detail(request: HtmxHttpRequest, slug: str, dataset_id: int) -> HttpResponse:
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
     dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
-    context = {
-        "project": project,
-        "membership": membership,
-        "dataset": dataset,
-        "profile_job": selectors.latest_profile_job(dataset=dataset),
-        "rename_form": DatasetRenameForm(initial={"name": dataset.name}),
-    }
+    rename_form = DatasetRenameForm(initial={"name": dataset.name})
+    context = _detail_context(project, membership, dataset, rename_form)
     template = "datasets/detail.html"
     if request.htmx and not request.htmx.history_restore_request:
         template += "#profile"
@@ -217,13 +227,7 @@ def dataset_rename(request: HtmxHttpRequest, slug: str, dataset_id: int) -> Http
     if form.is_valid():
         dataset_services.dataset_rename(dataset=dataset, name=form.cleaned_data["name"])
         return redirect("dataset_detail", slug=project.slug, dataset_id=dataset.id)
-    context = {
-        "project": project,
-        "membership": membership,
-        "dataset": dataset,
-        "profile_job": selectors.latest_profile_job(dataset=dataset),
-        "rename_form": form,
-    }
+    context = _detail_context(project, membership, dataset, form)
     return render(request, "datasets/detail.html", context)
 
 
