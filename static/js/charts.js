@@ -9,8 +9,10 @@
       var source = document.getElementById(canvas.dataset.histogram);
       if (!source) return;
       var data = JSON.parse(source.textContent);
+      // Bins are whole tokens, [a, b): label them "a" or "a–(b-1)".
       var labels = data.counts.map(function (_, i) {
-        return Math.round(data.edges[i]) + "–" + Math.round(data.edges[i + 1]);
+        var a = Math.round(data.edges[i]), b = Math.round(data.edges[i + 1]) - 1;
+        return b > a ? a + "–" + b : String(a);
       });
       new Chart(canvas, {
         type: "bar",

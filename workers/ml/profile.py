@@ -102,14 +102,18 @@ def _describe(lengths: Any, bins: int) -> dict[str, Any]:
         }
     ordered = np.sort(lengths)
     longest = int(ordered[-1])
-    counts, edges = np.histogram(ordered, bins=np.linspace(0.0, float(max(longest, 1)), bins + 1))
+    # Whole-token bins [a, b): at most `bins` of them, each at least one token wide, so a
+    # short target (labels of 1-2 tokens) gets one bar per length instead of "0-0, 0-1".
+    width = max(1, -(-(longest + 1) // bins))
+    n_bins = -(-(longest + 1) // width)
+    counts, edges = np.histogram(ordered, bins=np.arange(n_bins + 1) * width)
     p50, p95 = np.percentile(ordered, [50, 95])
     return {
         "min": int(ordered[0]),
         "max": longest,
         "mean": round(float(ordered.mean()), 3),
-        "p50": float(p50),
-        "p95": float(p95),
+        "p50": round(float(p50), 1),
+        "p95": round(float(p95), 1),
         "edges": [float(e) for e in edges],
         "counts": [int(c) for c in counts],
     }
