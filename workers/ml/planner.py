@@ -1,0 +1,558 @@
+"""A compute and memory planner for choosing a model, checked against measurement.
+
+Everything here is plain arithmetic on a `ModelShape` (a model's sizes as plain data), so
+the web process can call it: no Django, and torch/transformers are imported only inside
+`shape_from_model` / `shape_from_config`, which a worker calls once and stores the result
+(`ModelShape.to_json()`) on a database row.
+
+The memory plan follows the course's rules of thumb (FACTS.md "reference numbers"): 4 bytes
+per FP32 parameter, 2 for FP16/BF16, 1 for INT8; full training with Adam adds about 20
+bytes per parameter (gradients 4, Adam states 8, activations and temporaries up to 8). On
+top of that it counts what the rule of thumb leaves out for small models: the logits
+(batch x seq x vocab, in FP32) and the process's runtime baseline (torch + transformers
+loaded, about 340 MB RSS on CPU). `bench/planner_memory.py` measures real peaks in fresh
+processes and compares them with these plans.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DType = Literal["fp32", "fp16", "bf16", "int8"]
+Method = Literal["inference", "full", "lora", "prompt_tuning"]
+Optimizer = Literal["adamw", "sgd"]
+Accelerator = Literal["h100", "a100", "cpu"]
+
+MB = 2**20
+GB = 2**30
+
+# Bytes per stored weight.
+WEIGHT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+# Bytes per activation element: INT8 is a weight-only storage format; the matmuls run in
+# 16-bit, so activations (and the KV cache) are 2 bytes as for FP16/BF16.
+ACTIVATION_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 2}
+
+# The process baseline: `import torch, transformers` plus the Llama modelling code and peft
+# (everything a training child imports before it touches a weight). Measured on this
+# 2-core CPU machine with torch 2.13 (CPU build), transformers 5.24 and peft 0.21 by the
+# "imports only" child of bench/planner_memory.py: 342 MB peak RSS (torch + transformers
+# alone: 236 MB). A GPU process adds the CUDA context on the device (not counted here).
+DEFAULT_RUNTIME_OVERHEAD = 340 * MB
+
+# The rule of thumb's allowance for "activations and temporaries" in full training, per
+# trainable parameter (FACTS.md: up to 8 bytes). Activations and the optimizer's scratch
+# buffers do not coexist (activations are freed by the end of backward, the optimizer's
+# temporaries live only inside `step()`), so the plan counts max(allowance, activations +
+# logits): the `temporaries` term is what the activation terms leave of the allowance.
+TEMPORARIES_ALLOWANCE_PER_PARAM = 8
+
+# Optimizer states per trainable parameter, in FP32: AdamW keeps two moments (m and v);
+# "sgd" is SGD with momentum, one buffer.
+OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}
+
+# Peak dense BF16 tensor throughput per device (no sparsity), FLOP/s.
+PEAK_FLOPS: dict[str, float] = {
+    "h100": 989e12,  # H100 SXM, BF16 dense
+    "a100": 312e12,  # A100, BF16 dense
+    # A generous round figure for a CPU: a 2-core AVX2 machine peaks nearer 0.1-0.2e12
+    # FP32 FLOP/s, so CPU times below are optimistic, which does not change the verdict.
+    "cpu": 1e12,
+}
+FLOPS_PER_PF_DAY = 8.64e19  # 1e15 FLOP/s x 86,400 s
+
+# Module names never offered as LoRA targets (recorded in the shape all the same).
+NOT_LORA_TARGETS = frozenset({"lm_head"})
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's sizes as plain data: what the planner needs, nothing that needs torch."""
+
+    n_params: int  # total, tied weights counted once
+    n_layers: int
+    hidden_size: int
+    intermediate_size: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int
+    tie_word_embeddings: bool
+    # module-name suffix (e.g. "q_proj") -> [(in_features, out_features, count), ...]
+    linear_modules: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+
+    @property
+    def lora_targets(self) -> list[str]:
+        """Linear module names LoRA can target (lm_head excluded), sorted."""
+        return sorted(n for n in self.linear_modules if n not in NOT_LORA_TARGETS)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n_params": self.n_params,
+            "n_layers": self.n_layers,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "context_length": self.context_length,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "linear_modules": {
+                name: [list(entry) for entry in entries]
+                for name, entries in sorted(self.linear_modules.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelShape:
+        linear = {
+            str(name): [(int(i), int(o), int(c)) for i, o, c in entries]
+            for name, entries in dict(data.get("linear_modules") or {}).items()
+        }
+        return cls(
+            n_params=int(data["n_params"]),
+            n_layers=int(data["n_layers"]),
+            hidden_size=int(data["hidden_size"]),
+            intermediate_size=int(data["intermediate_size"]),
+            n_heads=int(data["n_heads"]),
+            n_kv_heads=int(data["n_kv_heads"]),
+            head_dim=int(data["head_dim"]),
+            vocab_size=int(data["vocab_size"]),
+            context_length=int(data["context_length"]),
+            tie_word_embeddings=bool(data["tie_word_embeddings"]),
+            linear_modules=linear,
+        )
+
+
+def shape_from_model(model: Any) -> ModelShape:
+    """Read a (possibly meta-device) transformers model's shape. Imports torch lazily."""
+    from torch import nn
+
+    from workers.ml.models import context_length_of
+
+    groups: dict[str, dict[tuple[int, int], int]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            suffix = name.rsplit(".", 1)[-1]
+            key = (int(module.in_features), int(module.out_features))
+            groups.setdefault(suffix, {})
+            groups[suffix][key] = groups[suffix].get(key, 0) + 1
+    linear = {
+        suffix: [(i, o, c) for (i, o), c in sorted(sizes.items())]
+        for suffix, sizes in sorted(groups.items())
+    }
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "d_model", 0) or 0)
+    n_heads = int(getattr(text, "num_attention_heads", 0) or getattr(text, "num_heads", 0) or 1)
+    n_kv = int(getattr(text, "num_key_value_heads", 0) or n_heads)
+    head_dim = int(getattr(text, "head_dim", 0) or (hidden // n_heads if n_heads else 0))
+    intermediate = int(
+        getattr(text, "intermediate_size", 0) or getattr(text, "d_ff", 0) or 4 * hidden
+    )
+    n_layers = int(getattr(text, "num_hidden_layers", 0) or getattr(text, "num_layers", 0))
+    return ModelShape(
+        n_params=sum(p.numel() for p in model.parameters()),  # tied weights once
+        n_layers=n_layers,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+        vocab_size=int(getattr(text, "vocab_size", 0) or 0),
+        context_length=context_length_of(text),
+        tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        linear_modules=linear,
+    )
+
+
+def shape_from_config(path_or_id: str) -> ModelShape:
+    """Build the model on the meta device (no weights allocated) and read its shape."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from workers.ml.models import family_of, read_config
+
+    config = read_config(path_or_id)
+    auto = {
+        "decoder-only": AutoModelForCausalLM,
+        "encoder-decoder": AutoModelForSeq2SeqLM,
+        "encoder-only": AutoModel,
+    }[family_of(config)]
+    with torch.device("meta"):
+        skeleton = auto.from_config(config)
+    return shape_from_model(skeleton)
+
+
+# --- trainable parameters ----------------------------------------------------------------
+
+
+def lora_trainable_params(shape: ModelShape, r: int, target_modules: Any) -> int:
+    """LoRA's added parameters: A (r x in) and B (out x r) per targeted linear layer."""
+    targets = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    unknown = sorted(set(targets) - set(shape.linear_modules))
+    if unknown:
+        raise ValueError(
+            f"Unknown LoRA target module(s): {', '.join(unknown)}. "
+            f"Available: {', '.join(shape.lora_targets)}."
+        )
+    return sum(r * (i + o) * c for name in set(targets) for i, o, c in shape.linear_modules[name])
+
+
+def prompt_tuning_trainable_params(shape: ModelShape, num_virtual_tokens: int) -> int:
+    """Soft prompt: one hidden-size vector per virtual token (peft, decoder-only models)."""
+    return num_virtual_tokens * shape.hidden_size
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+def activation_elements_per_token_layer(shape: ModelShape) -> int:
+    """Elements one decoder layer keeps for backward, per token (Llama-style layer).
+
+    Counted from what autograd saves in a pre-norm layer with SDPA attention and a gated
+    (SwiGLU) MLP, following Korthikanti et al. 2022 ("Reducing activation recomputation"),
+    whose GPT layer keeps 34*h + 5*a*s elements per token; without dropout masks, with
+    fused/flash attention (no a*s*s score matrix) and a gated MLP it becomes:
+      two RMSNorms, input and normalised output each       4*h
+      q after RoPE, attention output, o_proj's input       3*q_dim
+      k and v after RoPE (grouped-query: kv_dim each)      2*kv_dim
+      MLP: gate, silu(gate), up, gate*up (down's input)    4*i
+    For SmolLM2-135M (h=576, kv=192, i=1536) that is 10,560 elements, about 18*h.
+    """
+    q_dim = shape.n_heads * shape.head_dim
+    kv_dim = shape.n_kv_heads * shape.head_dim
+    return 4 * shape.hidden_size + 3 * q_dim + 2 * kv_dim + 4 * shape.intermediate_size
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Estimated peak memory of one run, in bytes, term by term with explanations."""
+
+    weights: int
+    gradients: int
+    optimizer_states: int
+    temporaries: int
+    activations: int
+    logits: int
+    kv_cache: int
+    runtime_overhead: int
+    trainable_params: int
+    explanations: dict[str, str]
+    shape: ModelShape
+    settings: dict[str, Any]
+
+    TERMS = (
+        "weights",
+        "gradients",
+        "optimizer_states",
+        "temporaries",
+        "activations",
+        "logits",
+        "kv_cache",
+        "runtime_overhead",
+    )
+
+    @property
+    def total(self) -> int:
+        return sum(int(getattr(self, name)) for name in self.TERMS)
+
+    @property
+    def device_total(self) -> int:
+        """The total without the process's runtime baseline (compare with GPU memory)."""
+        return self.total - self.runtime_overhead
+
+    def rows(self) -> list[tuple[str, int, str]]:
+        return [(name, int(getattr(self, name)), self.explanations[name]) for name in self.TERMS]
+
+
+def _mb(n: float) -> str:
+    return f"{n / MB:,.0f} MB" if n < GB else f"{n / GB:,.2f} GB"
+
+
+def memory_plan(
+    shape: ModelShape,
+    *,
+    dtype: DType = "fp32",
+    method: Method = "inference",
+    batch_size: int = 1,
+    seq_len: int = 512,
+    lora_r: int = 8,
+    lora_targets: Any = ("q_proj", "v_proj"),
+    num_virtual_tokens: int = 20,
+    optimizer: Optimizer = "adamw",
+    gradient_checkpointing: bool = False,
+    runtime_overhead: int | None = None,
+) -> MemoryPlan:
+    """Estimate the peak memory of inference or one training step (steady state)."""
+    if dtype not in WEIGHT_BYTES:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(WEIGHT_BYTES)}.")
+    if method not in ("inference", "full", "lora", "prompt_tuning"):
+        raise ValueError(f"Unknown method {method!r}.")
+    if optimizer not in OPTIMIZER_STATES:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use adamw or sgd.")
+    if method == "full" and dtype == "int8":
+        raise ValueError(
+            "INT8 weights cannot be fully fine-tuned; use LoRA on the INT8 model instead."
+        )
+    settings: dict[str, Any] = {
+        "dtype": dtype,
+        "method": method,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "lora_r": lora_r,
+        "lora_targets": tuple(lora_targets),
+        "num_virtual_tokens": num_virtual_tokens,
+        "optimizer": optimizer,
+        "gradient_checkpointing": gradient_checkpointing,
+        "runtime_overhead": runtime_overhead,
+    }
+    wb = WEIGHT_BYTES[dtype]
+    ab = ACTIVATION_BYTES[dtype]
+    n = shape.n_params
+    training = method != "inference"
+    tokens_per_row = seq_len + (num_virtual_tokens if method == "prompt_tuning" else 0)
+    tokens = batch_size * tokens_per_row
+    ex: dict[str, str] = {}
+
+    # Trainable parameters: peft keeps adapters in FP32 whatever the base dtype.
+    if method == "full":
+        trainable = n
+    elif method == "lora":
+        trainable = lora_trainable_params(shape, lora_r, lora_targets)
+    elif method == "prompt_tuning":
+        trainable = prompt_tuning_trainable_params(shape, num_virtual_tokens)
+    else:
+        trainable = 0
+    adapter = trainable if method in ("lora", "prompt_tuning") else 0
+
+    weights = n * wb + adapter * 4
+    ex["weights"] = f"{n:,} parameters x {wb} bytes ({dtype})" + (
+        f" + {adapter:,} FP32 adapter parameters" if adapter else ""
+    )
+
+    mixed = method == "full" and dtype in ("fp16", "bf16")
+    if not training:
+        gradients = optimizer_states = 0
+        ex["gradients"] = "none: inference"
+        ex["optimizer_states"] = "none: inference"
+    else:
+        grad_bytes = wb if method == "full" else 4
+        gradients = trainable * grad_bytes
+        ex["gradients"] = f"{trainable:,} trainable parameters x {grad_bytes} bytes"
+        states = OPTIMIZER_STATES[optimizer]
+        optimizer_states = trainable * 4 * states + (trainable * 4 if mixed else 0)
+        ex["optimizer_states"] = f"{optimizer}: {states} FP32 state(s) per trainable parameter" + (
+            " + an FP32 master copy of each weight (mixed precision)" if mixed else ""
+        )
+
+    # Activations kept for backward (training) or the transient working set (inference).
+    per_layer = activation_elements_per_token_layer(shape)
+    if not training:
+        activations = tokens * per_layer * ab
+        ex["activations"] = (
+            f"no gradients: about one layer's working set at a time, "
+            f"{tokens:,} tokens x {per_layer:,} elements x {ab} bytes"
+        )
+    elif gradient_checkpointing:
+        boundary = shape.n_layers * tokens * shape.hidden_size * ab
+        activations = boundary + tokens * per_layer * ab
+        ex["activations"] = (
+            f"gradient checkpointing: each of {shape.n_layers} layers keeps its input "
+            f"({tokens:,} tokens x {shape.hidden_size}) + one layer recomputed in full"
+        )
+    else:
+        activations = shape.n_layers * tokens * per_layer * ab + 2 * tokens * shape.hidden_size * ab
+        ex["activations"] = (
+            f"{shape.n_layers} layers x {tokens:,} tokens x {per_layer:,} elements "
+            f"({per_layer / max(shape.hidden_size, 1):.1f} x hidden per layer) x {ab} bytes"
+        )
+
+    # Logits are computed in the model dtype and upcast to FP32 for the loss; for small
+    # models with big vocabularies they rival the weights.
+    one_logits = tokens * shape.vocab_size * 4
+    if training:
+        logits = 3 * one_logits
+        ex["logits"] = (
+            f"{tokens:,} tokens x {shape.vocab_size:,} vocab x 4 bytes, three times: the "
+            "logits, the log-softmax saved by the loss, and their gradient"
+        )
+    else:
+        logits = one_logits
+        ex["logits"] = (
+            f"{tokens:,} tokens x {shape.vocab_size:,} vocab x 4 bytes (a full forward pass; "
+            "generate() keeps only the last position's)"
+        )
+
+    if training:
+        kv_cache = 0
+        ex["kv_cache"] = "none: training does not cache keys and values"
+    else:
+        kv_dim = shape.n_kv_heads * shape.head_dim
+        kv_cache = 2 * shape.n_layers * kv_dim * tokens * ab
+        ex["kv_cache"] = (
+            f"keys and values: 2 x {shape.n_layers} layers x {kv_dim} x {tokens:,} tokens "
+            f"x {ab} bytes"
+        )
+
+    if training:
+        allowance = TEMPORARIES_ALLOWANCE_PER_PARAM * trainable
+        temporaries = max(0, allowance - activations - logits)
+        ex["temporaries"] = (
+            f"rule of thumb: {TEMPORARIES_ALLOWANCE_PER_PARAM} bytes per trainable parameter "
+            f"({_mb(allowance)}) for activations and optimizer temporaries together; "
+            "this is the part the activation and logits rows do not already use"
+        )
+    else:
+        temporaries = 0
+        ex["temporaries"] = "none: inference"
+
+    overhead = DEFAULT_RUNTIME_OVERHEAD if runtime_overhead is None else runtime_overhead
+    ex["runtime_overhead"] = (
+        "process baseline: torch + transformers (+ peft) imported, measured on CPU as "
+        f"peak RSS ({_mb(overhead)})"
+    )
+    return MemoryPlan(
+        weights=weights,
+        gradients=gradients,
+        optimizer_states=optimizer_states,
+        temporaries=temporaries,
+        activations=activations,
+        logits=logits,
+        kv_cache=kv_cache,
+        runtime_overhead=overhead,
+        trainable_params=trainable,
+        explanations=ex,
+        shape=shape,
+        settings=settings,
+    )
+
+
+def _replan(plan: MemoryPlan, **changes: Any) -> MemoryPlan:
+    settings = {**plan.settings, **changes}
+    return memory_plan(plan.shape, **settings)
+
+
+def verdict(plan: MemoryPlan, available_bytes: int) -> tuple[bool, list[str]]:
+    """Whether `plan` fits in `available_bytes`, and if not, what would help, biggest first.
+
+    Each suggestion changes one thing from the plan and states the new estimate; a last
+    line says whether all of them together fit.
+    """
+    if plan.total <= available_bytes:
+        return True, []
+    s = plan.settings
+    options: list[tuple[str, MemoryPlan, dict[str, Any]]] = []
+    change: dict[str, Any]
+    if s["method"] == "full":
+        change = {"method": "lora"}
+        targets = ", ".join(s["lora_targets"])
+        options.append(
+            (f"Use LoRA (r={s['lora_r']} on {targets})", _replan(plan, **change), change)
+        )
+    lower = {"fp32": "bf16", "fp16": "int8", "bf16": "int8"}.get(s["dtype"])
+    if lower == "int8" and s["method"] == "full":
+        lower = None
+    if lower:
+        change = {"dtype": lower}
+        options.append((f"Load the weights in {lower.upper()}", _replan(plan, **change), change))
+    if s["batch_size"] > 1:
+        batch = s["batch_size"] // 2
+        while batch > 1 and _replan(plan, batch_size=batch).total > available_bytes:
+            batch //= 2
+        change = {"batch_size": batch}
+        options.append(
+            (
+                f"Use batch size {batch} (gradient accumulation keeps the effective batch)",
+                _replan(plan, **change),
+                change,
+            )
+        )
+    if s["method"] != "inference" and not s["gradient_checkpointing"]:
+        change = {"gradient_checkpointing": True}
+        options.append(
+            ("Turn on gradient checkpointing (about 30% slower)", _replan(plan, **change), change)
+        )
+    options.sort(key=lambda o: o[1].total)
+    advice = [
+        f"{label}: about {_mb(new.total)} (saves {_mb(plan.total - new.total)})"
+        + ("; fits" if new.total <= available_bytes else "")
+        for label, new, _ in options
+        if new.total < plan.total
+    ]
+    if options:
+        combined: dict[str, Any] = {}
+        for _, _, change in options:
+            combined.update(change)
+        together = _replan(plan, **combined)
+        if together.total <= available_bytes:
+            advice.append(f"All of these together: about {_mb(together.total)}; fits.")
+        else:
+            advice.append(
+                f"Even all of these together need about {_mb(together.total)} of "
+                f"{_mb(available_bytes)} available: choose a smaller model or a bigger machine."
+            )
+    else:
+        advice.append("Choose a smaller model or a bigger machine.")
+    return False, advice
+
+
+# --- pretraining compute -----------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "forever"
+    for unit, size in (("years", 365 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.1f} seconds"
+
+
+def pretraining_plan(
+    n_params: int,
+    *,
+    tokens_per_param: float = 20,
+    accelerator: Accelerator = "h100",
+    efficiency: float = 0.4,
+    n_devices: int = 1,
+) -> dict[str, Any]:
+    """Compute-optimal pretraining (Chinchilla: ~20 tokens/parameter, FLOPs = 6 N D)."""
+    if accelerator not in PEAK_FLOPS:
+        raise ValueError(f"Unknown accelerator {accelerator!r}; use {', '.join(PEAK_FLOPS)}.")
+    tokens = n_params * tokens_per_param
+    flops = 6 * n_params * tokens
+    peak = PEAK_FLOPS[accelerator]
+    sustained = peak * efficiency * n_devices
+    seconds = flops / sustained if sustained > 0 else math.inf
+    return {
+        "n_params": n_params,
+        "tokens": tokens,
+        "flops": flops,
+        "petaflop_s_days": flops / FLOPS_PER_PF_DAY,
+        "accelerator": accelerator,
+        "peak_flops_per_device": peak,
+        "efficiency": efficiency,
+        "n_devices": n_devices,
+        "seconds": seconds,
+        "duration": format_duration(seconds),
+    }
+
+
+__all__ = [
+    "DEFAULT_RUNTIME_OVERHEAD",
+    "MemoryPlan",
+    "ModelShape",
+    "activation_elements_per_token_layer",
+    "format_duration",
+    "lora_trainable_params",
+    "memory_plan",
+    "pretraining_plan",
+    "prompt_tuning_trainable_params",
+    "shape_from_config",
+    "shape_from_model",
+    "verdict",
+]
