@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -313,3 +316,175 @@ class DatasetMappingForm(forms.Form):
 
 class DatasetRenameForm(forms.Form):
     name = forms.CharField(max_length=120)
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+
+
+def _config_problem(config_path: Path, shown: str) -> str | None:
+    """What is wrong with a model's config.json, read as plain JSON (no transformers here)."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{shown} could not be read: {exc}."
+    except json.JSONDecodeError as exc:
+        return f"{shown}/config.json is not valid JSON (line {exc.lineno}: {exc.msg})."
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        return f"{shown}/config.json has no model_type, so its architecture is unknown."
+    if config.get("auto_map"):
+        return (
+            f"{shown} needs custom code from its authors (auto_map in config.json); "
+            "Lifecycle Studio keeps trust_remote_code off, so it cannot be added."
+        )
+    return None
+
+
+class AddModelForm(forms.Form):
+    source = forms.ChoiceField(
+        choices=[
+            ("local", "A folder on this machine"),
+            ("hub", "A Hugging Face id already cached here"),
+        ]
+    )
+    location = forms.CharField(
+        label="Folder or id",
+        max_length=500,
+        help_text="e.g. /data/models/my-llama or HuggingFaceTB/SmolLM2-360M-Instruct",
+    )
+    name = forms.CharField(
+        max_length=120, required=False, help_text="Defaults to the folder or id."
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        source, location = cleaned.get("source"), (cleaned.get("location") or "").strip()
+        if not source or not location:
+            return cleaned
+        if source == "local":
+            path = Path(location).expanduser()
+            if not path.exists():
+                self.add_error("location", f"There is no folder at {location}.")
+            elif not path.is_dir():
+                self.add_error(
+                    "location", f"{location} is a file; give the folder that holds config.json."
+                )
+            elif not (path / "config.json").is_file():
+                self.add_error(
+                    "location",
+                    f"{location} has no config.json, so it is not a Hugging Face model folder.",
+                )
+            elif problem := _config_problem(path / "config.json", location):
+                self.add_error("location", problem)
+            location = str(path.resolve())
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            if not HUB_ID.match(location):
+                self.add_error("location", f"'{location}' is not a Hugging Face id (owner/name).")
+                return cleaned
+            cached = try_to_load_from_cache(location, "config.json")
+            if not isinstance(cached, str):
+                self.add_error(
+                    "location",
+                    f"The model '{location}' is not on this machine, and this machine cannot "
+                    "download models (no model hub access). Copy its folder here and add it "
+                    "as a local folder.",
+                )
+            elif problem := _config_problem(Path(cached), location):
+                self.add_error("location", problem)
+        cleaned["location"] = location
+        if not self.errors:
+            existing = BaseModel.objects.filter(source=source, location=location).first()
+            if existing:
+                self.add_error(
+                    "location", f"This model is already in the catalog as {existing.name}."
+                )
+        return cleaned
+
+
+class PlannerForm(StepForm):
+    base_model = forms.ModelChoiceField(
+        label="Model", queryset=BaseModel.objects.all(), to_field_name="slug", empty_label=None
+    )
+    method = forms.ChoiceField(
+        choices=[
+            ("inference", "Inference only"),
+            ("full", "Full fine-tuning"),
+            ("lora", "LoRA"),
+            ("prompt_tuning", "Prompt tuning"),
+        ],
+        initial="lora",
+    )
+    dtype = forms.ChoiceField(
+        label="Precision",
+        choices=[("fp32", "FP32"), ("bf16", "BF16"), ("fp16", "FP16"), ("int8", "INT8")],
+        initial="fp32",
+    )
+    lora_r = forms.IntegerField(label="LoRA rank", initial=8, min_value=1, max_value=512)
+    lora_targets = forms.MultipleChoiceField(
+        label="LoRA target modules", required=False, widget=forms.CheckboxSelectMultiple
+    )
+    num_virtual_tokens = forms.IntegerField(
+        label="Prompt-tuning tokens", initial=20, min_value=1, max_value=1000
+    )
+    batch_size = forms.IntegerField(label="Batch size", initial=4, min_value=1, max_value=4096)
+    seq_len = forms.IntegerField(
+        label="Sequence length", initial=256, min_value=1, max_value=1_000_000
+    )
+    optimizer = forms.ChoiceField(
+        choices=[("adamw", "AdamW"), ("sgd", "SGD with momentum")], initial="adamw"
+    )
+    gradient_checkpointing = forms.BooleanField(label="Gradient checkpointing", required=False)
+    memory_gb = forms.FloatField(
+        label="Memory available (GB)",
+        initial=24,
+        min_value=0.1,
+        max_value=100_000,
+        help_text="RAM for CPU, or the GPU's memory.",
+    )
+    accelerator = forms.ChoiceField(
+        label="Pretraining accelerator",
+        choices=[("h100", "NVIDIA H100"), ("a100", "NVIDIA A100"), ("cpu", "This CPU")],
+        initial="h100",
+    )
+    n_devices = forms.IntegerField(label="Devices", initial=1, min_value=1, max_value=100_000)
+    efficiency = forms.FloatField(
+        label="Efficiency (MFU)",
+        initial=0.4,
+        min_value=0.01,
+        max_value=1.0,
+        help_text="Share of peak FLOP/s really achieved.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        slug = self.data.get("base_model") if self.is_bound else self.initial.get("base_model")
+        model = BaseModel.objects.filter(slug=slug).first() if slug else None
+        model = model or BaseModel.objects.exclude(shape={}).order_by("is_test_model", "id").first()
+        if model is not None and not self.is_bound and not self.initial.get("base_model"):
+            self.initial["base_model"] = model.slug
+        targets = (model.shape or {}).get("linear_modules", {}) if model else {}
+        names = sorted(t for t in targets if t != "lm_head")
+        self.fields["lora_targets"].choices = [(t, t) for t in names]  # type: ignore[attr-defined]
+        if not self.is_bound and not self.initial.get("lora_targets"):
+            self.initial["lora_targets"] = [t for t in ("q_proj", "v_proj") if t in names]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        model: BaseModel | None = cleaned.get("base_model")
+        if model is not None and not model.shape:
+            self.add_error(
+                "base_model", f"{model.name} has no recorded shape yet; run prepare_models."
+            )
+        if cleaned.get("method") == "lora" and not cleaned.get("lora_targets"):
+            self.add_error("lora_targets", "Pick at least one module for LoRA.")
+        if cleaned.get("method") == "full" and cleaned.get("dtype") == "int8":
+            self.add_error(
+                "dtype", "INT8 weights cannot be fully fine-tuned; use LoRA or another precision."
+            )
+        return cleaned
+
+    def answers(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        data["base_model"] = data["base_model"].slug
+        return data

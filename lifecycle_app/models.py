@@ -110,6 +110,8 @@ class BaseModel(models.Model):
     hidden_size = models.PositiveIntegerField(null=True, blank=True)
     vocab_size = models.PositiveIntegerField(null=True, blank=True)
     weights_present = models.BooleanField(default=False)
+    # workers.ml.planner.ModelShape.to_json(): the sizes the compute planner works from.
+    shape = models.JSONField(default=dict, blank=True)
     is_test_model = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -175,6 +177,7 @@ class Dataset(models.Model):
 class JobKind(models.TextChoices):
     GENERATE = "generate", "Generate"
     PROFILE = "profile", "Dataset profile"
+    REGISTER_MODEL = "register_model", "Add model"
 
 
 class JobStatus(models.TextChoices):

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from lifecycle_app.views import accounts, datasets, jobs, projects, wizard_steps
+from lifecycle_app.views import accounts, catalog, datasets, jobs, projects, wizard_steps
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -17,6 +17,7 @@ urlpatterns = [
     path("p/<slug:slug>/jobs/<int:job_id>/", jobs.job_detail, name="job_detail"),
     path("p/<slug:slug>/jobs/<int:job_id>/status/", jobs.job_status, name="job_status"),
     path("p/<slug:slug>/jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job_cancel"),
+    path("p/<slug:slug>/models/add/", catalog.model_add, name="model_add"),
     path("p/<slug:slug>/datasets/", datasets.dataset_list, name="dataset_list"),
     path("p/<slug:slug>/datasets/upload/", datasets.dataset_upload, name="dataset_upload"),
     path(

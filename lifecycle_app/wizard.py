@@ -27,6 +27,8 @@ class Step:
     is_complete: Callable[[dict[str, Any]], bool] = field(default=lambda answers: False)
     # "answers": a valid POST stores the answers. "job": a valid POST starts a job.
     kind: str = "answers"
+    # A live step also reads its form from GET parameters and re-renders as they change.
+    live: bool = False
 
     @property
     def available(self) -> bool:
@@ -72,6 +74,15 @@ STAGES: tuple[StageDef, ...] = (
                 forms.ModelPickForm,
                 "wizard/select.html",
                 _has("base_model"),
+            ),
+            Step(
+                "plan",
+                "Plan compute and memory",
+                "Memory to run and to train, trainable parameters, pretraining compute.",
+                forms.PlannerForm,
+                "wizard/planner.html",
+                _has("method", "base_model"),
+                live=True,
             ),
         ),
     ),

@@ -41,6 +41,31 @@ class BaseModelFactory(factory.django.DjangoModelFactory):
     vocab_size = 512
     weights_present = True
     is_test_model = True
+    # What prepare_models records for the tiny model (workers.ml.planner.shape_from_config).
+    shape = factory.LazyFunction(
+        lambda: {
+            "n_params": 106816,
+            "n_layers": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "n_heads": 4,
+            "n_kv_heads": 2,
+            "head_dim": 16,
+            "vocab_size": 512,
+            "context_length": 4096,
+            "tie_word_embeddings": True,
+            "linear_modules": {
+                "down_proj": [[128, 64, 2]],
+                "gate_proj": [[64, 128, 2]],
+                "k_proj": [[64, 32, 2]],
+                "lm_head": [[64, 512, 1]],
+                "o_proj": [[64, 64, 2]],
+                "q_proj": [[64, 64, 2]],
+                "up_proj": [[64, 128, 2]],
+                "v_proj": [[64, 32, 2]],
+            },
+        }
+    )
 
 
 class JobFactory(factory.django.DjangoModelFactory):

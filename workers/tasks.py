@@ -209,6 +209,35 @@ def profile_job(self: Task, job_id: int) -> None:
     _run(self, job_id, _profile)
 
 
+def _register_model(job: Job) -> None:
+    from lifecycle_app.services.catalog import basemodel_register_result
+    from workers.ml import models, planner
+
+    source, location = job.params["source"], job.params["location"]
+    spec = models.ModelSpec(source=source, location=location)
+    path = models.resolve(spec, Path(settings.MODELS_DIR))
+    info = models.describe(path)
+    shape = planner.shape_from_config(path)
+    model = basemodel_register_result(
+        name=job.params.get("name") or location,
+        source=source,
+        location=location,
+        info=info,
+        shape=shape.to_json(),
+        weights_present=models.weights_present(path),
+    )
+    job_services.job_succeed(
+        job_id=job.id,
+        result={"base_model": model.slug},
+        message=f"Added {model.name} ({info.family}, {info.n_params:,} parameters)",
+    )
+
+
+@app.task(name="jobs.register_model", bind=True, soft_time_limit=300, time_limit=360)
+def register_model_job(self: Task, job_id: int) -> None:
+    _run(self, job_id, _register_model)
+
+
 @app.task(name="jobs.reap")
 def reap_stale_jobs() -> int:
     from lifecycle_app.services.datasets import staged_cleanup

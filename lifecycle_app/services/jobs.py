@@ -40,7 +40,11 @@ from workers.ml.params import GenerateParams
 logger = logging.getLogger(__name__)
 
 # kind -> Celery task name (each kind has its own task and time limits).
-TASK_FOR_KIND = {JobKind.GENERATE: "jobs.generate", JobKind.PROFILE: "jobs.profile"}
+TASK_FOR_KIND = {
+    JobKind.GENERATE: "jobs.generate",
+    JobKind.PROFILE: "jobs.profile",
+    JobKind.REGISTER_MODEL: "jobs.register_model",
+}
 
 
 def _queue_for(kind: str) -> str:

@@ -45,3 +45,9 @@ def step_label(status: str) -> str:
 @register.filter
 def get_item(mapping: dict[str, object], key: str) -> object:
     return mapping.get(key) if mapping else None
+
+
+@register.filter
+def words(value: str) -> str:
+    """'optimizer_states' -> 'Optimizer states'."""
+    return value.replace("_", " ").capitalize()

@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseLocation
 
-from lifecycle_app import guide, selectors, wizard
-from lifecycle_app.forms import GenerateForm
+from lifecycle_app import guide, planning, selectors, wizard
+from lifecycle_app.forms import GenerateForm, PlannerForm
 from lifecycle_app.models import BaseModel, JobKind, StageKey
 from lifecycle_app.services.jobs import job_create_generate
 from lifecycle_app.services.projects import stage_step_save
@@ -20,6 +20,14 @@ from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_cont
 def _initial_for(
     step: wizard.Step, answers: dict[str, Any], stages: dict[str, Any]
 ) -> dict[str, Any]:
+    if step.form_class is PlannerForm:
+        initial = dict(answers)
+        if not initial.get("base_model"):
+            select = stages.get(StageKey.SELECT)
+            picked = select.step("model").get("answers", {}).get("base_model") if select else None
+            if picked:
+                initial["base_model"] = picked
+        return initial
     if step.form_class is GenerateForm:
         initial = dict(answers.get("last_params") or {})
         model_ref = initial.pop("model_ref", None)
@@ -45,6 +53,9 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
         extra["metrics"] = guide.METRICS
     if step.slug == "model":
         extra["catalog"] = list(selectors.catalog_list())
+        extra["register_job"] = selectors.latest_job_for_step(
+            project=project, kind=JobKind.REGISTER_MODEL
+        )
     if step.kind == "job":
         extra["latest_job"] = selectors.latest_job_for_step(project=project, kind=JobKind.GENERATE)
     return extra
@@ -98,6 +109,8 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
                     if request.htmx:
                         return HttpResponseLocation(target, target="#wizard", swap="outerHTML")
                     return redirect(target)
+        elif step_def.live and request.GET:
+            form = form_class(request.GET, project=project)
         else:
             form = form_class(initial=_initial_for(step_def, answers, stages), project=project)
     elif request.method == "POST":
@@ -114,6 +127,7 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
             "answers": answers,
             "following": wizard.next_step(stage, step),
             **_step_extra(step_def, project, stages),
+            **(planning.plan_context(form) if isinstance(form, PlannerForm) else {}),
         }
     )
     if job is not None:

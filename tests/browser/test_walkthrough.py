@@ -55,6 +55,11 @@ def test_a_new_user_goes_from_sign_up_to_a_finished_prompt_run(
     page.check("#model-tiny")
     page.get_by_role("button", name="Use this model").click()
 
+    # Select continues to the compute planner, already planning the picked model.
+    expect(page.get_by_role("heading", name="Plan compute and memory")).to_be_visible()
+    expect(page.get_by_test_id("verdict")).to_be_visible()
+    page.get_by_role("button", name="Save this plan and continue").click()
+
     expect(page.get_by_role("heading", name="Prompt engineering")).to_be_visible()
     expect(page.locator("#id_base_model")).to_have_value("tiny")
     page.evaluate("window.__marker = 1")

@@ -226,13 +226,13 @@ def test_it_shows_the_stored_scope_when_the_step_is_opened_again(
 # --- Select ---------------------------------------------------------------------------
 
 
-def test_it_stores_the_picked_model_and_moves_on_to_prompting(
+def test_it_stores_the_picked_model_and_moves_on_to_planning(
     client: Client, project: Project, tiny_model: BaseModel
 ) -> None:
     response = client.post(step_url(project, "select", "model"), {"base_model": tiny_model.slug})
 
     assert response.status_code == 302
-    assert response["Location"] == step_url(project, "adapt", "prompt")
+    assert response["Location"] == step_url(project, "select", "plan")
     state = step_state(project, StageKey.SELECT, "model")
     assert state["status"] == StepStatus.COMPLETE
     assert state["answers"] == {"base_model": "tiny"}

@@ -219,6 +219,11 @@ def read_config(path_or_id: str) -> Any:
         return AutoConfig.from_pretrained(
             path_or_id, local_files_only=True, trust_remote_code=False
         )
+    except ValueError as exc:  # unknown model_type, or one that needs remote code
+        raise ModelNotAvailable(
+            f"The config of '{path_or_id}' describes an architecture this version of "
+            f"transformers does not support (trust_remote_code stays off): {exc}"
+        ) from exc
     except OSError as exc:
         raise ModelNotAvailable(
             f"The model '{path_or_id}' is not on this machine and cannot be downloaded "
@@ -293,6 +298,25 @@ def load_tokenizer(spec: ModelSpec, models_dir: Path) -> tuple[Any, int, str]:
         raise ModelNotAvailable(f"Could not load the tokenizer of '{path}': {exc}") from exc
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return tokenizer, context_length_of(text), path
+
+
+def weights_present(path_or_id: str) -> bool:
+    """Whether weight files for this model are on this machine (safetensors or .bin)."""
+    folder = Path(path_or_id)
+    if not folder.is_dir():
+        from huggingface_hub import scan_cache_dir
+
+        try:
+            repos = [r for r in scan_cache_dir().repos if r.repo_id == path_or_id]
+        except Exception:
+            return False
+        return any(
+            f.file_name.endswith((".safetensors", ".bin"))
+            for r in repos
+            for rev in r.revisions
+            for f in rev.files
+        )
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
 
 
 def pick_device() -> str:

@@ -44,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--only", choices=["bundled", "tiny"], help="prepare one model only")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from workers.ml import models
+        from workers.ml import models, planner
 
         models_dir = Path(settings.MODELS_DIR)
         for entry in ENTRIES:
@@ -64,6 +64,7 @@ class Command(BaseCommand):
                 n_layers=info.n_layers,
                 hidden_size=info.hidden_size,
                 vocab_size=info.vocab_size,
+                shape=planner.shape_from_config(path).to_json(),
                 weights_present=True,
             )
             self.stdout.write(
