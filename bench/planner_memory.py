@@ -149,7 +149,7 @@ def main() -> None:
             rows.append((name, plan.total, float(measured["rss"]), plan.total / measured["rss"]))
             if measured.get("cuda_peak"):
                 cuda_peak = float(measured["cuda_peak"])
-                gpu_rows.append((name, plan.device_total, cuda_peak, plan.device_total / cuda_peak))
+                gpu_rows.append((name, plan.cuda_total, cuda_peak, plan.cuda_total / cuda_peak))
     print(f"\n{'case':<20}{'predicted MB':>14}{'measured MB':>14}{'ratio':>8}   (CPU peak RSS)")
     for name, pred, meas, ratio in rows:
         print(f"{name:<20}{pred / planner.MB:>14.0f}{meas / planner.MB:>14.0f}{ratio:>8.3f}")

@@ -60,6 +60,7 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
         "plan_rows": [(name, size / GB, why) for name, size, why in plan.rows()],
         "plan_total_gb": plan.total / GB,
         "available_gb": cleaned["memory_gb"],
+        "available_display": f"{cleaned['memory_gb']:g}",
         "fits": fits,
         "advice": advice,
         "pretrain": pretrain,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import BaseModelFactory
 from workers.ml import models, planner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,3 +201,12 @@ def test_unknown_lora_target_lists_the_available_ones() -> None:
     assert "lm_head" not in message.split("Available:")[1]
     with pytest.raises(ValueError, match="INT8"):
         planner.memory_plan(shape, dtype="int8", method="full")
+
+
+def test_the_cuda_total_adds_one_cublas_workspace_per_handle() -> None:
+    shape = planner.ModelShape.from_json(BaseModelFactory.build().shape)
+    infer = planner.memory_plan(shape, method="inference", batch_size=1, seq_len=128)
+    train = planner.memory_plan(shape, method="lora", batch_size=4, seq_len=128)
+    workspace = planner.CUBLAS_WORKSPACE_PER_HANDLE
+    assert infer.cuda_total == infer.device_total + workspace
+    assert train.cuda_total == train.device_total + 2 * workspace
