@@ -65,13 +65,20 @@ def basemodel_register_result(
         name=name[:120],
         source=source,
         location=location,
-        family=info.family,
-        architecture=info.architecture,
-        n_params=info.n_params,
-        context_length=info.context_length,
-        n_layers=info.n_layers,
-        hidden_size=info.hidden_size,
-        vocab_size=info.vocab_size,
+        **basemodel_fields_from_info(info),
         shape=shape,
         weights_present=weights_present,
     )
+
+
+def basemodel_fields_from_info(info: Any) -> dict[str, Any]:
+    """Catalog fields from a workers.ml.models.ModelInfo (read off the model's config)."""
+    return {
+        "family": info.family,
+        "architecture": info.architecture,
+        "n_params": info.n_params,
+        "context_length": info.context_length,
+        "n_layers": info.n_layers,
+        "hidden_size": info.hidden_size,
+        "vocab_size": info.vocab_size,
+    }

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from lifecycle_app.services.catalog import basemodel_upsert
+from lifecycle_app.services.catalog import basemodel_fields_from_info, basemodel_upsert
 
 ENTRIES: list[dict[str, Any]] = [
     {
@@ -57,13 +57,7 @@ class Command(BaseCommand):
             basemodel_upsert(
                 **entry,
                 location="",
-                family=info.family,
-                architecture=info.architecture,
-                n_params=info.n_params,
-                context_length=info.context_length,
-                n_layers=info.n_layers,
-                hidden_size=info.hidden_size,
-                vocab_size=info.vocab_size,
+                **basemodel_fields_from_info(info),
                 shape=planner.shape_from_config(path).to_json(),
                 weights_present=True,
             )
