@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -51,6 +53,17 @@ def stages_for_project(*, project: Project) -> dict[str, Stage]:
 
 
 MAX_ID = 2**63 - 1  # larger ids in a URL would overflow the database's bigint
+
+
+def step_answers(stages: dict[str, Stage], stage_key: str, step_slug: str) -> dict[str, Any]:
+    """The validated answers of one wizard step ({} when it has none yet)."""
+    stage = stages.get(stage_key)
+    return dict(stage.step(step_slug).get("answers", {})) if stage else {}
+
+
+def picked_model_slug(stages: dict[str, Stage]) -> str | None:
+    """The model the project chose in Select, if it chose one."""
+    return step_answers(stages, "select", "model").get("base_model")
 
 
 def job_get_for_user(*, project: Project, job_id: int) -> Job:
@@ -130,8 +143,7 @@ BUNDLED_SLUG = "smollm2-135m-instruct"
 
 def profile_model_for(*, project: Project) -> BaseModel | None:
     """The tokenizer to profile with: the project's chosen model, else the bundled one."""
-    select = project.stages.filter(key="select").first()
-    slug = select.step("model").get("answers", {}).get("base_model") if select else None
+    slug = picked_model_slug(stages_for_project(project=project))
     for candidate in (slug, BUNDLED_SLUG):
         if candidate:
             model = BaseModel.objects.filter(slug=candidate).first()

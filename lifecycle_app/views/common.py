@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from django_htmx.middleware import HtmxDetails
 
 from lifecycle_app import selectors, wizard
-from lifecycle_app.models import Membership, Project, StepStatus
+from lifecycle_app.models import Membership, Project, Stage, StepStatus
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -21,10 +21,15 @@ def authed_user(request: HttpRequest) -> User:
 
 
 def wizard_context(
-    *, project: Project, membership: Membership, current: tuple[str, str] | None = None
+    *,
+    project: Project,
+    membership: Membership,
+    current: tuple[str, str] | None = None,
+    stages: dict[str, Stage] | None = None,
 ) -> dict[str, Any]:
     """The stage/step tree with each step's status, for the sidebar and overview."""
-    stages = selectors.stages_for_project(project=project)
+    if stages is None:
+        stages = selectors.stages_for_project(project=project)
     rows = []
     for stage_def in wizard.STAGES:
         stage = stages.get(stage_def.key)

@@ -95,8 +95,8 @@ def _dataset_upload(
 
 def _mapping_initial(staged: dataset_services.StagedUpload, project: Project) -> dict[str, Any]:
     inspection = staged.inspection
-    scope = selectors.stages_for_project(project=project).get("scope")
-    task = (scope.step("use-case").get("answers", {}) if scope else {}).get("task_type")
+    stages = selectors.stages_for_project(project=project)
+    task = selectors.step_answers(stages, "scope", "use-case").get("task_type")
     fields = list(inspection.get("fields") or [])
     input_field = inspection.get("suggested_input") or (fields[0] if fields else None)
     target_field = inspection.get("suggested_target") or next(

@@ -22,20 +22,13 @@ def _initial_for(
 ) -> dict[str, Any]:
     if step.form_class is PlannerForm:
         initial = dict(answers)
-        if not initial.get("base_model"):
-            select = stages.get(StageKey.SELECT)
-            picked = select.step("model").get("answers", {}).get("base_model") if select else None
-            if picked:
-                initial["base_model"] = picked
+        picked = initial.get("base_model") or selectors.picked_model_slug(stages)
+        if picked:
+            initial["base_model"] = picked
         return initial
     if step.form_class is GenerateForm:
         initial = dict(answers.get("last_params") or {})
-        model_ref = initial.pop("model_ref", None)
-        if model_ref is None:
-            select = stages.get(StageKey.SELECT)
-            model_ref = (
-                select.step("model").get("answers", {}).get("base_model") if select else None
-            )
+        model_ref = initial.pop("model_ref", None) or selectors.picked_model_slug(stages)
         if model_ref:
             initial["base_model"] = model_ref
         return initial
@@ -44,8 +37,7 @@ def _initial_for(
 
 def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict[str, Any]:
     """What a step's template shows beside its form."""
-    scope = stages.get(StageKey.SCOPE)
-    scope_answers = scope.step("use-case").get("answers", {}) if scope else {}
+    scope_answers = selectors.step_answers(stages, StageKey.SCOPE, "use-case")
     task = guide.TASK_TYPES.get(scope_answers.get("task_type", ""))
     extra: dict[str, Any] = {"task_guide": task, "scope": scope_answers}
     if step.slug == "use-case":
@@ -118,7 +110,9 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
 
     if request.method == "POST":
         stages = selectors.stages_for_project(project=project)
-    context = wizard_context(project=project, membership=membership, current=(stage, step))
+    context = wizard_context(
+        project=project, membership=membership, current=(stage, step), stages=stages
+    )
     context.update(
         {
             "stage_def": wizard.stage_def(stage),

@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     celery_worker_process,
     live_worker,
     pytest_runtest_makereport,
+    shared_storage,
 )
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -40,7 +41,7 @@ TIMEOUT_MS = 10_000
 
 # Re-exported so pytest registers them for this folder too: the worker fixtures (the
 # session one reuses a running worker) and the hook that adds the worker log to failures.
-__all__ = ["celery_worker_process", "live_worker", "pytest_runtest_makereport"]
+__all__ = ["celery_worker_process", "live_worker", "pytest_runtest_makereport", "shared_storage"]
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -4,7 +4,6 @@ real worker's profile appear as drawn histograms."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -22,19 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 PROFILE_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def shared_storage(live_worker: WorkerProcess, settings: Any, tmp_path: Path) -> Path:
-    """The live server (a thread of this process) and the worker must share DATASETS_DIR;
-    the worker's is `var/datasets` next to its log (its LIFECYCLE_VAR_DIR)."""
-    datasets = live_worker.log_path.parent / "var" / "datasets"
-    datasets.mkdir(parents=True, exist_ok=True)
-    uploads = tmp_path / "uploads"
-    uploads.mkdir()
-    settings.DATASETS_DIR = datasets
-    settings.FILE_UPLOAD_TEMP_DIR = str(uploads)
-    return datasets
 
 
 def test_an_uploaded_dataset_is_mapped_saved_and_profiled(

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -272,3 +273,16 @@ def live_worker(
     request.node.stash[WORKER_LOG_START] = (worker, worker.log_size())
     yield worker
     _cancel_active_jobs()
+
+
+@pytest.fixture
+def shared_storage(live_worker: WorkerProcess, settings: Any, tmp_path: Path) -> Path:
+    """Point this process's DATASETS_DIR at the worker's (`var/datasets` beside its log, in
+    its LIFECYCLE_VAR_DIR), so files written here are the files the worker reads."""
+    datasets = live_worker.log_path.parent / "var" / "datasets"
+    datasets.mkdir(parents=True, exist_ok=True)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    settings.DATASETS_DIR = datasets
+    settings.FILE_UPLOAD_TEMP_DIR = str(uploads)
+    return datasets

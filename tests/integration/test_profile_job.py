@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -28,22 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 SAMPLE_ROWS = 181
-
-
-def worker_datasets_dir(worker: WorkerProcess) -> Path:
-    """The worker's DATASETS_DIR: LIFECYCLE_VAR_DIR is `var/` next to its log."""
-    return worker.log_path.parent / "var" / "datasets"
-
-
-@pytest.fixture
-def shared_storage(live_worker: WorkerProcess, settings: Any, tmp_path: Path) -> Path:
-    datasets = worker_datasets_dir(live_worker)
-    datasets.mkdir(parents=True, exist_ok=True)
-    uploads = tmp_path / "uploads"
-    uploads.mkdir()
-    settings.DATASETS_DIR = datasets
-    settings.FILE_UPLOAD_TEMP_DIR = str(uploads)
-    return datasets
 
 
 def test_a_profile_job_stores_token_histograms_of_every_row(

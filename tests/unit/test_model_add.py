@@ -51,12 +51,8 @@ def tiny_config(tiny_dir: Path, **changes: Any) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(autouse=True)
-def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Job ids handed to the broker; nothing is sent."""
-    sent: list[int] = []
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", sent.append)
-    return sent
+# Nothing reaches a broker; tests that check enqueueing take `enqueued` (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("enqueued")
 
 
 @pytest.fixture

@@ -21,11 +21,8 @@ HTMX = {"HX-Request": "true"}
 TOTAL = re.compile(r'data-testid="plan-total">([0-9.]+) GB<')
 
 
-@pytest.fixture(autouse=True)
-def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    sent: list[int] = []
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", sent.append)
-    return sent
+# Nothing reaches a broker; tests that check enqueueing take `enqueued` (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("enqueued")
 
 
 @pytest.fixture

@@ -28,12 +28,8 @@ from tests.factories import make_project, prompt_data, scope_data
 HTMX = {"HX-Request": "true"}  # request.META["HTTP_HX_REQUEST"] == "true"
 
 
-@pytest.fixture(autouse=True)
-def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Job ids handed to the broker; nothing is sent."""
-    sent: list[int] = []
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", sent.append)
-    return sent
+# Nothing reaches a broker; tests that check enqueueing take `enqueued` (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("enqueued")
 
 
 @pytest.fixture
