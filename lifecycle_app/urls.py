@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from lifecycle_app.views import accounts, catalog, datasets, jobs, projects, wizard_steps
+from lifecycle_app.views import accounts, catalog, datasets, jobs, projects, trials, wizard_steps
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -48,6 +48,18 @@ urlpatterns = [
         datasets.dataset_download,
         name="dataset_download",
     ),
+    path("p/<slug:slug>/trials/", trials.trial_list_view, name="trial_list"),
+    path("p/<slug:slug>/trials/compare/", trials.trial_compare, name="trial_compare"),
+    path("p/<slug:slug>/trials/<int:trial_id>/", trials.trial_detail, name="trial_detail"),
+    path("p/<slug:slug>/trials/<int:trial_id>/best/", trials.trial_best, name="trial_best"),
+    path("p/<slug:slug>/templates/new/", trials.template_new, name="template_new"),
+    path(
+        "p/<slug:slug>/templates/<int:template_id>/",
+        trials.template_detail,
+        name="template_detail",
+    ),
+    path("p/<slug:slug>/prompt-preview/", trials.prompt_preview, name="prompt_preview"),
+    path("p/<slug:slug>/playground/", trials.playground, name="playground"),
     path("p/<slug:slug>/<str:stage>/<slug:step>/", wizard_steps.step_view, name="wizard_step"),
     path("admin/", admin.site.urls),
 ]

@@ -94,10 +94,10 @@ STAGES: tuple[StageDef, ...] = (
             Step(
                 "prompt",
                 "Prompt engineering",
-                "Run prompts through the model with your generation settings.",
-                forms.GenerateForm,
+                "Zero-, one- and few-shot prompt trials, scored on the evaluation split.",
+                forms.TrialForm,
                 "wizard/prompt.html",
-                _has("succeeded_job"),
+                _has("succeeded_trial"),
                 kind="job",
             ),
             Step("fine-tune", "Fine-tuning", "Full and parameter-efficient fine-tuning."),

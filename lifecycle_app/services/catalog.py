@@ -30,21 +30,20 @@ def basemodel_register(
     Reading a config and counting parameters needs transformers and torch, which the web
     process never imports; the form has already checked what it can without them.
     """
-    from lifecycle_app.services.jobs import _enqueue, _queue_for
+    from lifecycle_app.services.jobs import enqueue_on_commit, queue_for
 
     with transaction.atomic():
         job = Job.objects.create(
             project=project,
             kind=JobKind.REGISTER_MODEL,
             params={"source": source, "location": location, "name": name},
-            queue=_queue_for(JobKind.REGISTER_MODEL),
+            queue=queue_for(JobKind.REGISTER_MODEL),
             progress_total=1,
             progress_unit="models",
             message="Waiting for a worker",
             created_by=user,
         )
-        job_id = job.id
-        transaction.on_commit(lambda: _enqueue(job_id))
+        enqueue_on_commit(job.id)
     return job
 
 

@@ -44,10 +44,11 @@ TASK_FOR_KIND = {
     JobKind.GENERATE: "jobs.generate",
     JobKind.PROFILE: "jobs.profile",
     JobKind.REGISTER_MODEL: "jobs.register_model",
+    JobKind.TRIAL: "jobs.trial",
 }
 
 
-def _queue_for(kind: str) -> str:
+def queue_for(kind: str) -> str:
     return "gpu" if settings.GPU_QUEUE else "cpu"
 
 
@@ -68,6 +69,11 @@ def _enqueue(job_id: int) -> None:
         )
 
 
+def enqueue_on_commit(job_id: int) -> None:
+    """Send the job's task once the surrounding transaction has committed its row."""
+    transaction.on_commit(lambda: _enqueue(job_id))
+
+
 def job_create_generate(
     *, project: Project, user: User, base_model: BaseModel, params: GenerateParams
 ) -> Job:
@@ -77,7 +83,7 @@ def job_create_generate(
             kind=JobKind.GENERATE,
             base_model=base_model,
             params=params.model_dump(),
-            queue=_queue_for(JobKind.GENERATE),
+            queue=queue_for(JobKind.GENERATE),
             progress_total=params.max_new_tokens,
             progress_unit="tokens",
             message="Waiting for a worker",
@@ -90,8 +96,7 @@ def job_create_generate(
             step_slug="prompt",
             answers={"last_params": params.model_dump(), "last_job": job.id},
         )
-        job_id = job.id
-        transaction.on_commit(lambda: _enqueue(job_id))
+        enqueue_on_commit(job.id)
     return job
 
 
@@ -106,14 +111,13 @@ def job_create_profile(
             base_model=base_model,
             dataset=dataset,
             params={"dataset_id": dataset.id, "model_ref": base_model.slug},
-            queue=_queue_for(JobKind.PROFILE),
+            queue=queue_for(JobKind.PROFILE),
             progress_total=dataset.valid_rows,
             progress_unit="rows",
             message="Waiting for a worker",
             created_by=user,
         )
-        job_id = job.id
-        transaction.on_commit(lambda: _enqueue(job_id))
+        enqueue_on_commit(job.id)
     return job
 
 
@@ -185,12 +189,12 @@ def job_succeed(*, job_id: int, result: dict[str, Any], message: str = "Done") -
     with transaction.atomic():
         _finish(job_id, JobStatus.SUCCEEDED, result=result, message=message)
         job = Job.objects.select_related("project").get(id=job_id)
-        if job.kind == JobKind.GENERATE and job.status == JobStatus.SUCCEEDED:
+        if job.kind == JobKind.TRIAL and job.status == JobStatus.SUCCEEDED:
             stage_step_save(
                 project=job.project,
                 stage_key=StageKey.ADAPT,
                 step_slug="prompt",
-                answers={"succeeded_job": job.id},
+                answers={"succeeded_trial": job.id},
             )
 
 

@@ -51,3 +51,26 @@ def get_item(mapping: dict[str, object], key: str) -> object:
 def words(value: str) -> str:
     """'optimizer_states' -> 'Optimizer states'."""
     return value.replace("_", " ").capitalize()
+
+
+@register.filter
+def overflow_text(report: object, rows: int) -> str:
+    """An OverflowReport said in a sentence."""
+    describe = getattr(report, "describe", None)
+    return str(describe(rows)) if describe else ""
+
+
+@register.filter
+def score(value: object) -> str:
+    """0.41234 -> '0.412'; missing -> '—'."""
+    if isinstance(value, int | float):
+        return f"{value:.3f}"
+    return "—"
+
+
+@register.filter
+def scores_get(result: object, key: str) -> object:
+    """A job result's aggregate score `key`, or None."""
+    if isinstance(result, dict):
+        return (result.get("scores") or {}).get(key)
+    return None

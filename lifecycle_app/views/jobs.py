@@ -58,6 +58,8 @@ def project_jobs(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def job_detail(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse:
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
     job = selectors.job_get_for_user(project=project, job_id=job_id)
+    if job.kind == JobKind.TRIAL:  # a trial's page shows its rows and scores
+        return redirect("trial_detail", slug=project.slug, trial_id=job.id)
     context = {"project": project, "membership": membership, "job": job}
     return render(request, "jobs/detail.html", context)
 

@@ -9,6 +9,7 @@ from lifecycle_app import selectors, wizard
 from lifecycle_app.forms import ProjectForm
 from lifecycle_app.services.projects import project_create
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_context
+from workers.ml.metrics import LABELS as METRIC_LABELS
 
 
 @login_required
@@ -41,6 +42,13 @@ def project_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         None,
     )
     context["next_step"] = first_open
+    best_id = selectors.best_trial_id(selectors.stages_for_project(project=project))
+    best = selectors.trials_by_ids(project=project, ids=[best_id]) if best_id else []
+    context["best_trial"] = best[0] if best else None
+    if best:
+        context["best_metrics"] = [
+            (METRIC_LABELS.get(k, k), v) for k, v in (best[0].result.get("scores") or {}).items()
+        ]
     context["stages_defs"] = wizard.STAGES
     template = "projects/detail.html"
     if request.htmx and not request.htmx.history_restore_request:

@@ -10,15 +10,16 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseLocation
 
 from lifecycle_app import guide, planning, selectors, wizard
-from lifecycle_app.forms import GenerateForm, PlannerForm
-from lifecycle_app.models import BaseModel, JobKind, StageKey
-from lifecycle_app.services.jobs import job_create_generate
+from lifecycle_app.forms import PlannerForm, TrialForm
+from lifecycle_app.models import JobKind, StageKey
 from lifecycle_app.services.projects import stage_step_save
+from lifecycle_app.services.trials import trial_create
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_context
+from workers.ml.metrics import LABELS as METRIC_LABELS
 
 
 def _initial_for(
-    step: wizard.Step, answers: dict[str, Any], stages: dict[str, Any]
+    step: wizard.Step, answers: dict[str, Any], stages: dict[str, Any], project: Any
 ) -> dict[str, Any]:
     if step.form_class is PlannerForm:
         initial = dict(answers)
@@ -26,13 +27,42 @@ def _initial_for(
         if picked:
             initial["base_model"] = picked
         return initial
-    if step.form_class is GenerateForm:
-        initial = dict(answers.get("last_params") or {})
-        model_ref = initial.pop("model_ref", None) or selectors.picked_model_slug(stages)
-        if model_ref:
-            initial["base_model"] = model_ref
-        return initial
+    if step.form_class is TrialForm:
+        return _trial_initial(project, answers, stages)
     return dict(answers)
+
+
+def _trial_initial(project: Any, answers: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
+    """The last trial's settings (to tweak one thing and run again), else sensible defaults:
+    the model picked in Select, the newest dataset and the newest template."""
+    last = selectors.latest_job_for_step(project=project, kind=JobKind.TRIAL)
+    initial: dict[str, Any] = {}
+    if last is not None:
+        params = dict(last.params)
+        initial.update({k: v for k, v in params.items() if k not in ("template", "shot_lines")})
+        initial["shot_lines"] = ", ".join(str(n) for n in params.get("shot_lines", []))
+        initial["base_model"] = params.get("model_ref")
+        initial["dataset"] = params.get("dataset_id")
+    else:
+        initial["base_model"] = selectors.picked_model_slug(stages)
+        task = selectors.step_answers(stages, StageKey.SCOPE, "use-case").get("task_type")
+        datasets = sorted(
+            selectors.dataset_list(project=project),
+            key=lambda d: d.classification != (task == "classification"),
+        )  # stable: the newest dataset that suits the task first
+        if datasets:
+            initial["dataset"] = datasets[0].id
+    newest = max(selectors.template_list(project=project), key=lambda t: t.created_at, default=None)
+    if last is not None and last.prompt_template_id and not _newer_template(project, last):
+        initial["template"] = last.prompt_template_id
+    elif newest is not None:
+        initial["template"] = newest.id
+    return {k: v for k, v in initial.items() if v is not None}
+
+
+def _newer_template(project: Any, last: Any) -> bool:
+    """Whether a template was saved after the last trial (then the form offers it)."""
+    return any(t.created_at > last.created_at for t in selectors.template_list(project=project))
 
 
 def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict[str, Any]:
@@ -48,8 +78,15 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
         extra["register_job"] = selectors.latest_job_for_step(
             project=project, kind=JobKind.REGISTER_MODEL
         )
-    if step.kind == "job":
-        extra["latest_job"] = selectors.latest_job_for_step(project=project, kind=JobKind.GENERATE)
+    if step.slug == "prompt":
+        extra["templates"] = selectors.template_latest(project=project)
+        extra["datasets"] = selectors.dataset_list(project=project)
+        trials = selectors.trial_list(project=project)[:5]
+        extra["recent_trials"] = trials
+        extra["metric_columns"] = [
+            (k, METRIC_LABELS.get(k, k)) for k in selectors.trial_metric_keys(trials)
+        ]
+        extra["best_id"] = selectors.best_trial_id(stages)
     return extra
 
 
@@ -65,24 +102,28 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
     stages = selectors.stages_for_project(project=project)
     answers = stages[stage].step(step).get("answers", {}) if stage in stages else {}
     form = None
-    job = None
     if step_def.form_class is not None:
         form_class = step_def.form_class
         if request.method == "POST":
             form = form_class(request.POST, project=project)
             if form.is_valid():
                 if step_def.kind == "job":
-                    assert isinstance(form, GenerateForm)
-                    base_model: BaseModel = form.cleaned_data["base_model"]
-                    job = job_create_generate(
-                        project=project,
-                        user=authed_user(request),
-                        base_model=base_model,
-                        params=form.params,
-                    )
-                    if not request.htmx:
-                        return redirect("job_detail", slug=project.slug, job_id=job.id)
-                    # htmx: re-render the step with the same settings and the new job.
+                    assert isinstance(form, TrialForm) and form.params is not None
+                    if form.preflight():
+                        job = trial_create(
+                            project=project,
+                            user=authed_user(request),
+                            base_model=form.cleaned_data["base_model"],
+                            dataset=form.cleaned_data["dataset"],
+                            template=form.cleaned_data["template"],
+                            params=form.params,
+                            rows=form.built.rows,
+                        )
+                        target = reverse("trial_detail", args=[project.slug, job.id])
+                        if request.htmx:
+                            return HttpResponseLocation(target)
+                        return redirect(target)
+                    # Over-long prompts or unreadable data: re-render with the reasons.
                 else:
                     stage_step_save(
                         project=project,
@@ -104,7 +145,9 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
         elif step_def.live and request.GET:
             form = form_class(request.GET, project=project)
         else:
-            form = form_class(initial=_initial_for(step_def, answers, stages), project=project)
+            form = form_class(
+                initial=_initial_for(step_def, answers, stages, project), project=project
+            )
     elif request.method == "POST":
         raise Http404("This step is not available yet.")
 
@@ -124,8 +167,6 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
             **(planning.plan_context(form) if isinstance(form, PlannerForm) else {}),
         }
     )
-    if job is not None:
-        context["latest_job"] = job
     template = step_def.template or "wizard/planned.html"
     if request.htmx and not request.htmx.history_restore_request:
         template += "#wizard"

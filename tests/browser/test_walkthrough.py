@@ -60,7 +60,7 @@ def test_a_new_user_goes_from_sign_up_to_a_finished_prompt_run(
     expect(page.get_by_test_id("verdict")).to_be_visible()
     page.get_by_role("button", name="Save this plan and continue").click()
 
-    expect(page.get_by_role("heading", name="Prompt engineering")).to_be_visible()
+    expect(page.get_by_role("heading", name="Playground")).to_be_visible()
     expect(page.locator("#id_base_model")).to_have_value("tiny")
     page.evaluate("window.__marker = 1")
     page.fill("#id_prompt", "Summarize: the printer on floor 3 is jammed again.")
@@ -98,7 +98,7 @@ def test_an_empty_prompt_is_refused_and_starts_no_job(
 ) -> None:
     base = live_server.url
     log_in(context, base, owner)
-    page.goto(f"{base}/p/{project.slug}/adapt/prompt/")
+    page.goto(f"{base}/p/{project.slug}/playground/")
     page.evaluate("window.__marker = 1")
 
     for prompt in ("", "   "):
@@ -106,7 +106,7 @@ def test_an_empty_prompt_is_refused_and_starts_no_job(
         page.get_by_role("button", name="Run prompt").click()
 
         expect(page.get_by_text("Enter a prompt.")).to_be_visible()
-        expect(page.get_by_role("heading", name="Prompt engineering")).to_be_visible()
+        expect(page.get_by_role("heading", name="Playground")).to_be_visible()
     assert page.evaluate("window.__marker") == 1  # re-rendered by htmx, in place
     assert not Job.objects.exists()
 

@@ -83,7 +83,7 @@ def test_it_shows_a_clear_error_and_starts_no_job_for_an_invalid_prompt(
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = client.post(
-            reverse("wizard_step", args=[project.slug, "adapt", "prompt"]),
+            reverse("playground", args=[project.slug]),
             prompt_data(tiny_model, **overrides),
         )
 
@@ -103,7 +103,7 @@ def test_it_refuses_more_new_tokens_than_the_models_context_window(
     client.force_login(owner)
 
     response = client.post(
-        reverse("wizard_step", args=[project.slug, "adapt", "prompt"]),
+        reverse("playground", args=[project.slug]),
         prompt_data(small, max_new_tokens="128"),
     )
 

@@ -14,6 +14,7 @@ from lifecycle_app.models import (
     BaseModel,
     GenerationOutput,
     Job,
+    JobKind,
     JobStatus,
     Project,
     Stage,
@@ -230,20 +231,26 @@ def test_it_records_progress_only_for_a_running_job(project: Project) -> None:
 # --- Finish -----------------------------------------------------------------------------
 
 
-def test_it_marks_the_prompt_step_complete_when_a_generate_job_succeeds(
-    project: Project,
-) -> None:
+def test_it_marks_the_prompt_step_complete_when_a_trial_succeeds(project: Project) -> None:
+    job = running_job(project, heartbeat_age=timedelta(seconds=1), kind=JobKind.TRIAL)
+
+    job_services.job_succeed(job_id=job.id, result={"rows_done": 5})
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.result == {"rows_done": 5}
+    assert job.finished_at is not None
+    step = prompt_step(project)
+    assert step["status"] == StepStatus.COMPLETE
+    assert step["answers"]["succeeded_trial"] == job.id
+
+
+def test_a_playground_generation_does_not_complete_the_prompt_step(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1))
 
     job_services.job_succeed(job_id=job.id, result={"tokens": 5})
 
-    job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED
-    assert job.result == {"tokens": 5}
-    assert job.finished_at is not None
-    step = prompt_step(project)
-    assert step["status"] == StepStatus.COMPLETE
-    assert step["answers"]["succeeded_job"] == job.id
+    assert prompt_step(project).get("status") != StepStatus.COMPLETE
 
 
 def test_it_keeps_a_cancelled_job_cancelled_when_it_later_succeeds(project: Project) -> None:

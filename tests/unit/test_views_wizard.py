@@ -256,7 +256,7 @@ def test_it_starts_one_generate_job_and_redirects_to_its_page(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(step_url(project, "adapt", "prompt"), prompt_data(tiny_model))
+        response = client.post(reverse("playground", args=[project.slug]), prompt_data(tiny_model))
 
     job = Job.objects.get()
     assert response.status_code == 302
@@ -285,7 +285,7 @@ def test_it_answers_an_htmx_prompt_with_the_step_fragment_holding_the_job_status
     client: Client, project: Project, tiny_model: BaseModel
 ) -> None:
     response = client.post(
-        step_url(project, "adapt", "prompt"), prompt_data(tiny_model), headers=HTMX
+        reverse("playground", args=[project.slug]), prompt_data(tiny_model), headers=HTMX
     )
 
     job = Job.objects.get()
@@ -301,9 +301,9 @@ def test_it_answers_an_htmx_prompt_with_the_step_fragment_holding_the_job_status
 def test_it_remembers_the_last_prompt_settings(
     client: Client, project: Project, tiny_model: BaseModel
 ) -> None:
-    client.post(step_url(project, "adapt", "prompt"), prompt_data(tiny_model, seed="4242"))
+    client.post(reverse("playground", args=[project.slug]), prompt_data(tiny_model, seed="4242"))
 
-    content = client.get(step_url(project, "adapt", "prompt")).content.decode()
+    content = client.get(reverse("playground", args=[project.slug])).content.decode()
 
     assert 'value="4242"' in content
     assert "Summarise: the printer is jammed." in content
@@ -314,7 +314,7 @@ def test_it_preselects_the_model_chosen_in_the_select_step(
 ) -> None:
     client.post(step_url(project, "select", "model"), {"base_model": tiny_model.slug})
 
-    response = client.get(step_url(project, "adapt", "prompt"))
+    response = client.get(reverse("playground", args=[project.slug]))
 
     assert response.context["form"].initial["base_model"] == "tiny"
 
@@ -325,7 +325,7 @@ def test_it_tells_a_viewer_that_they_cannot_start_jobs(
     client = Client()
     client.force_login(teammate)
 
-    content = client.get(step_url(project, "adapt", "prompt")).content.decode()
+    content = client.get(reverse("playground", args=[project.slug])).content.decode()
 
     assert "Viewers cannot start jobs." in content
     assert "Run prompt</button>" not in content

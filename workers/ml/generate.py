@@ -9,7 +9,7 @@ from typing import Any
 
 from workers.ml.errors import GenerationError
 from workers.ml.models import LoadedModel
-from workers.ml.params import GenerateParams
+from workers.ml.params import GenerateParams, GenerationSettings
 
 # (tokens generated so far, tokens planned, text so far)
 ProgressFn = Callable[[int, int, str], None]
@@ -39,6 +39,30 @@ def build_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> str:
             )
         )
     return prompt
+
+
+def generation_kwargs(settings: GenerationSettings) -> dict[str, Any]:
+    """`model.generate` keyword arguments for these settings (the same for every runner)."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "repetition_penalty": settings.repetition_penalty,
+    }
+    if settings.decoding == "sampling":
+        kwargs.update(
+            do_sample=True,
+            temperature=settings.temperature,
+            top_k=settings.top_k or None,
+            top_p=settings.top_p,
+        )
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+    return kwargs
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return int(tokenizer.eos_token_id)
 
 
 def generate(
@@ -90,22 +114,8 @@ def generate(
                 (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
             )
 
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": params.max_new_tokens,
-        "repetition_penalty": params.repetition_penalty,
-    }
-    if params.decoding == "sampling":
-        kwargs.update(
-            do_sample=True,
-            temperature=params.temperature,
-            top_k=params.top_k or None,
-            top_p=params.top_p,
-        )
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    kwargs = generation_kwargs(params)
+    pad_id = pad_token_id(tokenizer)
 
     torch.manual_seed(params.seed)
     start = time.monotonic()
@@ -135,3 +145,84 @@ def generate(
         seconds=round(seconds, 4),
         tokens_per_second=round(new_tokens / seconds, 2) if seconds > 0 else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    text: str
+    output_tokens: int  # generated tokens up to and including the end token; no padding
+    finish_reason: str  # "eos" | "length"
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    """The tokens `generate` stops at (its generation config's, as `generate` uses)."""
+    value = getattr(loaded.model.generation_config, "eos_token_id", None)
+    if isinstance(value, int):
+        return {value}
+    if isinstance(value, list | tuple):
+        return {int(v) for v in value}
+    return set()
+
+
+def generate_batch(
+    loaded: LoadedModel,
+    texts: list[str],
+    settings: GenerationSettings,
+    *,
+    should_cancel: CancelFn | None = None,
+    cancel_check_interval_s: float = 0.5,
+) -> list[BatchOutput] | None:
+    """Generate for several prompts at once, left-padded; None when cancelled mid-batch.
+
+    `texts` are final prompt texts (chat template already applied). With greedy decoding
+    the outputs are those of `generate` one prompt at a time: padding is masked and the
+    positions are counted from each row's first real token.
+    """
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    pad_id = pad_token_id(tokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+        loaded.device
+    )
+    width = int(inputs["input_ids"].shape[1])
+    state = {"cancelled": False, "last_check": time.monotonic()}
+
+    class _Cancel(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            now = time.monotonic()
+            stop = False
+            if should_cancel and now - state["last_check"] >= cancel_check_interval_s:
+                state["last_check"] = now
+                stop = bool(should_cancel())
+                state["cancelled"] = stop
+            return torch.full(
+                (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
+            )
+
+    torch.manual_seed(settings.seed)
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            **generation_kwargs(settings),
+            pad_token_id=pad_id,
+            stopping_criteria=StoppingCriteriaList([_Cancel()]),
+        )
+    if state["cancelled"]:
+        return None
+    eos = _eos_ids(loaded)
+    results = []
+    for row in output[:, width:].tolist():
+        n = len(row)
+        reason = "length"
+        for i, token in enumerate(row):
+            if token in eos:
+                n, reason = i + 1, "eos"
+                break
+        text = str(tokenizer.decode(row[:n], skip_special_tokens=True))
+        results.append(BatchOutput(text=text, output_tokens=n, finish_reason=reason))
+    return results

@@ -212,6 +212,25 @@ def resolve(spec: ModelSpec, models_dir: Path) -> str:
     raise ModelNotAvailable(f"Unknown model source {spec.source!r}")
 
 
+def prepared_path(spec: ModelSpec, models_dir: Path) -> Path | None:
+    """The model's local folder if it is ready to use, without building or converting
+    anything (the web process calls this; `resolve` may take a minute and import torch)."""
+    if spec.source == "bundled":
+        folder = models_dir / BUNDLED_DIRNAME
+    elif spec.source == "tiny":
+        folder = models_dir / TINY_DIRNAME
+    elif spec.source == "local":
+        folder = Path(spec.location).expanduser()
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(spec.location, local_files_only=True))
+        except Exception:
+            return None
+    return folder if (folder / "config.json").is_file() else None
+
+
 def read_config(path_or_id: str) -> Any:
     from transformers import AutoConfig
 

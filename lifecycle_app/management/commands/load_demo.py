@@ -9,10 +9,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
-from lifecycle_app import selectors
-from lifecycle_app.models import Dataset, Project, StageKey
+from lifecycle_app import prompting, selectors
+from lifecycle_app.models import Dataset, Project, PromptTemplate, StageKey
 from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.projects import project_create, stage_step_save
+from lifecycle_app.services.trials import template_create
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 # (file, dataset name, input field, target field, classification)
@@ -71,6 +72,15 @@ class Command(BaseCommand):
             )
         project = Project.objects.get(owner=user, name=DEMO_PROJECT)
         self._load_samples(project, user)
+        if not PromptTemplate.objects.filter(project=project).exists():
+            suggestion = prompting.suggested_template(task_type="summarization", dataset=None)
+            template_create(
+                project=project,
+                user=user,
+                name=suggestion.pop("name"),
+                fields=suggestion,
+                note="Suggested starting point",
+            )
         self.stdout.write(
             self.style.SUCCESS(f"Demo ready: log in as '{DEMO_USERNAME}' / '{DEMO_PASSWORD}'.")
         )

@@ -1,0 +1,176 @@
+"""Prompt templates (versioned) and prompt trials (jobs over an evaluation split)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Max
+
+from lifecycle_app.models import (
+    BaseModel,
+    Dataset,
+    ExampleStatus,
+    Job,
+    JobKind,
+    Project,
+    PromptTemplate,
+    StageKey,
+    TrialExample,
+)
+from lifecycle_app.services.jobs import enqueue_on_commit, queue_for
+from lifecycle_app.services.projects import stage_step_save
+from workers.ml.params import TrialParams
+from workers.ml.prompts import BuiltPrompt
+from workers.ml.trials import RowOutcome, TrialStats
+
+TEMPLATE_FIELDS = ("instruction", "example_format", "body", "use_chat_template")
+
+
+class TemplateNameTaken(ValueError):
+    pass
+
+
+def template_create(
+    *, project: Project, user: User, name: str, fields: dict[str, Any], note: str = ""
+) -> PromptTemplate:
+    name = name.strip()
+    if PromptTemplate.objects.filter(project=project, name=name).exists():
+        raise TemplateNameTaken(
+            f"A template called '{name}' exists; edit it to make a new version, or pick "
+            "another name."
+        )
+    return PromptTemplate.objects.create(
+        project=project,
+        name=name,
+        version=1,
+        note=note,
+        created_by=user,
+        **{k: fields[k] for k in TEMPLATE_FIELDS},
+    )
+
+
+@transaction.atomic
+def template_revise(
+    *, template: PromptTemplate, user: User, fields: dict[str, Any], note: str = ""
+) -> PromptTemplate:
+    """Save an edit as the next version; an edit that changes nothing makes no version."""
+    latest = (
+        PromptTemplate.objects.select_for_update()
+        .filter(project_id=template.project_id, name=template.name)
+        .order_by("-version")
+        .first()
+    )
+    assert latest is not None
+    if all(getattr(latest, k) == fields[k] for k in TEMPLATE_FIELDS):
+        return latest
+    top = PromptTemplate.objects.filter(
+        project_id=template.project_id, name=template.name
+    ).aggregate(top=Max("version"))["top"]
+    return PromptTemplate.objects.create(
+        project_id=template.project_id,
+        name=template.name,
+        version=(top or 0) + 1,
+        note=note,
+        created_by=user,
+        **{k: fields[k] for k in TEMPLATE_FIELDS},
+    )
+
+
+def trial_create(
+    *,
+    project: Project,
+    user: User,
+    base_model: BaseModel,
+    dataset: Dataset,
+    template: PromptTemplate,
+    params: TrialParams,
+    rows: int,
+) -> Job:
+    """Queue a trial over `rows` rows (what the preflight found, at most params.n_rows)."""
+    with transaction.atomic():
+        job = Job.objects.create(
+            project=project,
+            kind=JobKind.TRIAL,
+            base_model=base_model,
+            dataset=dataset,
+            prompt_template=template,
+            params=params.model_dump(),
+            queue=queue_for(JobKind.TRIAL),
+            progress_total=rows,
+            progress_unit="rows",
+            message="Waiting for a worker",
+            created_by=user,
+        )
+        stage_step_save(
+            project=project,
+            stage_key=StageKey.ADAPT,
+            step_slug="prompt",
+            answers={"last_trial": job.id},
+        )
+        enqueue_on_commit(job.id)
+    return job
+
+
+def trial_mark_best(*, project: Project, job: Job) -> None:
+    stage_step_save(
+        project=project,
+        stage_key=StageKey.ADAPT,
+        step_slug="prompt",
+        answers={"best_trial": job.id},
+    )
+
+
+# --- Worker side ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def trial_examples_init(*, job_id: int, prompts: Sequence[BuiltPrompt]) -> None:
+    """Write every row as pending (or skipped, with the reason) before generation starts.
+
+    A retried job starts over: rows of an earlier attempt are replaced.
+    """
+    TrialExample.objects.filter(job_id=job_id).delete()
+    TrialExample.objects.bulk_create(
+        TrialExample(
+            job_id=job_id,
+            index=p.index,
+            line=p.line,
+            input=p.input,
+            prompt=p.text,
+            reference=p.reference,
+            prompt_tokens=p.tokens,
+            truncated=p.truncated,
+            status=ExampleStatus.SKIPPED if p.skipped else ExampleStatus.PENDING,
+            error=p.skipped,
+        )
+        for p in prompts
+    )
+
+
+def trial_summary(stats: TrialStats, **extra: Any) -> dict[str, Any]:
+    return {**stats.as_dict(), **extra}
+
+
+@transaction.atomic
+def trial_record_batch(
+    *, job_id: int, outcomes: Sequence[RowOutcome], stats: TrialStats, extra: dict[str, Any]
+) -> None:
+    """Store one batch's rows and the running totals (partial results while it runs)."""
+    for o in outcomes:
+        TrialExample.objects.filter(job_id=job_id, index=o.index).update(
+            status=o.status,
+            output=o.output,
+            output_tokens=o.output_tokens,
+            finish_reason=o.finish_reason,
+            scores=o.scores,
+            error=o.error,
+        )
+    finished = stats.rows_done + stats.rows_failed
+    Job.objects.filter(id=job_id).update(
+        result=trial_summary(stats, **extra),
+        progress_done=finished + stats.rows_skipped,
+        message=f"Generated {finished} of {stats.rows_total - stats.rows_skipped} rows",
+    )

@@ -1,0 +1,329 @@
+"""Prompt templates, prompt trials (table, detail, side by side, best) and the playground.
+
+Starting a trial happens on the wizard's Adapt / Prompt step (views/wizard_steps.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from lifecycle_app import prompting, selectors
+from lifecycle_app.forms import GenerateForm, PromptTemplateForm, TrialForm
+from lifecycle_app.models import Dataset, JobKind, Project, StageKey
+from lifecycle_app.services.jobs import job_create_generate
+from lifecycle_app.services.trials import (
+    TemplateNameTaken,
+    template_create,
+    template_revise,
+    trial_mark_best,
+)
+from lifecycle_app.views.common import HtmxHttpRequest, authed_user
+from workers.ml.metrics import LABELS
+
+MAX_COMPARE = 6
+PREVIEW_TRAIN_ROWS = 20
+
+
+def _metric_columns(keys: list[str]) -> list[tuple[str, str]]:
+    return [(k, LABELS.get(k, k)) for k in keys]
+
+
+@login_required
+@require_GET
+def trial_list_view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
+    sort = request.GET.get("sort") or "created"
+    descending = request.GET.get("dir", "desc") != "asc"
+    trials = selectors.trial_list(project=project)
+    metric_keys = selectors.trial_metric_keys(trials)
+    if sort not in (*selectors.TRIAL_SORTS, *metric_keys):
+        sort = "created"
+    trials = selectors.trial_list(project=project, sort=sort, descending=descending)
+    stages = selectors.stages_for_project(project=project)
+    context = {
+        "project": project,
+        "membership": membership,
+        "trials": trials,
+        "metric_columns": _metric_columns(metric_keys),
+        "sort": sort,
+        "descending": descending,
+        "best_id": selectors.best_trial_id(stages),
+        "polling": selectors.any_active(trials),
+    }
+    template = "trials/list.html"
+    if request.htmx and not request.htmx.history_restore_request:
+        template += "#table"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def trial_detail(request: HtmxHttpRequest, slug: str, trial_id: int) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
+    job = selectors.trial_get(project=project, job_id=trial_id)
+    stages = selectors.stages_for_project(project=project)
+    examples = selectors.trial_examples(job=job)
+    context = {
+        "project": project,
+        "membership": membership,
+        "job": job,
+        "examples": examples,
+        "metric_columns": _metric_columns(selectors.trial_metric_keys([job])),
+        "best_id": selectors.best_trial_id(stages),
+        "counts": _status_counts(examples),
+    }
+    template = "trials/detail.html"
+    if request.htmx and not request.htmx.history_restore_request:
+        template += "#live"
+    return render(request, template, context)
+
+
+def _status_counts(examples: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in examples:
+        counts[e.status] = counts.get(e.status, 0) + 1
+    return counts
+
+
+def _int_list(values: list[str]) -> list[int]:
+    return [int(v) for v in values if v.isdigit()]
+
+
+@login_required
+@require_GET
+def trial_compare(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Two or more trials side by side, row by row, with the reference."""
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
+    ids = list(dict.fromkeys(_int_list(request.GET.getlist("t"))))[:MAX_COMPARE]
+    trials = selectors.trials_by_ids(project=project, ids=ids)
+    if len(trials) < 2:
+        messages.error(request, "Pick two or more trials to compare.")
+        return redirect("trial_list", slug=project.slug)
+    rows, shared_only = _aligned_rows(trials)
+    keys = selectors.trial_metric_keys(trials)
+    context = {
+        "project": project,
+        "membership": membership,
+        "trials": trials,
+        "rows": rows,
+        "shared_only": shared_only,
+        "metric_columns": _metric_columns(keys),
+        "primary": keys[-1] if keys else "",
+        "best_id": selectors.best_trial_id(selectors.stages_for_project(project=project)),
+    }
+    return render(request, "trials/compare.html", context)
+
+
+def _aligned_rows(trials: list[Any]) -> tuple[list[dict[str, Any]], bool]:
+    """Rows keyed by (dataset, split, line): the same example in every trial. Only rows
+    every trial ran are shown; the flag says whether some were left out."""
+    per_trial = [
+        {(t.dataset_id, t.params.get("split"), e.line): e for e in selectors.trial_examples(job=t)}
+        for t in trials
+    ]
+    first = selectors.trial_examples(job=trials[0])
+    rows = []
+    for e in first:
+        key = (trials[0].dataset_id, trials[0].params.get("split"), e.line)
+        cells = [m.get(key) for m in per_trial]
+        if all(c is not None for c in cells):
+            rows.append(
+                {"line": e.line, "input": e.input, "reference": e.reference, "cells": cells}
+            )
+    shared_only = any(len(m) != len(rows) for m in per_trial)
+    return rows, shared_only
+
+
+@login_required
+@require_POST
+def trial_best(request: HtmxHttpRequest, slug: str, trial_id: int) -> HttpResponse:
+    project, _ = selectors.project_get_for_user(user=request.user, slug=slug, write=True)
+    job = selectors.trial_get(project=project, job_id=trial_id)
+    trial_mark_best(project=project, job=job)
+    messages.success(request, f"Trial #{job.id} is now the project's best prompt.")
+    if request.POST.get("back") == "list":
+        return redirect("trial_list", slug=project.slug)
+    return redirect("trial_detail", slug=project.slug, trial_id=job.id)
+
+
+# --- Templates --------------------------------------------------------------------------
+
+
+def _first_dataset(project: Project) -> Dataset | None:
+    datasets = selectors.dataset_list(project=project)
+    return datasets[0] if datasets else None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def template_new(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(
+        user=request.user, slug=slug, write=request.method == "POST"
+    )
+    if request.method == "POST":
+        form = PromptTemplateForm(request.POST)
+        if form.is_valid():
+            try:
+                template = template_create(
+                    project=project,
+                    user=authed_user(request),
+                    name=form.cleaned_data["name"],
+                    fields=form.template_fields(),
+                    note=form.cleaned_data["note"],
+                )
+            except TemplateNameTaken as exc:
+                form.add_error("name", str(exc))
+            else:
+                messages.success(request, f"Saved template '{template}'.")
+                return redirect("wizard_step", project.slug, StageKey.ADAPT, "prompt")
+    else:
+        scope = selectors.step_answers(
+            selectors.stages_for_project(project=project), StageKey.SCOPE, "use-case"
+        )
+        initial = prompting.suggested_template(
+            task_type=scope.get("task_type", ""), dataset=_first_dataset(project)
+        )
+        taken = {t.name for t in selectors.template_latest(project=project)}
+        if initial["name"] in taken:
+            initial["name"] = f"{initial['name']} {len(taken) + 1}"
+        form = PromptTemplateForm(initial=initial)
+    context = {"project": project, "membership": membership, "form": form, "template": None}
+    return render(request, "trials/template.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def template_detail(request: HtmxHttpRequest, slug: str, template_id: int) -> HttpResponse:
+    """One version; saving the form writes the next version (old trials keep theirs)."""
+    project, membership = selectors.project_get_for_user(
+        user=request.user, slug=slug, write=request.method == "POST"
+    )
+    template = selectors.template_get(project=project, template_id=template_id)
+    fields = {
+        "name": template.name,
+        "instruction": template.instruction,
+        "example_format": template.example_format,
+        "body": template.body,
+        "use_chat_template": template.use_chat_template,
+    }
+    if request.method == "POST":
+        form = PromptTemplateForm(request.POST, initial=fields, editing=True)
+        if form.is_valid():
+            revised = template_revise(
+                template=template,
+                user=authed_user(request),
+                fields=form.template_fields(),
+                note=form.cleaned_data["note"],
+            )
+            if revised.id == template.id or revised.version <= template.version:
+                messages.info(request, "Nothing changed, so no new version was saved.")
+            else:
+                messages.success(request, f"Saved version {revised.version} of '{revised.name}'.")
+            return redirect("template_detail", slug=project.slug, template_id=revised.id)
+    else:
+        form = PromptTemplateForm(initial=fields, editing=True)
+    context = {
+        "project": project,
+        "membership": membership,
+        "form": form,
+        "template": template,
+        "versions": selectors.template_versions(template=template),
+    }
+    return render(request, "trials/template.html", context)
+
+
+# --- Preview ----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def prompt_preview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The exact text the model will see for one row of the trial form's current values,
+    and whether every row fits the context window."""
+    project, _ = selectors.project_get_for_user(user=request.user, slug=slug)
+    form = TrialForm(request.GET, project=project)
+    context: dict[str, Any] = {"project": project, "form": form}
+    if form.is_valid() and form.params is not None:
+        params = form.params
+        try:
+            built = prompting.build_for_trial(
+                base_model=form.cleaned_data["base_model"],
+                dataset=form.cleaned_data["dataset"],
+                params=params,
+            )
+        except prompting.PromptingError as exc:
+            context["preview_error"] = str(exc)
+        else:
+            try:
+                index = min(max(int(request.GET.get("row", "0")), 0), built.rows - 1)
+            except ValueError:
+                index = 0
+            row = built.prompts[index]
+            context.update(
+                {
+                    "built": built,
+                    "row": row,
+                    "row_index": index,
+                    "preview": prompting.preview(
+                        base_model=form.cleaned_data["base_model"],
+                        template=params.template,
+                        shots=built.shots,
+                        row={"input": row.input},
+                    ),
+                    "train_rows": prompting.split_rows(
+                        form.cleaned_data["dataset"], "train", PREVIEW_TRAIN_ROWS
+                    ),
+                    "max_tokens": max(p.tokens for p in built.prompts),
+                }
+            )
+    return render(request, "trials/_preview.html", context)
+
+
+# --- Playground -------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def playground(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """One prompt, one output: for quick tries outside the measured trials."""
+    project, membership = selectors.project_get_for_user(
+        user=request.user, slug=slug, write=request.method == "POST"
+    )
+    stages = selectors.stages_for_project(project=project)
+    job = None
+    if request.method == "POST":
+        form = GenerateForm(request.POST, project=project)
+        if form.is_valid():
+            job = job_create_generate(
+                project=project,
+                user=authed_user(request),
+                base_model=form.cleaned_data["base_model"],
+                params=form.params,
+            )
+            if not request.htmx:
+                return redirect("job_detail", slug=project.slug, job_id=job.id)
+    else:
+        answers = selectors.step_answers(stages, StageKey.ADAPT, "prompt")
+        initial = dict(answers.get("last_params") or {})
+        model_ref = initial.pop("model_ref", None) or selectors.picked_model_slug(stages)
+        if model_ref:
+            initial["base_model"] = model_ref
+        form = GenerateForm(initial=initial, project=project)
+    scope = selectors.step_answers(stages, StageKey.SCOPE, "use-case")
+    context = {
+        "project": project,
+        "membership": membership,
+        "form": form,
+        "scope": scope,
+        "latest_job": job or selectors.latest_job_for_step(project=project, kind=JobKind.GENERATE),
+    }
+    template = "trials/playground.html"
+    if request.htmx and not request.htmx.history_restore_request:
+        template += "#playground"
+    return render(request, template, context)
