@@ -86,6 +86,17 @@ def tiny_model(db: None) -> BaseModel:
     return cast(BaseModel, BaseModelFactory())
 
 
+@pytest.fixture(scope="session")
+def tiny_folder() -> Path:
+    """The tiny model's folder under MODELS_DIR (built once if missing), where the web
+    side's prompt kit and the worker both look for it."""
+    from django.conf import settings
+
+    from workers.ml import models
+
+    return models.build_tiny(Path(settings.MODELS_DIR) / models.TINY_DIRNAME)
+
+
 @pytest.fixture
 def project(owner: User, teammate: User) -> Project:
     project = make_project(owner)
