@@ -66,6 +66,15 @@ def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _plain_http(settings: Any) -> None:
+    # Tests talk plain HTTP (the test client, live_server): production's HTTPS redirect
+    # and secure-only cookies are off here. tests/unit/test_security.py checks them.
+    settings.SECURE_SSL_REDIRECT = False
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+
+
 @pytest.fixture
 def owner(db: None) -> User:
     return cast(User, UserFactory(username="alice"))

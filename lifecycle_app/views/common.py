@@ -23,7 +23,7 @@ def authed_user(request: HttpRequest) -> User:
 def wizard_context(
     *,
     project: Project,
-    membership: Membership,
+    membership: Membership | None,
     current: tuple[str, str] | None = None,
     stages: dict[str, Stage] | None = None,
 ) -> dict[str, Any]:
@@ -60,3 +60,25 @@ def wizard_context(
             }
         )
     return {"project": project, "membership": membership, "stage_rows": rows}
+
+
+def overview_context(*, project: Project, membership: Membership | None) -> dict[str, Any]:
+    """The project page: stages with their steps' status and the next step to do.
+
+    The activity feed is for members only (`membership` given): a share link shows the
+    work, not who on the team did what.
+    """
+    context = wizard_context(project=project, membership=membership)
+    context["next_step"] = next(
+        (
+            (stage, step)
+            for stage in context["stage_rows"]
+            for step in stage["steps"]
+            if step["available"] and step["status"] != "complete"
+        ),
+        None,
+    )
+    context["stages_defs"] = wizard.STAGES
+    if membership is not None:
+        context["activities"] = selectors.activity_list(project=project)
+    return context
