@@ -78,6 +78,19 @@ def _lock_owners(project: Project) -> list[Membership]:
     )
 
 
+def _current(membership: Membership) -> Membership:
+    """The membership as it is now (another request may have changed or removed it)."""
+    current = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(id=membership.id)
+        .first()
+    )
+    if current is None:
+        raise ProjectActionRefused(f"{membership.user.username} is no longer a member.")
+    return current
+
+
 def _sync_primary_owner(project: Project) -> None:
     """Keep Project.owner pointing at an owner (the longest-standing one if it must move)."""
     owners = Membership.objects.filter(project=project, role=Role.OWNER)
@@ -94,7 +107,7 @@ def membership_change_role(
 ) -> Membership:
     with transaction.atomic():
         owners = _lock_owners(project)
-        membership.refresh_from_db()
+        membership = _current(membership)
         if membership.role == role:
             return membership
         if membership.role == Role.OWNER and len(owners) <= 1:
@@ -119,7 +132,7 @@ def membership_remove(*, project: Project, actor: User, membership: Membership) 
     """Remove a member (or, when `actor` is that member, leave the project)."""
     with transaction.atomic():
         owners = _lock_owners(project)
-        membership.refresh_from_db()
+        membership = _current(membership)
         if membership.role == Role.OWNER and len(owners) <= 1:
             raise ProjectActionRefused(LAST_OWNER)
         leaving = membership.user_id == actor.id
