@@ -84,7 +84,9 @@ def share_link_get_active(*, token: str) -> ShareLink:
 
 
 def share_link_list(*, project: Project, limit: int = 20) -> list[ShareLink]:
-    return list(ShareLink.objects.filter(project=project).select_related("created_by")[:limit])
+    """The latest links, those that still open the project first."""
+    links = list(ShareLink.objects.filter(project=project).select_related("created_by")[:limit])
+    return sorted(links, key=lambda link: not link.is_active)  # stable: newest first within
 
 
 def share_link_get(*, project: Project, share_id: int) -> ShareLink:

@@ -42,7 +42,7 @@ def _page(
         "membership": membership,
         "members": members,
         "roles": Role.choices,
-        "owner_count": sum(1 for m in members if m.role == Role.OWNER),
+        "owner_names": [m.user.username for m in members if m.role == Role.OWNER],
         "invite_form": invite_form or InviteForm(),
     }
     if membership.can_manage:
