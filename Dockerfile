@@ -2,6 +2,8 @@
 #   docker build -t lifecycle-studio .
 #   docker run -p 8000:8000 -e SECRET_KEY=... -e DATABASE_URL=... -e REDIS_URL=... lifecycle-studio web
 #   docker run -e SECRET_KEY=... -e DATABASE_URL=... -e REDIS_URL=... -v models:/app/var/models lifecycle-studio worker
+# The web side is HTTPS-only by default (behind a TLS proxy add -e SECURE_PROXY_SSL_HEADER=true);
+# to try it over plain HTTP add -e SECURE_SSL_REDIRECT=false -e SECURE_COOKIES=false.
 # For a GPU worker, run the image with `--gpus all` and the command `worker-gpu`
 # (it consumes the "gpu" queue; set LIFECYCLE_GPU_QUEUE=true on the web side).
 FROM python:3.11-slim-bookworm

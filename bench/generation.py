@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import transformers
@@ -27,6 +26,7 @@ from workers.ml import models, prompts, trials
 from workers.ml.generate import generation_kwargs, pad_token_id
 from workers.ml.params import GenerationSettings
 
+ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS = 64
 MAX_NEW_TOKENS = 32
 SAMPLE = ROOT / "lifecycle_app" / "samples" / "dialogue_summaries.jsonl"

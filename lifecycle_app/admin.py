@@ -3,12 +3,14 @@ from __future__ import annotations
 from django.contrib import admin
 
 from lifecycle_app.models import (
+    Activity,
     BaseModel,
     Dataset,
     GenerationOutput,
     Job,
     Membership,
     Project,
+    ShareLink,
     Stage,
 )
 
@@ -71,3 +73,19 @@ class DatasetAdmin(admin.ModelAdmin):
     list_filter = ["format", "classification"]
     list_select_related = ["project"]
     readonly_fields = ["stored_name", "sha256", "size_bytes"]
+
+
+@admin.register(ShareLink)
+class ShareLinkAdmin(admin.ModelAdmin):
+    list_display = ["project", "label", "created_by", "created_at", "expires_at", "revoked_at"]
+    list_select_related = ["project", "created_by"]
+    readonly_fields = ["token"]
+    raw_id_fields = ["project", "created_by"]
+
+
+@admin.register(Activity)
+class ActivityAdmin(admin.ModelAdmin):
+    list_display = ["project", "actor", "verb", "description", "created_at"]
+    list_filter = ["verb"]
+    list_select_related = ["project", "actor"]
+    raw_id_fields = ["project", "actor", "job"]

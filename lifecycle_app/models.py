@@ -50,6 +50,11 @@ class Membership(models.Model):
     def can_write(self) -> bool:
         return self.role in (Role.OWNER, Role.EDITOR)
 
+    @property
+    def can_manage(self) -> bool:
+        """Members, share links and deleting the project are the owners' alone."""
+        return self.role == Role.OWNER
+
 
 class StageKey(models.TextChoices):
     SCOPE = "scope", "Scope"
@@ -350,3 +355,87 @@ class TrialExample(models.Model):
 
     def __str__(self) -> str:
         return f"example {self.index} of trial {self.job_id}"
+
+
+class ShareLink(models.Model):
+    """A read-only link to one project for people without an account.
+
+    The token is the capability: anyone holding it sees the project's pages under
+    /s/<token>/ (never a /p/ page, never a download) until it expires or is revoked.
+    It is kept in clear so owners can copy the link again later.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="share_links")
+    token = models.CharField(max_length=64, unique=True)
+    label = models.CharField(max_length=120, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"share link {self.pk} of {self.project}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_revoked and not self.is_expired
+
+
+class ActivityVerb(models.TextChoices):
+    PROJECT_CREATED = "project_created", "Project created"
+    STEP_SAVED = "step_saved", "Step saved"
+    DATASET_UPLOADED = "dataset_uploaded", "Dataset uploaded"
+    DATASET_RENAMED = "dataset_renamed", "Dataset renamed"
+    DATASET_DELETED = "dataset_deleted", "Dataset deleted"
+    JOB_STARTED = "job_started", "Job started"
+    JOB_CANCELLED = "job_cancelled", "Job cancelled"
+    JOB_FINISHED = "job_finished", "Job finished"
+    MEMBER_ADDED = "member_added", "Member added"
+    MEMBER_ROLE_CHANGED = "member_role_changed", "Member role changed"
+    MEMBER_REMOVED = "member_removed", "Member removed"
+    MEMBER_LEFT = "member_left", "Member left"
+    SHARE_CREATED = "share_created", "Share link created"
+    SHARE_REVOKED = "share_revoked", "Share link revoked"
+    TEMPLATE_SAVED = "template_saved", "Prompt template saved"
+    BEST_TRIAL = "best_trial", "Best prompt trial chosen"
+
+
+class Activity(models.Model):
+    """One line of a project's activity feed: who did what, and when.
+
+    `description` is written at the time (past tense, without the actor), so the feed
+    still reads right after the dataset, job or member it names is gone. `actor` is
+    empty for what the system did on its own (a job finishing on a worker).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="activities")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    verb = models.CharField(max_length=24, choices=ActivityVerb.choices)
+    description = models.CharField(max_length=300)
+    job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"], name="activity_project_recent")]
+        verbose_name_plural = "activities"
+
+    def __str__(self) -> str:
+        return f"{self.get_verb_display()} in {self.project}"

@@ -1,16 +1,20 @@
-"""Reads. Every project-scoped read goes through `project_get_for_user` first."""
+"""Reads. Every project-scoped read goes through `project_get_for_user` first (or, on the
+read-only share pages, `share_link_get_active`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from lifecycle_app.models import (
     ACTIVE_STATUSES,
+    Activity,
     BaseModel,
     Dataset,
     Job,
@@ -18,6 +22,8 @@ from lifecycle_app.models import (
     Membership,
     Project,
     PromptTemplate,
+    Role,
+    ShareLink,
     Stage,
     TrialExample,
 )
@@ -26,11 +32,13 @@ AnyUser = User | AnonymousUser
 
 
 def project_get_for_user(
-    *, user: AnyUser, slug: str, write: bool = False
+    *, user: AnyUser, slug: str, write: bool = False, manage: bool = False
 ) -> tuple[Project, Membership]:
     """The project and the user's membership; 404 for anyone outside the project.
 
-    A viewer asking to write gets 403: they can see the project exists.
+    `write`: editors and owners (run jobs, edit stages, upload data). `manage`: owners only
+    (members, share links, deleting the project). A member below the role asked for gets
+    403: they can see the project exists.
     """
     if not isinstance(user, User):
         raise Http404("No such project.")
@@ -41,9 +49,77 @@ def project_get_for_user(
     )
     if membership is None:
         raise Http404("No such project.")
+    if manage and not membership.can_manage:
+        raise PermissionDenied("Only the project's owners can do this.")
     if write and not membership.can_write:
         raise PermissionDenied("Viewers cannot change this project.")
     return membership.project, membership
+
+
+# secrets.token_urlsafe(32) gives 43 characters; anything unlike a token is refused unread.
+_SHARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
+
+
+def share_links_active_q() -> Q:
+    """The links that still open their project (not revoked, not expired)."""
+    return Q(revoked_at__isnull=True) & (
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    )
+
+
+def share_link_get_active(*, token: str) -> ShareLink:
+    """The share link with this token and its project; 404 when unknown, revoked or expired.
+
+    The access helper of every /s/ page: a share link opens that one project's read-only
+    pages and nothing else.
+    """
+    if not _SHARE_TOKEN.fullmatch(token):
+        raise Http404("No such page.")
+    link = (
+        ShareLink.objects.select_related("project", "created_by")
+        .filter(share_links_active_q(), token=token)
+        .first()
+    )
+    if link is None:
+        raise Http404("No such page.")
+    return link
+
+
+def share_link_list(*, project: Project, limit: int = 20) -> list[ShareLink]:
+    """The latest links, those that still open the project first."""
+    links = list(ShareLink.objects.filter(project=project).select_related("created_by")[:limit])
+    return sorted(links, key=lambda link: not link.is_active)  # stable: newest first within
+
+
+def share_link_get(*, project: Project, share_id: int) -> ShareLink:
+    if not 0 < share_id <= MAX_ID:
+        raise Http404("No such share link.")
+    link = ShareLink.objects.filter(project=project, id=share_id).first()
+    if link is None:
+        raise Http404("No such share link.")
+    return link
+
+
+def membership_list(*, project: Project) -> list[Membership]:
+    """Owners first, then editors, then viewers; by name within a role."""
+    order = {Role.OWNER: 0, Role.EDITOR: 1, Role.VIEWER: 2}
+    members = list(Membership.objects.filter(project=project).select_related("user"))
+    return sorted(members, key=lambda m: (order.get(Role(m.role), 3), m.user.username.lower()))
+
+
+def membership_get(*, project: Project, member_id: int) -> Membership:
+    if not 0 < member_id <= MAX_ID:
+        raise Http404("No such member.")
+    membership = (
+        Membership.objects.select_related("user").filter(project=project, id=member_id).first()
+    )
+    if membership is None:
+        raise Http404("No such member.")
+    return membership
+
+
+def activity_list(*, project: Project, limit: int = 20) -> list[Activity]:
+    return list(Activity.objects.filter(project=project).select_related("actor")[:limit])
 
 
 def project_list_for_user(*, user: User) -> QuerySet[Project]:
@@ -83,7 +159,7 @@ def job_get_for_user(*, project: Project, job_id: int) -> Job:
 
 def job_list(
     *,
-    user: User,
+    user: User | None = None,
     project: Project | None = None,
     status: str | None = None,
     kind: str | None = None,
@@ -92,8 +168,10 @@ def job_list(
     jobs = Job.objects.select_related("project", "created_by", "base_model")
     if project is not None:
         jobs = jobs.filter(project=project)
-    else:
+    elif user is not None:
         jobs = jobs.filter(project__memberships__user=user)
+    else:
+        raise ValueError("job_list needs a project or a user")
     if status:
         jobs = jobs.filter(status=status)
     if kind:

@@ -4,7 +4,17 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from lifecycle_app.views import accounts, catalog, datasets, jobs, projects, trials, wizard_steps
+from lifecycle_app.views import (
+    accounts,
+    catalog,
+    datasets,
+    jobs,
+    members,
+    projects,
+    sharing,
+    trials,
+    wizard_steps,
+)
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -60,6 +70,29 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/prompt-preview/", trials.prompt_preview, name="prompt_preview"),
     path("p/<slug:slug>/playground/", trials.playground, name="playground"),
+    path("p/<slug:slug>/members/", members.members, name="members"),
+    # Two-segment pages must come before the wizard's catch-all <stage>/<step>/ below.
+    path("p/<slug:slug>/members/invite/", members.member_invite, name="member_invite"),
+    path("p/<slug:slug>/members/leave/", members.member_leave, name="member_leave"),
+    path("p/<slug:slug>/members/<int:member_id>/role/", members.member_role, name="member_role"),
+    path(
+        "p/<slug:slug>/members/<int:member_id>/remove/",
+        members.member_remove,
+        name="member_remove",
+    ),
+    path("p/<slug:slug>/shares/create/", members.share_create, name="share_create"),
+    path("p/<slug:slug>/shares/<int:share_id>/revoke/", members.share_revoke, name="share_revoke"),
+    path("p/<slug:slug>/delete/", members.project_delete, name="project_delete"),
     path("p/<slug:slug>/<str:stage>/<slug:step>/", wizard_steps.step_view, name="wizard_step"),
+    # Read-only share pages: anyone holding the token, no login (views/sharing.py).
+    path("s/<str:share_token>/", sharing.share_project, name="share_project"),
+    path("s/<str:share_token>/jobs/", sharing.share_jobs, name="share_jobs"),
+    path("s/<str:share_token>/jobs/<int:job_id>/", sharing.share_job, name="share_job"),
+    path(
+        "s/<str:share_token>/jobs/<int:job_id>/status/",
+        sharing.share_job_status,
+        name="share_job_status",
+    ),
+    path("s/<str:share_token>/<str:stage>/<slug:step>/", sharing.share_step, name="share_step"),
     path("admin/", admin.site.urls),
 ]

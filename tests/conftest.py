@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
 
 import pytest
 from django.contrib.auth.models import User
+from django.test.utils import override_settings
 
 from lifecycle_app.models import BaseModel, Membership, Project, Role
 from tests.factories import BaseModelFactory, UserFactory, make_project
@@ -64,6 +66,20 @@ def require_chromium() -> None:
 def _fast_password_hashing(settings: Any) -> None:
     # PBKDF2 at production strength costs ~0.3 s per user; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plain_http() -> Iterator[None]:
+    """Tests talk plain HTTP (the test client, live_server): production's HTTPS redirect
+    and secure-only cookies are off here; tests/unit/test_security.py checks them.
+
+    Session-scoped, so it is in force before live_server builds its handler:
+    SecurityMiddleware reads SECURE_SSL_REDIRECT once, when it is created.
+    """
+    with override_settings(
+        SECURE_SSL_REDIRECT=False, SESSION_COOKIE_SECURE=False, CSRF_COOKIE_SECURE=False
+    ):
+        yield
 
 
 @pytest.fixture

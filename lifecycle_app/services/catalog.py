@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
 from django.utils.text import slugify
 
 from lifecycle_app.models import BaseModel, Job, JobKind, Project
@@ -30,21 +29,16 @@ def basemodel_register(
     Reading a config and counting parameters needs transformers and torch, which the web
     process never imports; the form has already checked what it can without them.
     """
-    from lifecycle_app.services.jobs import enqueue_on_commit, queue_for
+    from lifecycle_app.services.jobs import job_create
 
-    with transaction.atomic():
-        job = Job.objects.create(
-            project=project,
-            kind=JobKind.REGISTER_MODEL,
-            params={"source": source, "location": location, "name": name},
-            queue=queue_for(JobKind.REGISTER_MODEL),
-            progress_total=1,
-            progress_unit="models",
-            message="Waiting for a worker",
-            created_by=user,
-        )
-        enqueue_on_commit(job.id)
-    return job
+    return job_create(
+        project=project,
+        user=user,
+        kind=JobKind.REGISTER_MODEL,
+        params={"source": source, "location": location, "name": name},
+        progress_total=1,
+        progress_unit="models",
+    )
 
 
 def basemodel_register_result(

@@ -26,7 +26,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import Http404
 
-from lifecycle_app.models import BaseModel, Dataset, Project
+from lifecycle_app.models import ActivityVerb, BaseModel, Dataset, Project
+from lifecycle_app.services.activity import activity_record
 from workers.ml import dataset_io
 from workers.ml.dataset_io import DatasetRejected, Inspection, ValidationReport
 
@@ -186,8 +187,13 @@ def dataset_create_from_staged(
 ) -> Dataset:
     """Validate, split and save a staged upload; start its profile job.
 
-    Raises DatasetRejected when no valid row is left.
+    Raises DatasetRejected when no valid row is left, and JobLimitReached (leaving the
+    upload staged, so it can be saved later) when the profile job may not start now.
     """
+    from lifecycle_app.services.jobs import job_limits_check
+
+    if profile_model is not None:
+        job_limits_check(project=project, user=user)  # before the slow part; again at create
     report = dataset_validate_staged(staged=staged, mapping=mapping)
     if report.valid_rows == 0:
         raise DatasetRejected("No valid rows are left after validation: " + report.summary())
@@ -238,6 +244,12 @@ def dataset_create_from_staged(
                 split_counts=counts,
                 created_by=user,
             )
+            activity_record(
+                project=project,
+                actor=user,
+                verb=ActivityVerb.DATASET_UPLOADED,
+                description=f"uploaded dataset “{dataset.name}” ({dataset.valid_rows} rows)",
+            )
             if profile_model is not None:
                 from lifecycle_app.services.jobs import job_create_profile
 
@@ -258,15 +270,31 @@ def _remove_all(paths: list[Path]) -> None:
         _remove(path)
 
 
-def dataset_rename(*, dataset: Dataset, name: str) -> Dataset:
+def dataset_rename(*, dataset: Dataset, name: str, actor: User | None = None) -> Dataset:
+    old = dataset.name
     dataset.name = name.strip()[:120]
-    dataset.save(update_fields=["name", "updated_at"])
+    with transaction.atomic():
+        dataset.save(update_fields=["name", "updated_at"])
+        if actor is not None and old != dataset.name:
+            activity_record(
+                project=dataset.project_id,
+                actor=actor,
+                verb=ActivityVerb.DATASET_RENAMED,
+                description=f"renamed dataset “{old}” to “{dataset.name}”",
+            )
     return dataset
 
 
-def dataset_delete(*, dataset: Dataset) -> None:
+def dataset_delete(*, dataset: Dataset, actor: User | None = None) -> None:
     paths = [dataset.original_path, dataset.clean_path]
     with transaction.atomic():
+        if actor is not None:
+            activity_record(
+                project=dataset.project_id,
+                actor=actor,
+                verb=ActivityVerb.DATASET_DELETED,
+                description=f"deleted dataset “{dataset.name}”",
+            )
         dataset.delete()
         transaction.on_commit(lambda: _remove_all(paths))
 

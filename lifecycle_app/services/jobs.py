@@ -10,6 +10,10 @@ Design note. The Job row is the source of truth; Celery only carries the job id.
   a running job sets `cancel_requested_at`; the worker checks it every generation step
   and records "cancelled" itself.
 - The reaper fails running jobs whose heartbeat stopped, with a reason a person can act on.
+- Every job is created by `job_create`, the one place that enforces the submission limits
+  (queued + running jobs per user and per project) and records "started" in the activity
+  feed; a new job kind gets both by calling it. The user's and the project's rows are
+  locked while counting, so two submissions at once cannot both take the last slot.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from lifecycle_app.models import (
+    ACTIVE_STATUSES,
+    ActivityVerb,
     BaseModel,
     Dataset,
     GenerationOutput,
@@ -34,6 +40,7 @@ from lifecycle_app.models import (
     Project,
     StageKey,
 )
+from lifecycle_app.services.activity import activity_record
 from lifecycle_app.services.projects import stage_step_save
 from workers.ml.params import GenerateParams
 
@@ -48,7 +55,7 @@ TASK_FOR_KIND = {
 }
 
 
-def queue_for(kind: str) -> str:
+def _queue_for(kind: str) -> str:
     return "gpu" if settings.GPU_QUEUE else "cpu"
 
 
@@ -69,25 +76,85 @@ def _enqueue(job_id: int) -> None:
         )
 
 
-def enqueue_on_commit(job_id: int) -> None:
-    """Send the job's task once the surrounding transaction has committed its row."""
-    transaction.on_commit(lambda: _enqueue(job_id))
+class JobLimitReached(Exception):
+    """Too many queued or running jobs; the message is for the person who submitted."""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def job_limits_check(*, project: Project, user: User) -> None:
+    """Raise JobLimitReached when `user` or `project` may not start another job now.
+
+    Limits count queued and running jobs (settings JOB_LIMIT_ACTIVE_PER_USER, across all
+    the user's projects, and JOB_LIMIT_ACTIVE_PER_PROJECT); 0 means no limit. Inside a
+    transaction, call it after locking (as `job_create` does) for the count to hold.
+    """
+    per_user = settings.JOB_LIMIT_ACTIVE_PER_USER
+    per_project = settings.JOB_LIMIT_ACTIVE_PER_PROJECT
+    active = Job.objects.filter(status__in=ACTIVE_STATUSES)
+    if per_user:
+        mine = active.filter(created_by=user).count()
+        if mine >= per_user:
+            raise JobLimitReached(
+                f"You already have {_plural(mine, 'job')} queued or running (the limit is "
+                f"{per_user} per person). Wait for one to finish or cancel one on the Jobs "
+                "page, then try again."
+            )
+    if per_project:
+        theirs = active.filter(project=project).count()
+        if theirs >= per_project:
+            raise JobLimitReached(
+                f"This project already has {_plural(theirs, 'job')} queued or running (the "
+                f"limit is {per_project} per project). Wait for one to finish or cancel one "
+                "on the project's Jobs page, then try again."
+            )
+
+
+def job_create(*, project: Project, user: User, kind: JobKind, **fields: Any) -> Job:
+    """Create a queued job, enqueue it after commit, and record it in the activity feed.
+
+    Every job kind is created here, so the submission limits apply to all of them.
+    Raises JobLimitReached (and creates nothing) when a limit is reached.
+    """
+    with transaction.atomic():
+        # Lock order: user, then project. Serialises submissions that count the same jobs.
+        list(User.objects.select_for_update().filter(id=user.id).values_list("id"))
+        list(Project.objects.select_for_update().filter(id=project.id).values_list("id"))
+        job_limits_check(project=project, user=user)
+        job = Job.objects.create(
+            project=project,
+            kind=kind,
+            queue=_queue_for(kind),
+            message="Waiting for a worker",
+            created_by=user,
+            **fields,
+        )
+        activity_record(
+            project=project,
+            actor=user,
+            verb=ActivityVerb.JOB_STARTED,
+            description=f"started {job.get_kind_display()} job #{job.id}",
+            job=job,
+        )
+        job_id = job.id
+        transaction.on_commit(lambda: _enqueue(job_id))
+    return job
 
 
 def job_create_generate(
     *, project: Project, user: User, base_model: BaseModel, params: GenerateParams
 ) -> Job:
     with transaction.atomic():
-        job = Job.objects.create(
+        job = job_create(
             project=project,
+            user=user,
             kind=JobKind.GENERATE,
             base_model=base_model,
             params=params.model_dump(),
-            queue=queue_for(JobKind.GENERATE),
             progress_total=params.max_new_tokens,
             progress_unit="tokens",
-            message="Waiting for a worker",
-            created_by=user,
         )
         GenerationOutput.objects.create(job=job, index=0, prompt=params.prompt)
         stage_step_save(
@@ -96,7 +163,6 @@ def job_create_generate(
             step_slug="prompt",
             answers={"last_params": params.model_dump(), "last_job": job.id},
         )
-        enqueue_on_commit(job.id)
     return job
 
 
@@ -104,24 +170,19 @@ def job_create_profile(
     *, project: Project, user: User, dataset: Dataset, base_model: BaseModel
 ) -> Job:
     """Token-length profile of a dataset with `base_model`'s tokenizer (runs on a worker)."""
-    with transaction.atomic():
-        job = Job.objects.create(
-            project=project,
-            kind=JobKind.PROFILE,
-            base_model=base_model,
-            dataset=dataset,
-            params={"dataset_id": dataset.id, "model_ref": base_model.slug},
-            queue=queue_for(JobKind.PROFILE),
-            progress_total=dataset.valid_rows,
-            progress_unit="rows",
-            message="Waiting for a worker",
-            created_by=user,
-        )
-        enqueue_on_commit(job.id)
-    return job
+    return job_create(
+        project=project,
+        user=user,
+        kind=JobKind.PROFILE,
+        base_model=base_model,
+        dataset=dataset,
+        params={"dataset_id": dataset.id, "model_ref": base_model.slug},
+        progress_total=dataset.valid_rows,
+        progress_unit="rows",
+    )
 
 
-def job_cancel(*, job: Job) -> Job:
+def job_cancel(*, job: Job, actor: User | None = None) -> Job:
     now = timezone.now()
     updated = Job.objects.filter(id=job.id, status=JobStatus.QUEUED).update(
         status=JobStatus.CANCELLED,
@@ -130,9 +191,17 @@ def job_cancel(*, job: Job) -> Job:
         message="Cancelled before it started",
     )
     if not updated:
-        Job.objects.filter(
+        updated = Job.objects.filter(
             id=job.id, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
         ).update(cancel_requested_at=now, message="Cancelling…")
+    if updated and actor is not None:
+        activity_record(
+            project=job.project_id,
+            actor=actor,
+            verb=ActivityVerb.JOB_CANCELLED,
+            description=f"cancelled {job.get_kind_display()} job #{job.id}",
+            job=job.id,
+        )
     job.refresh_from_db()
     return job
 
@@ -178,11 +247,28 @@ def job_progress(*, job_id: int, done: int, total: int, message: str = "") -> No
     )
 
 
+def _record_finished(job: Job) -> None:
+    by = f" by {job.created_by.username}" if job.created_by else ""
+    activity_record(
+        project=job.project_id,
+        actor=None,
+        verb=ActivityVerb.JOB_FINISHED,
+        description=f"{job.get_kind_display()} job #{job.id}{by} {job.get_status_display().lower()}",
+        job=job.id,
+    )
+
+
 def _finish(job_id: int, status: JobStatus, **fields: Any) -> None:
     now = timezone.now()
-    Job.objects.filter(id=job_id).exclude(
-        status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
-    ).update(status=status, finished_at=now, heartbeat_at=now, **fields)
+    with transaction.atomic():
+        finished = (
+            Job.objects.filter(id=job_id)
+            .exclude(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
+            .update(status=status, finished_at=now, heartbeat_at=now, **fields)
+        )
+        # Only the call that actually finished the job records it (a duplicate is a no-op).
+        if finished:
+            _record_finished(Job.objects.select_related("created_by").get(id=job_id))
 
 
 def job_succeed(*, job_id: int, result: dict[str, Any], message: str = "Done") -> None:
@@ -217,16 +303,20 @@ def job_reap_stale() -> int:
     lost = Job.objects.filter(status=JobStatus.RUNNING).filter(
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
     )
-    count = lost.update(
-        status=JobStatus.FAILED,
-        finished_at=now,
-        message="Failed",
-        error=(
-            f"The worker running this job stopped responding (no heartbeat for over "
-            f"{settings.JOB_STALE_AFTER_S} s): it was probably stopped or ran out of "
-            "memory. Start the job again."
-        ),
-    )
+    with transaction.atomic():
+        lost_ids = list(lost.select_for_update().values_list("id", flat=True))
+        count = Job.objects.filter(id__in=lost_ids, status=JobStatus.RUNNING).update(
+            status=JobStatus.FAILED,
+            finished_at=now,
+            message="Failed",
+            error=(
+                f"The worker running this job stopped responding (no heartbeat for over "
+                f"{settings.JOB_STALE_AFTER_S} s): it was probably stopped or ran out of "
+                "memory. Start the job again."
+            ),
+        )
+        for job in Job.objects.filter(id__in=lost_ids).select_related("created_by"):
+            _record_finished(job)
     if count:
         logger.warning("Reaped %s job(s) with a stale heartbeat", count)
     return count

@@ -1,15 +1,38 @@
+"""Projects and their stages: create, delete, save a wizard step."""
+
 from __future__ import annotations
 
+import logging
 import secrets
+import shutil
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from lifecycle_app import wizard
-from lifecycle_app.models import Membership, Project, Role, Stage, StageKey, StepStatus
+from lifecycle_app.models import (
+    ACTIVE_STATUSES,
+    ActivityVerb,
+    Job,
+    Membership,
+    Project,
+    Role,
+    Stage,
+    StageKey,
+    StepStatus,
+)
+from lifecycle_app.services.activity import activity_record
+
+logger = logging.getLogger(__name__)
+
+
+class ProjectActionRefused(ValueError):
+    """A change the rules forbid; the message says why, for the person who asked."""
 
 
 def _unique_slug(name: str) -> str:
@@ -28,14 +51,49 @@ def project_create(*, owner: User, name: str, description: str = "") -> Project:
     )
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     Stage.objects.bulk_create(Stage(project=project, key=key) for key in StageKey.values)
+    activity_record(
+        project=project,
+        actor=owner,
+        verb=ActivityVerb.PROJECT_CREATED,
+        description="created the project",
+    )
     return project
+
+
+def project_delete(*, project: Project, actor: User) -> None:
+    """Delete a project with everything in it: stages, datasets (and their files), jobs.
+
+    Refused while a job is queued or running: its worker would go on writing to rows that
+    no longer exist. The caller has checked that `actor` is an owner.
+    """
+    active = Job.objects.filter(project=project, status__in=ACTIVE_STATUSES).count()
+    if active:
+        raise ProjectActionRefused(
+            f"{active} job{'s are' if active > 1 else ' is'} still queued or running. "
+            "Cancel or wait for them on the Jobs page, then delete the project."
+        )
+    folder = Path(settings.DATASETS_DIR) / str(project.id)
+    with transaction.atomic():
+        logger.info("Project %s deleted by %s", project.slug, actor.username)
+        project.delete()
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @transaction.atomic
 def stage_step_save(
-    *, project: Project, stage_key: str, step_slug: str, answers: dict[str, Any]
+    *,
+    project: Project,
+    stage_key: str,
+    step_slug: str,
+    answers: dict[str, Any],
+    actor: User | None = None,
 ) -> Stage:
-    """Store a step's validated answers (merged into earlier ones) and recompute its status."""
+    """Store a step's validated answers (merged into earlier ones) and recompute its status.
+
+    `actor` is the person who saved the step's form; it goes into the activity feed. The
+    bookkeeping writes of jobs (last run, succeeded run) pass none and are not recorded:
+    the job's own activity lines say it.
+    """
     step = wizard.step_def(stage_key, step_slug)
     if step is None:
         raise ValueError(f"Unknown step {stage_key}/{step_slug}")
@@ -52,4 +110,12 @@ def stage_step_save(
     }
     stage.save(update_fields=["steps", "updated_at"])
     Project.objects.filter(id=project.id).update(updated_at=timezone.now())
+    if actor is not None:
+        stage_title = wizard.stage_def(stage_key)
+        activity_record(
+            project=project,
+            actor=actor,
+            verb=ActivityVerb.STEP_SAVED,
+            description=f"saved {stage_title.title if stage_title else stage_key} › {step.title}",
+        )
     return stage

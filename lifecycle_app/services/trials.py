@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from lifecycle_app.models import (
+    ActivityVerb,
     BaseModel,
     Dataset,
     ExampleStatus,
@@ -20,7 +21,8 @@ from lifecycle_app.models import (
     StageKey,
     TrialExample,
 )
-from lifecycle_app.services.jobs import enqueue_on_commit, queue_for
+from lifecycle_app.services.activity import activity_record
+from lifecycle_app.services.jobs import job_create
 from lifecycle_app.services.projects import stage_step_save
 from workers.ml.params import TrialParams
 from workers.ml.prompts import BuiltPrompt
@@ -42,13 +44,28 @@ def template_create(
             f"A template called '{name}' exists; edit it to make a new version, or pick "
             "another name."
         )
-    return PromptTemplate.objects.create(
-        project=project,
-        name=name,
-        version=1,
-        note=note,
-        created_by=user,
-        **{k: fields[k] for k in TEMPLATE_FIELDS},
+    try:
+        with transaction.atomic():
+            template = PromptTemplate.objects.create(
+                project=project,
+                name=name,
+                version=1,
+                note=note,
+                created_by=user,
+                **{k: fields[k] for k in TEMPLATE_FIELDS},
+            )
+            _record_template(template, user)
+    except IntegrityError as exc:  # someone saved the same name a moment ago
+        raise TemplateNameTaken(f"A template called '{name}' was just created.") from exc
+    return template
+
+
+def _record_template(template: PromptTemplate, user: User) -> None:
+    activity_record(
+        project=template.project_id,
+        actor=user,
+        verb=ActivityVerb.TEMPLATE_SAVED,
+        description=f"saved prompt template '{template.name}' v{template.version}",
     )
 
 
@@ -69,7 +86,7 @@ def template_revise(
     top = PromptTemplate.objects.filter(
         project_id=template.project_id, name=template.name
     ).aggregate(top=Max("version"))["top"]
-    return PromptTemplate.objects.create(
+    revised = PromptTemplate.objects.create(
         project_id=template.project_id,
         name=template.name,
         version=(top or 0) + 1,
@@ -77,6 +94,8 @@ def template_revise(
         created_by=user,
         **{k: fields[k] for k in TEMPLATE_FIELDS},
     )
+    _record_template(revised, user)
+    return revised
 
 
 def trial_create(
@@ -89,20 +108,21 @@ def trial_create(
     params: TrialParams,
     rows: int,
 ) -> Job:
-    """Queue a trial over `rows` rows (what the preflight found, at most params.n_rows)."""
+    """Queue a trial over `rows` rows (what the preflight found, at most params.n_rows).
+
+    Raises JobLimitReached (creating nothing) when the submission limits are reached.
+    """
     with transaction.atomic():
-        job = Job.objects.create(
+        job = job_create(
             project=project,
+            user=user,
             kind=JobKind.TRIAL,
             base_model=base_model,
             dataset=dataset,
             prompt_template=template,
             params=params.model_dump(),
-            queue=queue_for(JobKind.TRIAL),
             progress_total=rows,
             progress_unit="rows",
-            message="Waiting for a worker",
-            created_by=user,
         )
         stage_step_save(
             project=project,
@@ -110,16 +130,23 @@ def trial_create(
             step_slug="prompt",
             answers={"last_trial": job.id},
         )
-        enqueue_on_commit(job.id)
     return job
 
 
-def trial_mark_best(*, project: Project, job: Job) -> None:
+@transaction.atomic
+def trial_mark_best(*, project: Project, job: Job, user: User) -> None:
     stage_step_save(
         project=project,
         stage_key=StageKey.ADAPT,
         step_slug="prompt",
         answers={"best_trial": job.id},
+    )
+    activity_record(
+        project=project,
+        actor=user,
+        verb=ActivityVerb.BEST_TRIAL,
+        description=f"marked prompt trial #{job.id} as the best prompt",
+        job=job,
     )
 
 

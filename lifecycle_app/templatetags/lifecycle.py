@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django import template
+from django.urls import NoReverseMatch, reverse
 
 register = template.Library()
 
@@ -74,3 +75,31 @@ def scores_get(result: object, key: str) -> object:
     if isinstance(result, dict):
         return (result.get("scores") or {}).get(key)
     return None
+
+
+# A member page's URL name -> the read-only share page that shows the same thing.
+SHARE_URL_NAMES = {
+    "project_detail": "share_project",
+    "wizard_step": "share_step",
+    "project_jobs": "share_jobs",
+    "job_detail": "share_job",
+    "job_status": "share_job_status",
+}
+
+
+@register.simple_tag(takes_context=True)
+def project_url(context: template.Context, name: str, *args: object) -> str:
+    """A URL inside the current project: `{% project_url 'job_detail' job.id %}`.
+
+    On a member's page this is reverse(name, slug, *args). On a share page (`share` in
+    the context) it is the link's /s/ counterpart, so a share visitor never gets a link
+    to a page that would ask them to log in. A page with no read-only counterpart raises:
+    the template must leave that link out on share pages ({% if not share %}).
+    """
+    share = context.get("share")
+    if share is None:
+        return reverse(name, args=[context["project"].slug, *args])
+    share_name = SHARE_URL_NAMES.get(name)
+    if share_name is None:
+        raise NoReverseMatch(f"'{name}' has no read-only share page; hide it when `share` is set")
+    return reverse(share_name, args=[share.token, *args])

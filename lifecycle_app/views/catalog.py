@@ -8,6 +8,7 @@ from django.views.decorators.http import require_http_methods
 from lifecycle_app import selectors
 from lifecycle_app.forms import AddModelForm
 from lifecycle_app.services.catalog import basemodel_register
+from lifecycle_app.services.jobs import JobLimitReached
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user
 
 
@@ -21,13 +22,17 @@ def model_add(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     form = AddModelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        basemodel_register(
-            project=project,
-            user=authed_user(request),
-            source=data["source"],
-            location=data["location"],
-            name=data["name"] or data["location"].rstrip("/").rsplit("/", 1)[-1],
-        )
-        return redirect("wizard_step", slug=project.slug, stage="select", step="model")
+        try:
+            basemodel_register(
+                project=project,
+                user=authed_user(request),
+                source=data["source"],
+                location=data["location"],
+                name=data["name"] or data["location"].rstrip("/").rsplit("/", 1)[-1],
+            )
+        except JobLimitReached as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("wizard_step", slug=project.slug, stage="select", step="model")
     context = {"project": project, "membership": membership, "form": form}
     return render(request, "models_add.html", context)

@@ -8,6 +8,7 @@ from django_htmx.middleware import HtmxDetails
 
 from lifecycle_app import selectors, wizard
 from lifecycle_app.models import Membership, Project, Stage, StepStatus
+from workers.ml.metrics import LABELS as METRIC_LABELS
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -23,7 +24,7 @@ def authed_user(request: HttpRequest) -> User:
 def wizard_context(
     *,
     project: Project,
-    membership: Membership,
+    membership: Membership | None,
     current: tuple[str, str] | None = None,
     stages: dict[str, Stage] | None = None,
 ) -> dict[str, Any]:
@@ -60,3 +61,32 @@ def wizard_context(
             }
         )
     return {"project": project, "membership": membership, "stage_rows": rows}
+
+
+def overview_context(*, project: Project, membership: Membership | None) -> dict[str, Any]:
+    """The project page: stages with their steps' status and the next step to do.
+
+    The activity feed is for members only (`membership` given): a share link shows the
+    work, not who on the team did what.
+    """
+    context = wizard_context(project=project, membership=membership)
+    context["next_step"] = next(
+        (
+            (stage, step)
+            for stage in context["stage_rows"]
+            for step in stage["steps"]
+            if step["available"] and step["status"] != "complete"
+        ),
+        None,
+    )
+    context["stages_defs"] = wizard.STAGES
+    best_id = selectors.best_trial_id(selectors.stages_for_project(project=project))
+    best = selectors.trials_by_ids(project=project, ids=[best_id]) if best_id else []
+    context["best_trial"] = best[0] if best else None
+    if best:
+        context["best_metrics"] = [
+            (METRIC_LABELS.get(k, k), v) for k, v in (best[0].result.get("scores") or {}).items()
+        ]
+    if membership is not None:
+        context["activities"] = selectors.activity_list(project=project)
+    return context

@@ -17,6 +17,7 @@ from lifecycle_app import selectors
 from lifecycle_app.forms import DatasetMappingForm, DatasetRenameForm, DatasetUploadForm
 from lifecycle_app.models import Dataset, Membership, Project
 from lifecycle_app.services import datasets as dataset_services
+from lifecycle_app.services.jobs import JobLimitReached
 from lifecycle_app.uploads import SizeLimitedUploadHandler
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user
 from workers.ml.dataset_io import DatasetRejected
@@ -156,6 +157,8 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
                 report = dataset_services.dataset_validate_staged(staged=staged, mapping=mapping)
             except DatasetRejected as exc:
                 rejection = exc
+            except JobLimitReached as exc:
+                form.add_error(None, f"Not saved yet: {exc}")
     else:
         initial = _mapping_initial(staged, project)
         form = DatasetMappingForm(initial=initial, fields=fields)
@@ -225,7 +228,9 @@ def dataset_rename(request: HtmxHttpRequest, slug: str, dataset_id: int) -> Http
     dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
     form = DatasetRenameForm(request.POST)
     if form.is_valid():
-        dataset_services.dataset_rename(dataset=dataset, name=form.cleaned_data["name"])
+        dataset_services.dataset_rename(
+            dataset=dataset, name=form.cleaned_data["name"], actor=authed_user(request)
+        )
         return redirect("dataset_detail", slug=project.slug, dataset_id=dataset.id)
     context = _detail_context(project, membership, dataset, form)
     return render(request, "datasets/detail.html", context)
@@ -239,7 +244,7 @@ def dataset_delete(request: HtmxHttpRequest, slug: str, dataset_id: int) -> Http
     )
     dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
     if request.method == "POST":
-        dataset_services.dataset_delete(dataset=dataset)
+        dataset_services.dataset_delete(dataset=dataset, actor=authed_user(request))
         return redirect("dataset_list", slug=project.slug)
     context = {"project": project, "membership": membership, "dataset": dataset}
     return render(request, "datasets/delete.html", context)

@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from lifecycle_app import selectors
-from lifecycle_app.models import JobKind, JobStatus, Project
+from lifecycle_app.models import JobKind, JobStatus, Project, ShareLink
 from lifecycle_app.services.jobs import job_cancel
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user
 
@@ -22,11 +22,16 @@ def _filters(request: HtmxHttpRequest) -> tuple[str | None, str | None]:
     return status, kind
 
 
-def _job_list(request: HtmxHttpRequest, project: Project | None) -> HttpResponse:
+def job_list_response(
+    request: HtmxHttpRequest, *, project: Project | None, share: ShareLink | None = None
+) -> HttpResponse:
+    """A job dashboard: one project's jobs, or (no project) all of the user's projects'."""
     status, kind = _filters(request)
-    jobs = selectors.job_list(user=authed_user(request), project=project, status=status, kind=kind)
+    user = None if project is not None else authed_user(request)
+    jobs = selectors.job_list(user=user, project=project, status=status, kind=kind)
     context = {
         "project": project,
+        "share": share,
         "jobs": jobs,
         "polling": selectors.any_active(jobs),
         "status": status or "",
@@ -43,14 +48,14 @@ def _job_list(request: HtmxHttpRequest, project: Project | None) -> HttpResponse
 @login_required
 @require_GET
 def all_jobs(request: HtmxHttpRequest) -> HttpResponse:
-    return _job_list(request, None)
+    return job_list_response(request, project=None)
 
 
 @login_required
 @require_GET
 def project_jobs(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project, _ = selectors.project_get_for_user(user=request.user, slug=slug)
-    return _job_list(request, project)
+    return job_list_response(request, project=project)
 
 
 @login_required
@@ -79,7 +84,9 @@ def job_status(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse
 @require_POST
 def job_cancel_view(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse:
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug, write=True)
-    job = job_cancel(job=selectors.job_get_for_user(project=project, job_id=job_id))
+    job = job_cancel(
+        job=selectors.job_get_for_user(project=project, job_id=job_id), actor=authed_user(request)
+    )
     if request.htmx:
         return render(
             request,

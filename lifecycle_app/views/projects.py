@@ -5,11 +5,10 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from lifecycle_app import selectors, wizard
+from lifecycle_app import selectors
 from lifecycle_app.forms import ProjectForm
 from lifecycle_app.services.projects import project_create
-from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_context
-from workers.ml.metrics import LABELS as METRIC_LABELS
+from lifecycle_app.views.common import HtmxHttpRequest, authed_user, overview_context
 
 
 @login_required
@@ -31,25 +30,7 @@ def project_list(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def project_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
-    context = wizard_context(project=project, membership=membership)
-    first_open = next(
-        (
-            (stage, step)
-            for stage in context["stage_rows"]
-            for step in stage["steps"]
-            if step["available"] and step["status"] != "complete"
-        ),
-        None,
-    )
-    context["next_step"] = first_open
-    best_id = selectors.best_trial_id(selectors.stages_for_project(project=project))
-    best = selectors.trials_by_ids(project=project, ids=[best_id]) if best_id else []
-    context["best_trial"] = best[0] if best else None
-    if best:
-        context["best_metrics"] = [
-            (METRIC_LABELS.get(k, k), v) for k, v in (best[0].result.get("scores") or {}).items()
-        ]
-    context["stages_defs"] = wizard.STAGES
+    context = overview_context(project=project, membership=membership)
     template = "projects/detail.html"
     if request.htmx and not request.htmx.history_restore_request:
         template += "#overview"

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from lifecycle_app import prompting, selectors
 from lifecycle_app.forms import GenerateForm, PromptTemplateForm, TrialForm
 from lifecycle_app.models import Dataset, JobKind, Project, StageKey
-from lifecycle_app.services.jobs import job_create_generate
+from lifecycle_app.services.jobs import JobLimitReached, job_create_generate
 from lifecycle_app.services.trials import (
     TemplateNameTaken,
     template_create,
@@ -103,8 +103,8 @@ def trial_compare(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     ids = list(dict.fromkeys(_int_list(request.GET.getlist("t"))))[:MAX_COMPARE]
     trials = selectors.trials_by_ids(project=project, ids=ids)
     if len(trials) < 2:
-        messages.error(request, "Pick two or more trials to compare.")
-        return redirect("trial_list", slug=project.slug)
+        context = {"project": project, "membership": membership, "too_few": True}
+        return render(request, "trials/compare.html", context)
     rows, shared_only = _aligned_rows(trials)
     keys = selectors.trial_metric_keys(trials)
     context = {
@@ -145,7 +145,7 @@ def _aligned_rows(trials: list[Any]) -> tuple[list[dict[str, Any]], bool]:
 def trial_best(request: HtmxHttpRequest, slug: str, trial_id: int) -> HttpResponse:
     project, _ = selectors.project_get_for_user(user=request.user, slug=slug, write=True)
     job = selectors.trial_get(project=project, job_id=trial_id)
-    trial_mark_best(project=project, job=job)
+    trial_mark_best(project=project, job=job, user=authed_user(request))
     messages.success(request, f"Trial #{job.id} is now the project's best prompt.")
     if request.POST.get("back") == "list":
         return redirect("trial_list", slug=project.slug)
@@ -300,14 +300,18 @@ def playground(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         form = GenerateForm(request.POST, project=project)
         if form.is_valid():
-            job = job_create_generate(
-                project=project,
-                user=authed_user(request),
-                base_model=form.cleaned_data["base_model"],
-                params=form.params,
-            )
-            if not request.htmx:
-                return redirect("job_detail", slug=project.slug, job_id=job.id)
+            try:
+                job = job_create_generate(
+                    project=project,
+                    user=authed_user(request),
+                    base_model=form.cleaned_data["base_model"],
+                    params=form.params,
+                )
+            except JobLimitReached as exc:
+                form.add_error(None, str(exc))
+            else:
+                if not request.htmx:
+                    return redirect("job_detail", slug=project.slug, job_id=job.id)
     else:
         answers = selectors.step_answers(stages, StageKey.ADAPT, "prompt")
         initial = dict(answers.get("last_params") or {})

@@ -3,15 +3,24 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseLocation
 
 from lifecycle_app import guide, planning, selectors, wizard
-from lifecycle_app.forms import PlannerForm, TrialForm
-from lifecycle_app.models import JobKind, StageKey
+from lifecycle_app.forms import PlannerForm, StepForm, TrialForm
+from lifecycle_app.models import (
+    Job,
+    JobKind,
+    Membership,
+    Project,
+    ShareLink,
+    Stage,
+    StageKey,
+)
+from lifecycle_app.services.jobs import JobLimitReached
 from lifecycle_app.services.projects import stage_step_save
 from lifecycle_app.services.trials import trial_create
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_context
@@ -93,14 +102,17 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
 @login_required
 @require_http_methods(["GET", "POST"])
 def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> HttpResponse:
-    project, membership = selectors.project_get_for_user(
-        user=request.user, slug=slug, write=request.method == "POST"
-    )
     step_def = wizard.step_def(stage, step)
     if step_def is None:
         raise Http404("No such step.")
+    if request.method == "POST" and step_def.form_class is None:
+        # A planned step has nothing to save (the same answer for every visitor).
+        return HttpResponseNotAllowed(["GET"])
+    project, membership = selectors.project_get_for_user(
+        user=request.user, slug=slug, write=request.method == "POST"
+    )
     stages = selectors.stages_for_project(project=project)
-    answers = stages[stage].step(step).get("answers", {}) if stage in stages else {}
+    answers = selectors.step_answers(stages, stage, step)
     form = None
     if step_def.form_class is not None:
         form_class = step_def.form_class
@@ -110,26 +122,31 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
                 if step_def.kind == "job":
                     assert isinstance(form, TrialForm) and form.params is not None
                     if form.preflight():
-                        job = trial_create(
-                            project=project,
-                            user=authed_user(request),
-                            base_model=form.cleaned_data["base_model"],
-                            dataset=form.cleaned_data["dataset"],
-                            template=form.cleaned_data["template"],
-                            params=form.params,
-                            rows=form.built.rows,
-                        )
-                        target = reverse("trial_detail", args=[project.slug, job.id])
-                        if request.htmx:
-                            return HttpResponseLocation(target)
-                        return redirect(target)
-                    # Over-long prompts or unreadable data: re-render with the reasons.
+                        try:
+                            job = trial_create(
+                                project=project,
+                                user=authed_user(request),
+                                base_model=form.cleaned_data["base_model"],
+                                dataset=form.cleaned_data["dataset"],
+                                template=form.cleaned_data["template"],
+                                params=form.params,
+                                rows=form.built.rows,
+                            )
+                        except JobLimitReached as exc:
+                            form.add_error(None, str(exc))
+                        else:
+                            target = reverse("trial_detail", args=[project.slug, job.id])
+                            if request.htmx:
+                                return HttpResponseLocation(target)
+                            return redirect(target)
+                    # Over-long prompts, unreadable data or a job limit: show the reasons.
                 else:
                     stage_step_save(
                         project=project,
                         stage_key=stage,
                         step_slug=step,
                         answers=form.answers(),
+                        actor=authed_user(request),
                     )
                     following = wizard.next_step(stage, step)
                     target = (
@@ -148,21 +165,50 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
             form = form_class(
                 initial=_initial_for(step_def, answers, stages, project), project=project
             )
-    elif request.method == "POST":
-        raise Http404("This step is not available yet.")
 
     if request.method == "POST":
         stages = selectors.stages_for_project(project=project)
+    return render_step(
+        request,
+        project=project,
+        membership=membership,
+        step_def=step_def,
+        stages=stages,
+        form=form,
+        answers=answers,
+    )
+
+
+def render_step(
+    request: HtmxHttpRequest,
+    *,
+    project: Project,
+    membership: Membership | None,
+    step_def: wizard.Step,
+    stages: dict[str, Stage],
+    form: StepForm | None,
+    answers: dict[str, Any],
+    job: Job | None = None,
+    share: ShareLink | None = None,
+) -> HttpResponse:
+    """A wizard step page (or its #wizard fragment for htmx).
+
+    With `share`, the read-only page of a share link: no membership, every control left
+    out or disabled, links pointing at the link's own /s/ pages.
+    """
+    stage_def = next(s for s in wizard.STAGES if step_def in s.steps)
+    stage, step = stage_def.key.value, step_def.slug
     context = wizard_context(
         project=project, membership=membership, current=(stage, step), stages=stages
     )
     context.update(
         {
-            "stage_def": wizard.stage_def(stage),
+            "stage_def": stage_def,
             "step_def": step_def,
             "form": form,
             "answers": answers,
             "following": wizard.next_step(stage, step),
+            "share": share,
             **_step_extra(step_def, project, stages),
             **(planning.plan_context(form) if isinstance(form, PlannerForm) else {}),
         }
@@ -171,3 +217,35 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
     if request.htmx and not request.htmx.history_restore_request:
         template += "#wizard"
     return render(request, template, context)
+
+
+def read_only_step(
+    request: HtmxHttpRequest, *, project: Project, step_def: wizard.Step, share: ShareLink
+) -> HttpResponse:
+    """A step as a share link shows it: the saved answers, nothing to change."""
+    stages = selectors.stages_for_project(project=project)
+    answers = selectors.step_answers(stages, stage_of(step_def), step_def.slug)
+    form = None
+    if step_def.form_class is not None:
+        # Always the saved answers: a share visitor's query string plans nothing.
+        form = step_def.form_class(
+            initial=_initial_for(step_def, answers, stages, project), project=project
+        )
+        subforms = getattr(form, "examples", None)  # the Scope step's example rows
+        for each in [form, *(subforms.forms if subforms is not None else [])]:
+            for field in each.fields.values():
+                field.disabled = True
+    return render_step(
+        request,
+        project=project,
+        membership=None,
+        step_def=step_def,
+        stages=stages,
+        form=form,
+        answers=answers,
+        share=share,
+    )
+
+
+def stage_of(step_def: wizard.Step) -> str:
+    return next(s.key.value for s in wizard.STAGES if step_def in s.steps)

@@ -60,6 +60,9 @@ def test_a_new_user_goes_from_sign_up_to_a_finished_prompt_run(
     expect(page.get_by_test_id("verdict")).to_be_visible()
     page.get_by_role("button", name="Save this plan and continue").click()
 
+    # Prompt engineering is measured trials; a single prompt goes to the playground.
+    expect(page.get_by_role("heading", name="Prompt engineering")).to_be_visible()
+    page.get_by_role("link", name="playground").click()
     expect(page.get_by_role("heading", name="Playground")).to_be_visible()
     expect(page.locator("#id_base_model")).to_have_value("tiny")
     page.evaluate("window.__marker = 1")

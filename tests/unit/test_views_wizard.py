@@ -341,10 +341,12 @@ def test_it_shows_a_planned_step_as_not_available_yet(client: Client, project: P
     assert "Not available yet." in response.content.decode()
 
 
-def test_it_answers_404_to_a_post_to_a_planned_step(client: Client, project: Project) -> None:
+def test_it_answers_405_to_a_post_to_a_planned_step(client: Client, project: Project) -> None:
+    # A planned step has no form, so it takes GET only (the same answer for everyone).
     response = client.post(step_url(project, "adapt", "fine-tune"), {"anything": "1"})
 
-    assert response.status_code == 404
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
     assert step_state(project, StageKey.ADAPT, "fine-tune") == {}
 
 
