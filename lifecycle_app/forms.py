@@ -461,6 +461,14 @@ class TrialForm(GenerationSettingsForm):
                 self.add_error("shot_lines", f"Pick at most {MAX_SHOTS} examples.")
             else:
                 cleaned["shots"] = len(lines)
+        template = cleaned.get("template")
+        if template is not None and cleaned.get("shots") and "{examples}" not in template.body:
+            self.add_error(
+                "shots",
+                f"Template '{template.name}' v{template.version} has no {{examples}} "
+                "placeholder, so examples would not reach the prompt: use 0 shots, or add "
+                "{examples} to the template.",
+            )
         if self.errors:
             return cleaned
         self.params = self._params(TrialParams, self.param_data())

@@ -118,28 +118,6 @@ def build_for_trial(*, base_model: BaseModel, dataset: Dataset, params: TrialPar
     return BuiltTrial(built, report, shots, kit)
 
 
-def preview(
-    *,
-    base_model: BaseModel,
-    template: PromptTemplate | TemplateSnapshot,
-    shots: list[dict[str, Any]],
-    row: dict[str, Any],
-) -> dict[str, Any]:
-    """The exact text for one row, before and after the chat template, with token counts."""
-    kit = kit_for(base_model)
-    spec = spec_of(template)
-    user_text = ml_prompts.render_user_text(spec, shots, str(row["input"]))
-    final = kit.apply_chat(user_text, spec.use_chat_template)
-    return {
-        "user_text": user_text,
-        "final_text": final,
-        "chat_applied": final != user_text,
-        "has_chat_template": kit.has_chat_template,
-        "tokens": kit.count(final),
-        "context_length": kit.context_length,
-    }
-
-
 def suggested_template(*, task_type: str, dataset: Dataset | None) -> dict[str, Any]:
     """Starting values for a new template, from the Scope task type and the dataset."""
     if (dataset is not None and dataset.classification) or task_type == "classification":

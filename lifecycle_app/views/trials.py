@@ -57,7 +57,7 @@ def trial_list_view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "polling": selectors.any_active(trials),
     }
     template = "trials/list.html"
-    if request.htmx and not request.htmx.history_restore_request:
+    if request.htmx and request.htmx.target == "trials-table":  # the table's own polling
         template += "#table"
     return render(request, template, context)
 
@@ -79,7 +79,7 @@ def trial_detail(request: HtmxHttpRequest, slug: str, trial_id: int) -> HttpResp
         "counts": _status_counts(examples),
     }
     template = "trials/detail.html"
-    if request.htmx and not request.htmx.history_restore_request:
+    if request.htmx and request.htmx.target == "trial-live":  # the page's own polling
         template += "#live"
     return render(request, template, context)
 
@@ -270,12 +270,15 @@ def prompt_preview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                     "built": built,
                     "row": row,
                     "row_index": index,
-                    "preview": prompting.preview(
-                        base_model=form.cleaned_data["base_model"],
-                        template=params.template,
-                        shots=built.shots,
-                        row={"input": row.input},
-                    ),
+                    # Exactly what will run for this row (truncated or skipped included).
+                    "preview": {
+                        "user_text": row.user_text,
+                        "final_text": row.text,
+                        "chat_applied": bool(row.text) and row.text != row.user_text,
+                        "has_chat_template": built.kit.has_chat_template,
+                        "tokens": row.tokens,
+                        "context_length": built.kit.context_length,
+                    },
                     "train_rows": prompting.split_rows(
                         form.cleaned_data["dataset"], "train", PREVIEW_TRAIN_ROWS
                     ),

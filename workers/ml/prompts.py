@@ -232,6 +232,7 @@ class BuiltPrompt:
     input: str
     reference: str
     text: str = ""  # what the model sees ("" when skipped)
+    user_text: str = ""  # the template filled in, before the chat template
     tokens: int = 0
     over_by: int = 0  # tokens over the budget before truncation/skipping
     truncated: bool = False
@@ -272,18 +273,19 @@ def build_prompts(
     budget = kit.context_length - max_new_tokens if kit.context_length else 10**9
     report = OverflowReport(budget=budget)
     built: list[BuiltPrompt] = []
-    texts = [
-        kit.apply_chat(render_user_text(spec, shots, str(r["input"])), spec.use_chat_template)
-        for r in rows
-    ]
+    user_texts = [render_user_text(spec, shots, str(r["input"])) for r in rows]
+    texts = [kit.apply_chat(t, spec.use_chat_template) for t in user_texts]
     counts = kit.count_many(texts) if texts else []
-    for i, (row, text, tokens) in enumerate(zip(rows, texts, counts, strict=True)):
+    for i, (row, user_text, text, tokens) in enumerate(
+        zip(rows, user_texts, texts, counts, strict=True)
+    ):
         prompt = BuiltPrompt(
             index=i,
             line=int(row.get("line", i)),
             input=str(row["input"]),
             reference=str(row.get("target", "")),
             text=text,
+            user_text=user_text,
             tokens=tokens,
         )
         over = tokens - budget
@@ -310,13 +312,12 @@ def _truncate(
     """Cut the row's input (never the instruction or the shots) until the prompt fits."""
     keep = kit.count(prompt.input) - prompt.over_by
     while keep > 0:
-        text = kit.apply_chat(
-            render_user_text(spec, shots, kit.keep_tokens(prompt.input, keep)),
-            spec.use_chat_template,
-        )
+        user_text = render_user_text(spec, shots, kit.keep_tokens(prompt.input, keep))
+        text = kit.apply_chat(user_text, spec.use_chat_template)
         tokens = kit.count(text)
         if tokens <= budget:
             prompt.text, prompt.tokens, prompt.truncated = text, tokens, True
+            prompt.user_text = user_text
             return
         keep -= max(1, tokens - budget)
     prompt.text = ""
