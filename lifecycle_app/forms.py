@@ -176,7 +176,7 @@ class ScopeForm(StepForm):
 
 class ModelPickForm(StepForm):
     base_model = forms.ModelChoiceField(
-        queryset=BaseModel.objects.all(),
+        queryset=BaseModel.objects.catalog(),
         to_field_name="slug",
         widget=forms.RadioSelect,
         empty_label=None,
@@ -237,6 +237,13 @@ class GenerationSettingsForm(StepForm):
         help_text="Makes repeating a token less likely; 1.0 turns it off, 1.1 stops small "
         "models looping.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("base_model")
+        if isinstance(field, forms.ModelChoiceField):
+            # The catalog and this project's fine-tuned candidates; never another project's.
+            field.queryset = BaseModel.objects.for_project(self.project)
 
     def clean_repetition_penalty(self) -> float:
         value = self.cleaned_data.get("repetition_penalty")
@@ -665,7 +672,7 @@ class AddModelForm(forms.Form):
                 self.add_error("location", problem)
         cleaned["location"] = location
         if not self.errors:
-            existing = BaseModel.objects.filter(source=source, location=location).first()
+            existing = BaseModel.objects.catalog().filter(source=source, location=location).first()
             if existing:
                 self.add_error(
                     "location", f"This model is already in the catalog as {existing.name}."
@@ -675,7 +682,7 @@ class AddModelForm(forms.Form):
 
 class PlannerForm(StepForm):
     base_model = forms.ModelChoiceField(
-        label="Model", queryset=BaseModel.objects.all(), to_field_name="slug", empty_label=None
+        label="Model", queryset=BaseModel.objects.catalog(), to_field_name="slug", empty_label=None
     )
     method = forms.ChoiceField(
         choices=[
@@ -730,8 +737,11 @@ class PlannerForm(StepForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         slug = self.data.get("base_model") if self.is_bound else self.initial.get("base_model")
-        model = BaseModel.objects.filter(slug=slug).first() if slug else None
-        model = model or BaseModel.objects.exclude(shape={}).order_by("is_test_model", "id").first()
+        model = BaseModel.objects.catalog().filter(slug=slug).first() if slug else None
+        model = (
+            model
+            or BaseModel.objects.catalog().exclude(shape={}).order_by("is_test_model", "id").first()
+        )
         if model is not None and not self.is_bound and not self.initial.get("base_model"):
             self.initial["base_model"] = model.slug
         targets = (model.shape or {}).get("linear_modules", {}) if model else {}

@@ -98,6 +98,16 @@ class ModelSource(models.TextChoices):
     HUB = "hub", "Hugging Face id (cached on this machine)"
 
 
+class BaseModelQuerySet(models.QuerySet["BaseModel"]):
+    def catalog(self) -> BaseModelQuerySet:
+        """The shared catalog: bundled, test and added models (no project's candidates)."""
+        return self.filter(project__isnull=True)
+
+    def for_project(self, project: Any) -> BaseModelQuerySet:
+        """What a project can run: the catalog and its own fine-tuned candidates."""
+        return self.filter(models.Q(project__isnull=True) | models.Q(project=project))
+
+
 class BaseModel(models.Model):
     """A catalog entry. Shape figures come from the model's config, never typed in."""
 
@@ -118,10 +128,23 @@ class BaseModel(models.Model):
     # workers.ml.planner.ModelShape.to_json(): the sizes the compute planner works from.
     shape = models.JSONField(default=dict, blank=True)
     is_test_model = models.BooleanField(default=False)
+    # A fine-tuned candidate belongs to the project that trained it (other projects do not
+    # see it); catalog models have no project.
+    project = models.ForeignKey(
+        "Project", on_delete=models.CASCADE, null=True, blank=True, related_name="candidates"
+    )
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+    )
+    trained_by_job = models.OneToOneField(
+        "Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="candidate"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = BaseModelQuerySet.as_manager()
+
     class Meta:
-        ordering = ["is_test_model", "n_params", "name"]
+        ordering = ["is_test_model", "project_id", "n_params", "name"]
 
     def __str__(self) -> str:
         return self.name
@@ -216,6 +239,7 @@ class JobKind(models.TextChoices):
     PROFILE = "profile", "Dataset profile"
     REGISTER_MODEL = "register_model", "Add model"
     TRIAL = "trial", "Prompt trial"
+    FINETUNE = "finetune", "Fine-tuning"
 
 
 class JobStatus(models.TextChoices):
@@ -439,3 +463,45 @@ class Activity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_verb_display()} in {self.project}"
+
+
+class MetricPoint(models.Model):
+    """One value of one curve of a job (train loss, validation loss, learning rate, ...)
+    at one step. A resumed job writes a step again: (job, name, step) is unique."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metric_points")
+    name = models.CharField(max_length=40)
+    step = models.PositiveIntegerField()
+    value = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "name", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "name", "step"], name="one_point_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.step}={self.value:.4g} (job {self.job_id})"
+
+
+class Artifact(models.Model):
+    """A file set a job produced (an adapter or a model), with its size and checksums."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="artifacts")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=20)  # "lora_adapter" | "prompt_adapter" | "model"
+    path = models.CharField(max_length=500)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)  # of the main weights file
+    files = models.JSONField(default=list, blank=True)  # [{"path", "size", "sha256"}]
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "kind"], name="one_artifact_per_kind")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of job {self.job_id}"

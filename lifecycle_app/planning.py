@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import QueryDict
+
+from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.forms import PlannerForm
 from lifecycle_app.models import BaseModel
 from workers.ml import planner
@@ -67,3 +70,30 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
         "planned_model": model,
         "trainable_share": plan.trainable_params / shape.n_params if shape.n_params else 0,
     }
+
+
+def finetune_plan(form: FineTuneForm) -> dict[str, Any]:
+    """The fine-tuning plan for the form's values (its initial values when unbound)."""
+    if not form.is_bound:
+        data = QueryDict(mutable=True)
+        values = {**{k: f.initial for k, f in form.fields.items()}, **form.initial}
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, list | tuple):
+                data.setlist(key, [str(v) for v in value])
+            else:
+                data[key] = str(getattr(value, "pk", value))
+        form = FineTuneForm(data, project=form.project)
+    form.is_valid()
+    if not form.plan:
+        return {
+            "ft_plan_errors": [
+                f"{form.fields[name].label or name.capitalize()}: {error}"
+                if name in form.fields
+                else error
+                for name, errors in form.errors.items()
+                for error in errors
+            ]
+        }
+    return {"ft_plan": form.plan}

@@ -20,6 +20,7 @@ from lifecycle_app.models import (
     Job,
     JobKind,
     Membership,
+    MetricPoint,
     Project,
     PromptTemplate,
     Role,
@@ -184,7 +185,7 @@ def any_active(jobs: list[Job]) -> bool:
 
 
 def catalog_list() -> QuerySet[BaseModel]:
-    return BaseModel.objects.all()
+    return BaseModel.objects.catalog()
 
 
 def latest_job_for_step(*, project: Project, kind: str) -> Job | None:
@@ -226,10 +227,10 @@ def profile_model_for(*, project: Project) -> BaseModel | None:
     slug = picked_model_slug(stages_for_project(project=project))
     for candidate in (slug, BUNDLED_SLUG):
         if candidate:
-            model = BaseModel.objects.filter(slug=candidate).first()
+            model = BaseModel.objects.catalog().filter(slug=candidate).first()
             if model is not None:
                 return model
-    return BaseModel.objects.order_by("is_test_model", "id").first()
+    return BaseModel.objects.catalog().order_by("is_test_model", "id").first()
 
 
 # --- Prompt templates and trials ----------------------------------------------------------
@@ -334,3 +335,33 @@ def trials_by_ids(*, project: Project, ids: list[int]) -> list[Job]:
     wanted = [i for i in ids if 0 < i <= MAX_ID]
     found = {j.id: j for j in _trials(project).filter(id__in=wanted)}
     return [found[i] for i in wanted if i in found]
+
+
+# --- Fine-tuning --------------------------------------------------------------------------
+
+
+def finetune_get(*, project: Project, job_id: int) -> Job:
+    if not 0 < job_id <= MAX_ID:
+        raise Http404("No such run.")
+    job = (
+        Job.objects.select_related("base_model", "dataset", "created_by", "project")
+        .filter(project=project, id=job_id, kind=JobKind.FINETUNE)
+        .first()
+    )
+    if job is None:
+        raise Http404("No such run.")
+    return job
+
+
+def metric_series(*, job: Job) -> dict[str, list[list[float]]]:
+    """Each curve of a job as [[step, value], ...] in step order."""
+    series: dict[str, list[list[float]]] = {}
+    for name, step, value in MetricPoint.objects.filter(job=job).values_list(
+        "name", "step", "value"
+    ):
+        series.setdefault(name, []).append([step, value])
+    return series
+
+
+def candidate_of(*, job: Job) -> BaseModel | None:
+    return BaseModel.objects.filter(trained_by_job=job).first()

@@ -164,7 +164,12 @@ JOBS_DIR = VAR_DIR / "jobs"
 # Send model work to the "gpu" queue (start a worker with `-Q gpu` on the GPU host).
 GPU_QUEUE = env_bool("LIFECYCLE_GPU_QUEUE", False)
 # A running job whose heartbeat is older than this is reported as lost by the reaper.
-JOB_STALE_AFTER_S = env_int("LIFECYCLE_JOB_STALE_AFTER_S", 120, minimum=10)
+JOB_STALE_AFTER_S = env_int("LIFECYCLE_JOB_STALE_AFTER_S", 60, minimum=5)
+# A job a lost worker can resume (fine-tuning) is tried at most this many times.
+JOB_MAX_ATTEMPTS = env_int("LIFECYCLE_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# Memory (GB) a training worker may use, for the fine-tuning plan's verdict; 0 = this
+# machine's RAM (set it when workers run elsewhere, e.g. the GPU's memory on a GPU host).
+WORKER_MEMORY_GB = env_int("LIFECYCLE_WORKER_MEMORY_GB", 0, minimum=0)
 # Submission limits: queued + running jobs per person (across projects) and per project.
 # 0 turns a limit off. Checked in services.jobs.job_create, so every job kind obeys them.
 JOB_LIMIT_ACTIVE_PER_USER = env_int("LIFECYCLE_JOB_LIMIT_PER_USER", 3, minimum=0)

@@ -8,6 +8,7 @@ from lifecycle_app.views import (
     accounts,
     catalog,
     datasets,
+    finetune,
     jobs,
     members,
     projects,
@@ -70,6 +71,7 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/prompt-preview/", trials.prompt_preview, name="prompt_preview"),
     path("p/<slug:slug>/playground/", trials.playground, name="playground"),
+    path("p/<slug:slug>/finetune/<int:run_id>/", finetune.finetune_detail, name="finetune_detail"),
     path("p/<slug:slug>/members/", members.members, name="members"),
     # Two-segment pages must come before the wizard's catch-all <stage>/<step>/ below.
     path("p/<slug:slug>/members/invite/", members.member_invite, name="member_invite"),

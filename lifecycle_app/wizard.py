@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle_app import forms
+from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.models import StageKey
 
 
@@ -100,7 +101,16 @@ STAGES: tuple[StageDef, ...] = (
                 _has("succeeded_trial"),
                 kind="job",
             ),
-            Step("fine-tune", "Fine-tuning", "Full and parameter-efficient fine-tuning."),
+            Step(
+                "fine-tune",
+                "Fine-tuning",
+                "Full, LoRA and prompt tuning on your dataset, with live curves.",
+                FineTuneForm,
+                "wizard/finetune.html",
+                _has("succeeded_run"),
+                kind="job",
+                live=True,
+            ),
             Step("align", "Align with human feedback", "Collect preferences and align."),
             Step("evaluate", "Evaluate", "Score every candidate on the same split."),
         ),

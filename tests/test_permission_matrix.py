@@ -103,6 +103,7 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "template_detail": {"GET": VIEWER, "POST": EDITOR},
     "prompt_preview": {"GET": VIEWER},
     "playground": {"GET": VIEWER, "POST": EDITOR},
+    "finetune_detail": {"GET": VIEWER},
     # Members and sharing.
     "members": {"GET": VIEWER},
     "member_invite": {"POST": OWNER},
@@ -155,6 +156,7 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "share_token": lambda w: w.share_token,
     "trial_id": lambda w: w.extra["trial"].id,
     "template_id": lambda w: w.extra["template"].id,
+    "run_id": lambda w: w.extra["run"].id,
 }
 # The same keywords, naming an object of the other project (the owner owns both).
 FOREIGN: dict[str, Callable[[World], Any]] = {
@@ -165,6 +167,7 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "share_id": lambda w: w.other_share.id,
     "trial_id": lambda w: w.extra["other_trial"].id,
     "template_id": lambda w: w.extra["other_template"].id,
+    "run_id": lambda w: w.extra["other_run"].id,
 }
 # Keywords whose values are known without a database: each URL is walked for every value.
 EVERY_STEP = [
@@ -348,6 +351,13 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             status=JobStatus.SUCCEEDED,
             params={"shots": 0, "split": "validation"},
             result={"scores": {"rougeL": 0.5}, "rows_done": 1},
+        )
+        extra[f"{key}run"] = JobFactory.create(
+            project=proj,
+            created_by=owner,
+            kind=JobKind.FINETUNE,
+            status=JobStatus.RUNNING,
+            params={"method": "lora", "template": {"name": "Summarize", "version": 1}},
         )
     return World(
         extra=extra,

@@ -62,7 +62,7 @@ app.conf.update(
     ],
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     worker_hijack_root_logger=False,
-    beat_schedule={"reap-stale-jobs": {"task": "jobs.reap", "schedule": 60.0}},
+    beat_schedule={"reap-stale-jobs": {"task": "jobs.reap", "schedule": 30.0}},
     beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
     timezone="UTC",
 )

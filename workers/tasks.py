@@ -222,6 +222,97 @@ def trial_job(self: Task, job_id: int) -> None:
     _run(self, job_id, _trial)
 
 
+FINETUNE_SOFT_LIMIT_S = 3 * 3600  # below celery.VISIBILITY_TIMEOUT_S (4 h)
+
+
+def _finetune(job: Job) -> None:
+    from lifecycle_app.prompting import PromptingError, kit_for, split_rows
+    from lifecycle_app.services import finetune as ft
+    from workers.ml import models, train
+    from workers.ml.params import TrainParams
+
+    params = TrainParams(**job.params)
+    if job.dataset is None or job.base_model is None:
+        raise UserFacingError("The dataset or model of this run was deleted.")
+    try:
+        kit = kit_for(job.base_model)
+        train_rows = split_rows(job.dataset, "train")
+        eval_rows = split_rows(job.dataset, "validation", params.eval_rows)
+    except PromptingError as exc:
+        raise UserFacingError(str(exc)) from exc
+    render = train.make_render(kit, train.template_spec(params.template))
+    out_dir = ft.run_dir(job.id)
+    resume = job.attempt > 1 and bool(train.checkpoints(out_dir))
+    total = job.progress_total or params.max_steps or 0
+    job_services.job_progress(
+        job_id=job.id,
+        done=job.progress_done if resume else 0,
+        total=total,
+        message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
+    )
+    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    if resume:
+        ft.finetune_log(
+            job_id=job.id,
+            line=f"attempt {job.attempt}: resuming from {train.checkpoints(out_dir)[-1].name}",
+        )
+
+    def on_step(s: train.StepLog) -> None:
+        ft.metric_record(
+            job_id=job.id,
+            step=s.step,
+            values={"train_loss": s.loss, "learning_rate": s.learning_rate},
+        )
+        line = (
+            f"step {s.step}/{s.total_steps} · epoch {s.epoch:.2f} · loss {s.loss:.4f} · "
+            f"lr {s.learning_rate:.2e} · {s.tokens_per_s:.0f} tokens/s"
+        )
+        ft.finetune_live(
+            job_id=job.id, step=s.step, total=s.total_steps, live=s.as_dict(), line=line
+        )
+
+    def on_eval(e: train.EvalLog) -> None:
+        ft.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
+        ft.finetune_log(
+            job_id=job.id,
+            line=f"step {e.step}: validation loss {e.loss:.4f} on {e.rows} rows",
+        )
+
+    result = train.train(
+        loaded,
+        params,
+        train_rows,
+        eval_rows,
+        out_dir=out_dir,
+        render=render,
+        on_step=on_step,
+        on_eval=on_eval,
+        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        resume=resume,
+    )
+    summary = {k: v for k, v in result.as_dict().items() if k not in ("history", "evals")}
+    if result.status == "cancelled":
+        ft.finetune_log(job_id=job.id, line=f"cancelled at step {result.steps}")
+        fresh = Job.objects.get(id=job.id)
+        job_services.job_mark_cancelled(job_id=job.id, result={**fresh.result, "summary": summary})
+        return
+    assert result.final_dir is not None
+    final_dir = Path(result.final_dir)
+    ft.finetune_finish(
+        job=job, summary=summary, final_dir=final_dir, files=train.artifact_files(final_dir)
+    )
+
+
+@app.task(
+    name="jobs.finetune",
+    bind=True,
+    soft_time_limit=FINETUNE_SOFT_LIMIT_S,
+    time_limit=FINETUNE_SOFT_LIMIT_S + 300,
+)
+def finetune_job(self: Task, job_id: int) -> None:
+    _run(self, job_id, _finetune)
+
+
 def _profile(job: Job) -> None:
     from lifecycle_app.services.datasets import dataset_record_profile
     from workers.ml import models

@@ -51,7 +51,7 @@ def basemodel_register_result(
     weights_present: bool,
 ) -> BaseModel:
     """Add (or refresh) a catalog entry from what a worker read off the model's config."""
-    existing = BaseModel.objects.filter(source=source, location=location).first()
+    existing = BaseModel.objects.catalog().filter(source=source, location=location).first()
     slug = existing.slug if existing else basemodel_unique_slug(name)
     return basemodel_upsert(
         slug=slug,

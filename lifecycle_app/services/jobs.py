@@ -52,6 +52,7 @@ TASK_FOR_KIND = {
     JobKind.PROFILE: "jobs.profile",
     JobKind.REGISTER_MODEL: "jobs.register_model",
     JobKind.TRIAL: "jobs.trial",
+    JobKind.FINETUNE: "jobs.finetune",
 }
 
 
@@ -296,16 +297,51 @@ def generation_output_update(*, job_id: int, index: int, **fields: Any) -> None:
     GenerationOutput.objects.filter(job_id=job_id, index=index).update(**fields)
 
 
+def _enqueue_on_commit(job_id: int) -> None:
+    transaction.on_commit(lambda: _enqueue(job_id))
+
+
+# Kinds whose task resumes from its last checkpoint: a lost worker requeues them.
+RESUMABLE_KINDS = (JobKind.FINETUNE,)
+
+
 def job_reap_stale() -> int:
-    """Fail running jobs whose worker stopped sending heartbeats. Returns how many."""
+    """Handle running jobs whose worker stopped sending heartbeats. Returns how many.
+
+    A resumable job (fine-tuning) with attempts left goes back to the queue and continues
+    from its last checkpoint on the next worker; any other job, or one out of attempts,
+    fails with a reason a person can act on.
+    """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.JOB_STALE_AFTER_S)
     lost = Job.objects.filter(status=JobStatus.RUNNING).filter(
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
     )
+    requeued: list[int] = []
     with transaction.atomic():
         lost_ids = list(lost.select_for_update().values_list("id", flat=True))
-        count = Job.objects.filter(id__in=lost_ids, status=JobStatus.RUNNING).update(
+        retry = Job.objects.filter(
+            id__in=lost_ids,
+            status=JobStatus.RUNNING,
+            kind__in=RESUMABLE_KINDS,
+            attempt__lt=settings.JOB_MAX_ATTEMPTS,
+            cancel_requested_at__isnull=True,
+        )
+        for job in retry:
+            Job.objects.filter(id=job.id, status=JobStatus.RUNNING).update(
+                status=JobStatus.QUEUED,
+                heartbeat_at=None,
+                worker="",
+                message=(
+                    f"The worker was lost at step {job.progress_done}; waiting for a worker "
+                    f"to resume from the last checkpoint (attempt {job.attempt + 1} of "
+                    f"{settings.JOB_MAX_ATTEMPTS})"
+                ),
+            )
+            requeued.append(job.id)
+            _enqueue_on_commit(job.id)
+        failed_ids = [i for i in lost_ids if i not in requeued]
+        count = Job.objects.filter(id__in=failed_ids, status=JobStatus.RUNNING).update(
             status=JobStatus.FAILED,
             finished_at=now,
             message="Failed",
@@ -315,8 +351,19 @@ def job_reap_stale() -> int:
                 "memory. Start the job again."
             ),
         )
-        for job in Job.objects.filter(id__in=lost_ids).select_related("created_by"):
+        for job in Job.objects.filter(id__in=failed_ids).select_related("created_by"):
+            if job.kind in RESUMABLE_KINDS and job.attempt >= settings.JOB_MAX_ATTEMPTS:
+                Job.objects.filter(id=job.id).update(
+                    error=(
+                        f"The worker was lost {job.attempt} times (no heartbeat for over "
+                        f"{settings.JOB_STALE_AFTER_S} s each time), so the job stopped "
+                        "retrying. The last checkpoint is kept; check the worker's memory "
+                        "and logs, then start the job again."
+                    )
+                )
             _record_finished(job)
-    if count:
-        logger.warning("Reaped %s job(s) with a stale heartbeat", count)
-    return count
+    if count or requeued:
+        logger.warning(
+            "Reaped %s job(s) with a stale heartbeat; requeued %s to resume", count, requeued
+        )
+    return count + len(requeued)

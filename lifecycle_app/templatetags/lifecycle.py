@@ -19,7 +19,7 @@ def params(value: int | None) -> str:
 
 @register.filter
 def seconds(value: float | None) -> str:
-    if value is None:
+    if not isinstance(value, int | float):
         return "—"
     if value < 60:
         return f"{value:.1f} s"
@@ -103,3 +103,18 @@ def project_url(context: template.Context, name: str, *args: object) -> str:
     if share_name is None:
         raise NoReverseMatch(f"'{name}' has no read-only share page; hide it when `share` is set")
     return reverse(share_name, args=[share.token, *args])
+
+
+@register.filter
+def intcomma_plain(value: int | None) -> str:
+    """460800 -> '460,800' (without django.contrib.humanize)."""
+    return "—" if value is None else f"{int(value):,}"
+
+
+@register.filter
+def percent(share: float | None) -> str:
+    """0.003425 -> '0.34%'; 0.5 -> '50%'."""
+    if share is None:
+        return "—"
+    value = 100 * float(share)
+    return f"{value:.2f}%" if value < 10 else f"{value:.0f}%"

@@ -65,6 +65,8 @@ def job_detail(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse
     job = selectors.job_get_for_user(project=project, job_id=job_id)
     if job.kind == JobKind.TRIAL:  # a trial's page shows its rows and scores
         return redirect("trial_detail", slug=project.slug, trial_id=job.id)
+    if job.kind == JobKind.FINETUNE:  # a run's page is its live dashboard
+        return redirect("finetune_detail", slug=project.slug, run_id=job.id)
     context = {"project": project, "membership": membership, "job": job}
     return render(request, "jobs/detail.html", context)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -10,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseLocation
 
 from lifecycle_app import guide, planning, selectors, wizard
+from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.forms import PlannerForm, StepForm, TrialForm
 from lifecycle_app.models import (
     Job,
@@ -20,6 +22,7 @@ from lifecycle_app.models import (
     Stage,
     StageKey,
 )
+from lifecycle_app.services.finetune import finetune_create
 from lifecycle_app.services.jobs import JobLimitReached
 from lifecycle_app.services.projects import stage_step_save
 from lifecycle_app.services.trials import trial_create
@@ -38,7 +41,33 @@ def _initial_for(
         return initial
     if step.form_class is TrialForm:
         return _trial_initial(project, answers, stages)
+    if step.form_class is FineTuneForm:
+        return _finetune_initial(project, stages)
     return dict(answers)
+
+
+def _finetune_initial(project: Any, stages: dict[str, Any]) -> dict[str, Any]:
+    """The last run's settings, else: the model picked in Select, the dataset that suits
+    the task, and the template of the best prompt trial (so training sees its text)."""
+    last = selectors.latest_job_for_step(project=project, kind=JobKind.FINETUNE)
+    trial_defaults = _trial_initial(project, {}, stages)
+    initial: dict[str, Any] = {
+        "base_model": selectors.picked_model_slug(stages),
+        "dataset": trial_defaults.get("dataset"),
+        "template": trial_defaults.get("template"),
+    }
+    best_id = selectors.best_trial_id(stages)
+    best = selectors.trials_by_ids(project=project, ids=[best_id]) if best_id else []
+    if best and best[0].prompt_template_id:
+        initial["template"] = best[0].prompt_template_id
+        initial["base_model"] = best[0].params.get("model_ref") or initial["base_model"]
+    if last is not None:
+        params = {k: v for k, v in last.params.items() if k != "template"}
+        initial.update(params)
+        initial["base_model"] = params.get("model_ref")
+        initial["dataset"] = params.get("dataset_id")
+        initial["template"] = (last.params.get("template") or {}).get("id", initial["template"])
+    return {k: v for k, v in initial.items() if v is not None}
 
 
 def _trial_initial(project: Any, answers: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +125,46 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
             (k, METRIC_LABELS.get(k, k)) for k in selectors.trial_metric_keys(trials)
         ]
         extra["best_id"] = selectors.best_trial_id(stages)
+    if step.slug == "fine-tune":
+        extra["datasets"] = selectors.dataset_list(project=project)
+        extra["templates"] = selectors.template_latest(project=project)
+        extra["recent_runs"] = selectors.job_list(
+            user=None, project=project, kind=JobKind.FINETUNE, limit=5
+        )
     return extra
+
+
+def _start_job(form: StepForm, project: Project, user: User) -> Job | None:
+    """Start the job a "job" step's valid form asks for; None (with form errors) when it
+    cannot start."""
+    try:
+        if isinstance(form, TrialForm):
+            assert form.params is not None
+            if not form.preflight():
+                return None
+            return trial_create(
+                project=project,
+                user=user,
+                base_model=form.cleaned_data["base_model"],
+                dataset=form.cleaned_data["dataset"],
+                template=form.cleaned_data["template"],
+                params=form.params,
+                rows=form.built.rows,
+            )
+        if isinstance(form, FineTuneForm):
+            assert form.params is not None
+            return finetune_create(
+                project=project,
+                user=user,
+                base_model=form.cleaned_data["base_model"],
+                dataset=form.cleaned_data["dataset"],
+                params=form.params,
+                total_steps=form.plan["steps"],
+            )
+    except JobLimitReached as exc:
+        form.add_error(None, str(exc))
+        return None
+    raise TypeError(f"{type(form).__name__} starts no job")
 
 
 @login_required
@@ -120,26 +188,14 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
             form = form_class(request.POST, project=project)
             if form.is_valid():
                 if step_def.kind == "job":
-                    assert isinstance(form, TrialForm) and form.params is not None
-                    if form.preflight():
-                        try:
-                            job = trial_create(
-                                project=project,
-                                user=authed_user(request),
-                                base_model=form.cleaned_data["base_model"],
-                                dataset=form.cleaned_data["dataset"],
-                                template=form.cleaned_data["template"],
-                                params=form.params,
-                                rows=form.built.rows,
-                            )
-                        except JobLimitReached as exc:
-                            form.add_error(None, str(exc))
-                        else:
-                            target = reverse("trial_detail", args=[project.slug, job.id])
-                            if request.htmx:
-                                return HttpResponseLocation(target)
-                            return redirect(target)
-                    # Over-long prompts, unreadable data or a job limit: show the reasons.
+                    job = _start_job(form, project, authed_user(request))
+                    if job is not None:
+                        view = "trial_detail" if job.kind == JobKind.TRIAL else "finetune_detail"
+                        target = reverse(view, args=[project.slug, job.id])
+                        if request.htmx:
+                            return HttpResponseLocation(target)
+                        return redirect(target)
+                    # Over-long prompts, a plan that does not fit, a job limit: show why.
                 else:
                     stage_step_save(
                         project=project,
@@ -211,6 +267,7 @@ def render_step(
             "share": share,
             **_step_extra(step_def, project, stages),
             **(planning.plan_context(form) if isinstance(form, PlannerForm) else {}),
+            **(planning.finetune_plan(form) if isinstance(form, FineTuneForm) else {}),
         }
     )
     template = step_def.template or "wizard/planned.html"

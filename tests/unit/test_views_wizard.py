@@ -335,7 +335,7 @@ def test_it_tells_a_viewer_that_they_cannot_start_jobs(
 
 
 def test_it_shows_a_planned_step_as_not_available_yet(client: Client, project: Project) -> None:
-    response = client.get(step_url(project, "adapt", "fine-tune"))
+    response = client.get(step_url(project, "adapt", "align"))
 
     assert response.status_code == 200
     assert "Not available yet." in response.content.decode()
@@ -343,11 +343,11 @@ def test_it_shows_a_planned_step_as_not_available_yet(client: Client, project: P
 
 def test_it_answers_405_to_a_post_to_a_planned_step(client: Client, project: Project) -> None:
     # A planned step has no form, so it takes GET only (the same answer for everyone).
-    response = client.post(step_url(project, "adapt", "fine-tune"), {"anything": "1"})
+    response = client.post(step_url(project, "adapt", "align"), {"anything": "1"})
 
     assert response.status_code == 405
     assert response["Allow"] == "GET"
-    assert step_state(project, StageKey.ADAPT, "fine-tune") == {}
+    assert step_state(project, StageKey.ADAPT, "align") == {}
 
 
 def test_it_renders_a_planned_step_as_a_fragment_to_htmx(client: Client, project: Project) -> None:

@@ -202,7 +202,7 @@ def resolve(spec: ModelSpec, models_dir: Path) -> str:
         return str(build_tiny(models_dir / TINY_DIRNAME))
     if spec.source == "local":
         path = Path(spec.location).expanduser()
-        if not (path / "config.json").is_file():
+        if not ((path / "config.json").is_file() or adapter_base(path)):
             raise ModelNotAvailable(
                 f"No model at {path}: the folder must hold config.json and weights."
             )
@@ -228,7 +228,17 @@ def prepared_path(spec: ModelSpec, models_dir: Path) -> Path | None:
             folder = Path(snapshot_download(spec.location, local_files_only=True))
         except Exception:
             return None
-    return folder if (folder / "config.json").is_file() else None
+    return folder if (folder / "config.json").is_file() or adapter_base(folder) else None
+
+
+def adapter_base(folder: Path) -> str | None:
+    """The base model a PEFT adapter folder (LoRA, prompt tuning) was trained on, or None
+    when the folder is not an adapter."""
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    return str(base) if base else None
 
 
 def read_config(path_or_id: str) -> Any:
@@ -348,6 +358,18 @@ _cache_lock = threading.Lock()
 _cache: dict[tuple[str, str], LoadedModel] = {}
 
 
+def _with_adapter(model: Any, folder: str) -> Any:
+    """The base model with a trained adapter: LoRA is merged into the weights (inference
+    then costs what the base costs); prompt tuning stays a PeftModel (its virtual tokens
+    are prepended at every call)."""
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(model, folder, is_trainable=False)
+    if peft_model.peft_config["default"].peft_type == "LORA":
+        return peft_model.merge_and_unload()
+    return peft_model
+
+
 def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer, keeping the last one warm in this process."""
     import torch
@@ -359,7 +381,8 @@ def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> Loa
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-        config = read_config(path)
+        base = adapter_base(Path(path))
+        config = read_config(base or path)
         if family_of(config) != "decoder-only":
             raise ModelNotAvailable(
                 f"'{path}' is a {family_of(config)} model; generation jobs need a "
@@ -368,11 +391,13 @@ def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> Loa
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(
-                path,
+                base or path,
                 local_files_only=True,
                 dtype=torch.float16 if device == "cuda" else torch.float32,
                 use_safetensors=None,
             )
+            if base:
+                model = _with_adapter(model, path)
         except OSError as exc:
             raise ModelNotAvailable(f"Could not load the weights of '{path}': {exc}") from exc
         model.to(device).eval()  # type: ignore[arg-type]

@@ -1,0 +1,41 @@
+"""The fine-tuning dashboard: status, curves, speed, memory and log tail, live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from lifecycle_app import selectors
+from lifecycle_app.models import Job
+from lifecycle_app.views.common import HtmxHttpRequest
+
+
+def dashboard_context(job: Job) -> dict[str, Any]:
+    summary = (job.result or {}).get("summary") or {}
+    live = (job.result or {}).get("live") or {}
+    return {
+        "job": job,
+        "curves": selectors.metric_series(job=job),
+        "live": live,
+        "summary": summary,
+        "log": (job.result or {}).get("log") or [],
+        "artifact": job.artifacts.first(),
+        "candidate": selectors.candidate_of(job=job),
+        "peak_mb": (live.get("peak_memory_bytes") or 0) / 2**20,
+    }
+
+
+@login_required
+@require_GET
+def finetune_detail(request: HtmxHttpRequest, slug: str, run_id: int) -> HttpResponse:
+    project, membership = selectors.project_get_for_user(user=request.user, slug=slug)
+    job = selectors.finetune_get(project=project, job_id=run_id)
+    context = {"project": project, "membership": membership, **dashboard_context(job)}
+    template = "finetune/detail.html"
+    if request.htmx and request.htmx.target == "ft-live":  # the page's own polling
+        template += "#live"
+    return render(request, template, context)
