@@ -356,9 +356,8 @@ def finetune_get(*, project: Project, job_id: int) -> Job:
 def metric_series(*, job: Job) -> dict[str, list[list[float]]]:
     """Each curve of a job as [[step, value], ...] in step order."""
     series: dict[str, list[list[float]]] = {}
-    for name, step, value in MetricPoint.objects.filter(job=job).values_list(
-        "name", "step", "value"
-    ):
+    points = MetricPoint.objects.filter(job=job).order_by("name", "step")
+    for name, step, value in points.values_list("name", "step", "value"):
         series.setdefault(name, []).append([step, value])
     return series
 

@@ -165,6 +165,8 @@ JOBS_DIR = VAR_DIR / "jobs"
 GPU_QUEUE = env_bool("LIFECYCLE_GPU_QUEUE", False)
 # A running job whose heartbeat is older than this is reported as lost by the reaper.
 JOB_STALE_AFTER_S = env_int("LIFECYCLE_JOB_STALE_AFTER_S", 60, minimum=5)
+# Running jobs beat at least four times per stale period (every 10 s by default).
+JOB_HEARTBEAT_S = min(10.0, JOB_STALE_AFTER_S / 4)
 # A job a lost worker can resume (fine-tuning) is tried at most this many times.
 JOB_MAX_ATTEMPTS = env_int("LIFECYCLE_JOB_MAX_ATTEMPTS", 3, minimum=1)
 # Memory (GB) a training worker may use, for the fine-tuning plan's verdict; 0 = this

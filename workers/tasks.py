@@ -28,14 +28,15 @@ from workers.ml.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 10.0
 GENERATE_SOFT_LIMIT_S = 15 * 60
 PROFILE_SOFT_LIMIT_S = 30 * 60
 
 
 @contextlib.contextmanager
-def heartbeat(job_id: int, interval: float = HEARTBEAT_INTERVAL_S) -> Iterator[None]:
-    """Beat every `interval` seconds from a thread, also while a model loads."""
+def heartbeat(job_id: int, interval: float | None = None) -> Iterator[None]:
+    """Beat every `interval` seconds (settings.JOB_HEARTBEAT_S) from a thread, also while
+    a model loads."""
+    interval = interval or settings.JOB_HEARTBEAT_S
     stop = threading.Event()
 
     def beat() -> None:

@@ -11,10 +11,18 @@ from django.views.decorators.http import require_GET
 
 from lifecycle_app import selectors
 from lifecycle_app.models import Job
+from lifecycle_app.services.finetune import METHOD_LABELS
 from lifecycle_app.views.common import HtmxHttpRequest
+
+ARTIFACT_LABELS = {
+    "lora_adapter": "LoRA adapter",
+    "prompt_adapter": "Prompt-tuning adapter",
+    "model": "Full model weights",
+}
 
 
 def dashboard_context(job: Job) -> dict[str, Any]:
+    artifact = job.artifacts.first()
     summary = (job.result or {}).get("summary") or {}
     live = (job.result or {}).get("live") or {}
     return {
@@ -23,7 +31,9 @@ def dashboard_context(job: Job) -> dict[str, Any]:
         "live": live,
         "summary": summary,
         "log": (job.result or {}).get("log") or [],
-        "artifact": job.artifacts.first(),
+        "artifact": artifact,
+        "artifact_label": ARTIFACT_LABELS.get(artifact.kind, artifact.kind) if artifact else "",
+        "method_label": METHOD_LABELS.get((job.params or {}).get("method", ""), ""),
         "candidate": selectors.candidate_of(job=job),
         "peak_mb": (live.get("peak_memory_bytes") or 0) / 2**20,
     }

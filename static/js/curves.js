@@ -41,7 +41,11 @@
     chart.update("none");
   }
 
-  function all() { document.querySelectorAll("canvas[data-curves]").forEach(update); }
+  function all() {
+    document.querySelectorAll("canvas[data-curves]").forEach(update);
+    // The log tail shows its newest line, also after each live refresh.
+    document.querySelectorAll("pre.log").forEach(function (pre) { pre.scrollTop = pre.scrollHeight; });
+  }
   document.addEventListener("DOMContentLoaded", all);
   document.addEventListener("htmx:afterSettle", all);
 })();

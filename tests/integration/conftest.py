@@ -75,6 +75,13 @@ class WorkerProcess:
                 pytest.fail(f"The worker never logged {pattern.pattern!r}", pytrace=False)
             time.sleep(0.05)
 
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once, as the OOM killer would."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
     def stop(self, timeout: float = 20.0) -> None:
         """Warm shutdown (SIGTERM); kill the whole process group if it hangs."""
         if self.alive():
@@ -108,12 +115,22 @@ def _other_workers(hostname: str) -> list[str]:
     return sorted(name for reply in replies for name in reply if name != hostname)
 
 
-def start_worker(log_dir: Path) -> WorkerProcess:
-    """Purge the queues, start a worker on the test database, wait until it answers."""
+def start_worker(
+    log_dir: Path,
+    *,
+    queues: str = "cpu,gpu",
+    name: str = "",
+    env: dict[str, str] | None = None,
+    purge: bool = True,
+) -> WorkerProcess:
+    """Start a worker on the test database and wait until it answers. `purge` first empties
+    the queues (messages left by earlier runs would point at other databases); a test that
+    starts its own worker on its own queue passes a `name` and keeps the queues."""
     from workers.celery import app
 
-    app.control.purge()  # messages left by earlier runs would point at other databases
-    hostname = f"lifecycle-test-{os.getpid()}@{socket.gethostname()}"
+    if purge:
+        app.control.purge()
+    hostname = f"lifecycle-test{name}-{os.getpid()}@{socket.gethostname()}"
     env = {
         **os.environ,
         "DATABASE_URL": worker_database_url(),
@@ -122,6 +139,7 @@ def start_worker(log_dir: Path) -> WorkerProcess:
         "LIFECYCLE_VAR_DIR": str(log_dir / "var"),
         "LIFECYCLE_MODELS_DIR": str(settings.MODELS_DIR),
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     command = [
         sys.executable,
@@ -131,7 +149,7 @@ def start_worker(log_dir: Path) -> WorkerProcess:
         "workers.celery",
         "worker",
         "-Q",
-        "cpu,gpu",
+        queues,
         "--concurrency",
         "1",
         "--pool",
@@ -144,7 +162,7 @@ def start_worker(log_dir: Path) -> WorkerProcess:
         "--without-mingle",
         "--without-gossip",
     ]
-    log_path = log_dir / "worker.log"
+    log_path = log_dir / f"worker{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command,
@@ -165,7 +183,7 @@ def start_worker(log_dir: Path) -> WorkerProcess:
                 f"--- worker log ---\n{worker.log_text()}",
                 pytrace=False,
             )
-    others = _other_workers(hostname)
+    others = _other_workers(hostname) if purge else []
     if others:
         warnings.warn(
             f"Other Celery workers share this broker and may take test jobs: {others}",

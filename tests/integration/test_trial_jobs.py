@@ -4,14 +4,12 @@ tell the story (scores, seeds, cancellation within a batch)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 
-import lifecycle_app
 from lifecycle_app.models import (
     BaseModel,
     Dataset,
@@ -25,55 +23,26 @@ from lifecycle_app.models import (
     TrialExample,
 )
 from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.jobs import job_cancel
-from lifecycle_app.services.trials import template_create, trial_create
+from lifecycle_app.services.trials import trial_create
 from tests.integration.conftest import WorkerProcess, wait_for_job
+from tests.integration.sample_data import INSTRUCTION, sample_dialogues, summary_template
 from workers.ml.params import TrialParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
-INSTRUCTION = "Summarize the dialogue in one sentence."
 
 
 @pytest.fixture
 def dialogues(
     shared_storage: Path, project: Project, owner: User, tmp_path: Path, tiny_folder: Path
 ) -> Dataset:
-    incoming = tmp_path / "uploads" / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping(
-            input_field="dialogue",
-            target_field="summary",
-            classification=False,
-            seed=42,
-            # A large validation split, so a trial can run 40 rows of it.
-            fractions=(0.5, 0.4, 0.1),
-        ),
-        name="Dialogues",
-        profile_model=None,
-    )
+    # A large validation split, so a trial can run 40 rows of it.
+    return sample_dialogues(project, owner, tmp_path / "uploads")
 
 
 @pytest.fixture
 def template(project: Project, owner: User) -> PromptTemplate:
-    return template_create(
-        project=project,
-        user=owner,
-        name="Summarize",
-        fields={
-            "instruction": INSTRUCTION,
-            "example_format": "Dialogue: {input}\nSummary: {target}",
-            "body": "{instruction}\n\n{examples}Dialogue: {input}\nSummary:",
-            "use_chat_template": True,
-        },
-    )
+    return summary_template(project, owner)
 
 
 def start_trial(

@@ -437,3 +437,20 @@ def test_train_params_reject_inconsistent_settings(overrides: dict[str, Any], me
 
 def test_prompt_tuning_needs_no_target_modules() -> None:
     assert params(method="prompt_tuning", target_modules=[]).target_modules == []
+
+
+@pytest.mark.cuda
+def test_on_a_cuda_gpu_lora_trains_with_bf16_autocast(
+    learnable: models.LoadedModel, tmp_path: Path
+) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    on_gpu = models.load(models.ModelSpec("local", learnable.path), tmp_path, device="cuda")
+    result = run(on_gpu, tmp_path / "run", params(method="lora"))
+    assert result.status == "succeeded" and result.device.startswith("cuda")
+    assert result.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert result.final_train_loss is not None
+    assert result.final_train_loss < 0.7 * result.history[0].loss
+    assert result.history[-1].peak_memory_bytes > 0

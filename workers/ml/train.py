@@ -341,10 +341,20 @@ def target_loss(model: Any, batch: dict[str, Any], n_virtual: int = 0) -> Any:
     return F.cross_entropy(out.logits.float(), following[predicts], reduction="sum")
 
 
-def _autocast(device: str) -> Any:
+def precision(device: str) -> str:
+    """How the forward pass computes: bf16 autocast on a GPU that supports it (weights and
+    optimizer stay float32), float32 otherwise."""
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def _autocast(device: str) -> Any:
+    import torch
+
+    if precision(device) == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -390,6 +400,7 @@ class StepLog:
     eta_s: float  # remaining steps x measured seconds per step (evaluation included)
     device: str
     peak_memory_bytes: int
+    precision: str = "fp32"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -413,6 +424,7 @@ class TrainResult:
     status: str  # "succeeded" | "cancelled"
     method: str
     device: str
+    precision: str  # "bf16" (autocast on CUDA) | "fp32"
     steps: int
     total_steps: int
     epoch: float
@@ -755,6 +767,7 @@ def train(
             status=status,
             method=params.method,
             device=device,
+            precision=precision(device),
             steps=state["step"],
             total_steps=total_steps,
             epoch=epoch_now(),
@@ -837,6 +850,7 @@ def train(
             eta_s=round((total_steps - state["step"]) * wall / segment_steps, 1),
             device=device,
             peak_memory_bytes=peak_memory_bytes(device),
+            precision=precision(device),
         )
         history.append(log)
         if on_step:
