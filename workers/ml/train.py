@@ -509,10 +509,11 @@ def _seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_dir(target: Path) -> Iterator[Path]:
+def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; on success it replaces `target` by rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; web and other workers read it
     try:
         yield tmp
         old = None
@@ -533,7 +534,7 @@ def _save_checkpoint(
     import torch
 
     target = out_dir / "checkpoints" / f"step-{step}"
-    with _atomic_dir(target) as tmp:
+    with atomic_dir(target) as tmp:
         if hasattr(model, "peft_config"):
             model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
         else:
@@ -881,7 +882,7 @@ def train(
         "versions": _versions(),
         "result": outcome.as_dict(),
     }
-    with _atomic_dir(final_dir) as tmp:
+    with atomic_dir(final_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
