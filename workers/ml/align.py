@@ -361,7 +361,8 @@ def align(
         peft_config=peft_config,
         callbacks=[Bridge()],
     )
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    wrapped: Any = trainer.model
+    trainable = sum(int(p.numel()) for p in wrapped.parameters() if p.requires_grad)
     state_box["t0"] = time.monotonic()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = round(time.monotonic() - state_box["t0"], 3)
@@ -389,7 +390,7 @@ def align(
 
     if state_box["cancelled"]:
         return result("cancelled", None, None)
-    aligned = trainer.model
+    aligned: Any = trainer.model
     after = preference_accuracy(
         aligned, tokenizer, heldout, device=device, max_len=params.max_length
     )
