@@ -17,12 +17,17 @@ from lifecycle_app.models import (
     Activity,
     BaseModel,
     Dataset,
+    FeedbackItem,
+    FeedbackRound,
     Job,
     JobKind,
+    JobStatus,
     Membership,
     MetricPoint,
+    PreferenceSet,
     Project,
     PromptTemplate,
+    Rating,
     Role,
     ShareLink,
     Stage,
@@ -345,7 +350,7 @@ def finetune_get(*, project: Project, job_id: int) -> Job:
         raise Http404("No such run.")
     job = (
         Job.objects.select_related("base_model", "dataset", "created_by", "project")
-        .filter(project=project, id=job_id, kind=JobKind.FINETUNE)
+        .filter(project=project, id=job_id, kind__in=(JobKind.FINETUNE, JobKind.ALIGN))
         .first()
     )
     if job is None:
@@ -364,3 +369,56 @@ def metric_series(*, job: Job) -> dict[str, list[list[float]]]:
 
 def candidate_of(*, job: Job) -> BaseModel | None:
     return BaseModel.objects.filter(trained_by_job=job).first()
+
+
+def feedback_rounds(*, project: Project) -> list[FeedbackRound]:
+    return list(
+        FeedbackRound.objects.filter(project=project).annotate(
+            n_items=Count("items", distinct=True),
+            n_ratings=Count("items__ratings", distinct=True),
+        )
+    )
+
+
+def feedback_round_get(*, project: Project, round_id: int) -> FeedbackRound:
+    rnd = (
+        FeedbackRound.objects.filter(project=project, id=round_id).first()
+        if 0 < round_id <= MAX_ID
+        else None
+    )
+    if rnd is None:
+        raise Http404("No such rating round.")
+    return rnd
+
+
+def round_ratings(*, rnd: FeedbackRound) -> list[Rating]:
+    return list(Rating.objects.filter(item__round=rnd).select_related("rater"))
+
+
+def next_item_to_rate(*, rnd: FeedbackRound, user: User) -> FeedbackItem | None:
+    """The first item this rater has not rated yet."""
+    return (
+        FeedbackItem.objects.filter(round=rnd)
+        .exclude(ratings__rater=user)
+        .order_by("index")
+        .first()
+    )
+
+
+def preference_sets(*, project: Project) -> list[PreferenceSet]:
+    return list(PreferenceSet.objects.filter(project=project).annotate(n_pairs=Count("pairs")))
+
+
+def preference_set_get(*, project: Project, set_id: int) -> PreferenceSet:
+    pset = (
+        PreferenceSet.objects.filter(project=project, id=set_id).first()
+        if 0 < set_id <= MAX_ID
+        else None
+    )
+    if pset is None:
+        raise Http404("No such preference set.")
+    return pset
+
+
+def succeeded_trials(*, project: Project) -> list[Job]:
+    return list(_trials(project).filter(status=JobStatus.SUCCEEDED).order_by("-id")[:50])

@@ -8,6 +8,7 @@ from lifecycle_app.views import (
     accounts,
     catalog,
     datasets,
+    feedback,
     finetune,
     jobs,
     members,
@@ -72,6 +73,27 @@ urlpatterns = [
     path("p/<slug:slug>/prompt-preview/", trials.prompt_preview, name="prompt_preview"),
     path("p/<slug:slug>/playground/", trials.playground, name="playground"),
     path("p/<slug:slug>/finetune/<int:run_id>/", finetune.finetune_detail, name="finetune_detail"),
+    path("p/<slug:slug>/feedback/rounds/new/", feedback.round_new, name="round_new"),
+    path(
+        "p/<slug:slug>/feedback/rounds/<int:round_id>/", feedback.round_detail, name="round_detail"
+    ),
+    path(
+        "p/<slug:slug>/feedback/rounds/<int:round_id>/rate/",
+        feedback.round_rate,
+        name="round_rate",
+    ),
+    path(
+        "p/<slug:slug>/feedback/rounds/<int:round_id>/build/",
+        feedback.round_build,
+        name="round_build",
+    ),
+    path("p/<slug:slug>/preferences/import/", feedback.prefset_import, name="prefset_import"),
+    path("p/<slug:slug>/preferences/<int:set_id>/", feedback.prefset_detail, name="prefset_detail"),
+    path(
+        "p/<slug:slug>/preferences/<int:set_id>/export.jsonl",
+        feedback.prefset_export,
+        name="prefset_export",
+    ),
     path("p/<slug:slug>/members/", members.members, name="members"),
     # Two-segment pages must come before the wizard's catch-all <stage>/<step>/ below.
     path("p/<slug:slug>/members/invite/", members.member_invite, name="member_invite"),

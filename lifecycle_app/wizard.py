@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle_app import forms
+from lifecycle_app.align_forms import AlignForm
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.models import StageKey
 
@@ -111,7 +112,15 @@ STAGES: tuple[StageDef, ...] = (
                 kind="job",
                 live=True,
             ),
-            Step("align", "Align with human feedback", "Collect preferences and align."),
+            Step(
+                "align",
+                "Align with human feedback",
+                "Teammates rate pairs of answers; DPO trains on their preferences.",
+                AlignForm,
+                "wizard/align.html",
+                _has("succeeded_run"),
+                kind="job",
+            ),
             Step("evaluate", "Evaluate", "Score every candidate on the same split."),
         ),
     ),

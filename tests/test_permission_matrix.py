@@ -44,10 +44,14 @@ from lifecycle_app.models import (
     Activity,
     BaseModel,
     Dataset,
+    FeedbackItem,
+    FeedbackRound,
     Job,
     JobKind,
     JobStatus,
     Membership,
+    PreferencePair,
+    PreferenceSet,
     Project,
     PromptTemplate,
     Role,
@@ -104,6 +108,15 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "prompt_preview": {"GET": VIEWER},
     "playground": {"GET": VIEWER, "POST": EDITOR},
     "finetune_detail": {"GET": VIEWER},
+    # Human feedback and alignment: anyone in the project sees rounds and sets; editors
+    # and owners rate, build and import.
+    "round_new": {"POST": EDITOR},
+    "round_detail": {"GET": VIEWER},
+    "round_rate": {"GET": EDITOR, "POST": EDITOR},
+    "round_build": {"POST": EDITOR},
+    "prefset_import": {"GET": VIEWER, "POST": EDITOR},
+    "prefset_detail": {"GET": VIEWER},
+    "prefset_export": {"GET": VIEWER},
     # Members and sharing.
     "members": {"GET": VIEWER},
     "member_invite": {"POST": OWNER},
@@ -157,6 +170,8 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["trial"].id,
     "template_id": lambda w: w.extra["template"].id,
     "run_id": lambda w: w.extra["run"].id,
+    "round_id": lambda w: w.extra["round"].id,
+    "set_id": lambda w: w.extra["set"].id,
 }
 # The same keywords, naming an object of the other project (the owner owns both).
 FOREIGN: dict[str, Callable[[World], Any]] = {
@@ -168,6 +183,8 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["other_trial"].id,
     "template_id": lambda w: w.extra["other_template"].id,
     "run_id": lambda w: w.extra["other_run"].id,
+    "round_id": lambda w: w.extra["other_round"].id,
+    "set_id": lambda w: w.extra["other_set"].id,
 }
 # Keywords whose values are known without a database: each URL is walked for every value.
 EVERY_STEP = [
@@ -337,7 +354,7 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ShareLink.objects.filter(id=revoked.id).update(revoked_at=timezone.now())
     expired = share_link_create(project=project, actor=owner, lifetime=timedelta(days=1))
     ShareLink.objects.filter(id=expired.id).update(expires_at=timezone.now() - timedelta(seconds=1))
-    extra = {}
+    extra: dict[str, Any] = {}
     for key, proj in (("", project), ("other_", other)):
         template = PromptTemplate.objects.create(
             project=proj, name="Summarize", body="{instruction}\n{input}", created_by=owner
@@ -359,6 +376,18 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             status=JobStatus.RUNNING,
             params={"method": "lora", "template": {"name": "Summarize", "version": 1}},
         )
+        rnd = FeedbackRound.objects.create(
+            project=proj, name="Round", label_a="A", label_b="B", created_by=owner
+        )
+        FeedbackItem.objects.create(
+            round=rnd, index=0, line=1, input="hi", prompt="hi", completion_a="a", completion_b="b"
+        )
+        extra[f"{key}round"] = rnd
+        pset = PreferenceSet.objects.create(project=proj, name="Prefs", source="import")
+        PreferencePair.objects.create(
+            preference_set=pset, index=0, prompt="p", chosen="c", rejected="r"
+        )
+        extra[f"{key}set"] = pset
     return World(
         extra=extra,
         project=project,

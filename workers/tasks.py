@@ -11,8 +11,9 @@ import json
 import logging
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -226,6 +227,29 @@ def trial_job(self: Task, job_id: int) -> None:
 FINETUNE_SOFT_LIMIT_S = 3 * 3600  # below celery.VISIBILITY_TIMEOUT_S (4 h)
 
 
+def _training_progress(job: Job) -> Callable[[Any], None]:
+    """The dashboard's side of a training step (fine-tuning and alignment alike): the
+    train-loss and learning-rate curves, the live figures, measured progress, a log line."""
+    from lifecycle_app.services import finetune as ft
+
+    def on_step(s: Any) -> None:
+        ft.metric_record(
+            job_id=job.id,
+            step=s.step,
+            values={"train_loss": s.loss, "learning_rate": s.learning_rate},
+        )
+        line = (
+            f"step {s.step}/{s.total_steps} · epoch {s.epoch:.2f} · loss {s.loss:.4f} · "
+            f"lr {s.learning_rate:.2e}"
+            + (f" · {s.tokens_per_s:.0f} tokens/s" if s.tokens_per_s else "")
+        )
+        ft.finetune_live(
+            job_id=job.id, step=s.step, total=s.total_steps, live=s.as_dict(), line=line
+        )
+
+    return on_step
+
+
 def _finetune(job: Job) -> None:
     from lifecycle_app.prompting import PromptingError, kit_for, split_rows
     from lifecycle_app.services import finetune as ft
@@ -258,19 +282,7 @@ def _finetune(job: Job) -> None:
             line=f"attempt {job.attempt}: resuming from {train.checkpoints(out_dir)[-1].name}",
         )
 
-    def on_step(s: train.StepLog) -> None:
-        ft.metric_record(
-            job_id=job.id,
-            step=s.step,
-            values={"train_loss": s.loss, "learning_rate": s.learning_rate},
-        )
-        line = (
-            f"step {s.step}/{s.total_steps} · epoch {s.epoch:.2f} · loss {s.loss:.4f} · "
-            f"lr {s.learning_rate:.2e} · {s.tokens_per_s:.0f} tokens/s"
-        )
-        ft.finetune_live(
-            job_id=job.id, step=s.step, total=s.total_steps, live=s.as_dict(), line=line
-        )
+    on_step = _training_progress(job)
 
     def on_eval(e: train.EvalLog) -> None:
         ft.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
@@ -312,6 +324,77 @@ def _finetune(job: Job) -> None:
 )
 def finetune_job(self: Task, job_id: int) -> None:
     _run(self, job_id, _finetune)
+
+
+def _align(job: Job) -> None:
+    from lifecycle_app.services import feedback as fb
+    from lifecycle_app.services import finetune as ft
+    from workers.ml import align, models, train
+    from workers.ml.params import AlignParams
+
+    params = AlignParams(**job.params)
+    if job.base_model is None:
+        raise UserFacingError("The model this run starts from was deleted.")
+    pairs = [align.Pair(**p) for p in fb.align_pairs(job=job)]
+    if not pairs:
+        raise UserFacingError("The preference set of this run was deleted or is empty.")
+    out_dir = ft.run_dir(job.id)
+    resume = job.attempt > 1 and align.latest_checkpoint(out_dir) is not None
+    job_services.job_progress(
+        job_id=job.id,
+        done=job.progress_done if resume else 0,
+        total=params.max_steps,
+        message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
+    )
+    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    if resume:
+        checkpoint = align.latest_checkpoint(out_dir)
+        name = checkpoint.name if checkpoint else "the start"
+        ft.finetune_log(job_id=job.id, line=f"attempt {job.attempt}: resuming from {name}")
+    else:
+        ft.finetune_log(job_id=job.id, line="measuring preference accuracy before alignment")
+
+    def on_score(when: str, score: align.PreferenceScore) -> None:
+        fresh = Job.objects.get(id=job.id)
+        preference = {**(fresh.result or {}).get("preference", {}), when: score.as_dict()}
+        Job.objects.filter(id=job.id).update(result={**fresh.result, "preference": preference})
+        ft.finetune_log(
+            job_id=job.id,
+            line=f"preference accuracy {when} alignment: {score.accuracy:.1%} of "
+            f"{score.pairs} held-out pairs (mean log-likelihood margin {score.margin:+.3f})",
+        )
+
+    result = align.align(
+        loaded,
+        params,
+        pairs,
+        out_dir=out_dir,
+        on_step=_training_progress(job),
+        on_score=on_score,
+        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        resume=resume,
+    )
+    summary = {k: v for k, v in result.as_dict().items() if k != "history"}
+    if result.status == "cancelled":
+        ft.finetune_log(job_id=job.id, line=f"cancelled at step {result.steps}")
+        fresh = Job.objects.get(id=job.id)
+        job_services.job_mark_cancelled(job_id=job.id, result={**fresh.result, "summary": summary})
+        return
+    assert result.final_dir is not None
+    final_dir = Path(result.final_dir)
+    fb.align_finish(
+        job=job, summary=summary, final_dir=final_dir, files=train.artifact_files(final_dir)
+    )
+
+
+@app.task(
+    name="jobs.align",
+    bind=True,
+    soft_time_limit=FINETUNE_SOFT_LIMIT_S,
+    time_limit=FINETUNE_SOFT_LIMIT_S + 300,
+)
+def align_job(self: Task, job_id: int) -> None:
+    _run(self, job_id, _align)
 
 
 def _profile(job: Job) -> None:

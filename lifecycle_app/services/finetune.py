@@ -112,6 +112,45 @@ def finetune_finish(
     candidate.
     """
     params = TrainParams(**job.params)
+    label = METHOD_LABELS[params.method]
+    losses = ", ".join(
+        f"{name} {summary[key]:.3f}"
+        for name, key in (
+            ("train loss", "final_train_loss"),
+            ("validation loss", "final_eval_loss"),
+        )
+        if summary.get(key) is not None
+    )
+    data = f"'{job.dataset.name}'" if job.dataset else "a deleted dataset"
+    return trained_candidate_record(
+        job=job,
+        artifact_kind=ARTIFACT_KINDS[params.method],
+        label=label,
+        description=f"{label} of {{parent}} on {data} (job #{job.id}).",
+        summary=summary,
+        message=f"{summary.get('steps')} steps, {losses}",
+        final_dir=final_dir,
+        files=files,
+        step_slug="fine-tune",
+    )
+
+
+def trained_candidate_record(
+    *,
+    job: Job,
+    artifact_kind: str,
+    label: str,
+    description: str,
+    summary: dict[str, Any],
+    message: str,
+    final_dir: Path,
+    files: list[dict[str, Any]],
+    step_slug: str,
+) -> BaseModel:
+    """The end of every training job (fine-tuning, alignment): one Artifact, one
+    project-private candidate model whose parent is the job's model, the job succeeded and
+    the wizard step marked done. Idempotent, so a redelivered task changes nothing.
+    `description` may name the parent as {parent}."""
     parent = job.base_model
     assert parent is not None
     weights = max(
@@ -121,7 +160,7 @@ def finetune_finish(
     )
     Artifact.objects.update_or_create(
         job=job,
-        kind=ARTIFACT_KINDS[params.method],
+        kind=artifact_kind,
         defaults={
             "project": job.project,
             "path": str(final_dir),
@@ -130,16 +169,14 @@ def finetune_finish(
             "files": files,
         },
     )
-    label = METHOD_LABELS[params.method]
     candidate, _ = BaseModel.objects.update_or_create(
         trained_by_job=job,
         defaults={
-            "slug": f"{job.project.slug[:50]}-ft-{job.id}",
+            "slug": f"{job.project.slug[:50]}-{'ft' if job.kind == JobKind.FINETUNE else job.kind}-{job.id}",
             "name": f"{parent.name} · {label} #{job.id}",
             "source": "local",
             "location": str(final_dir),
-            "description": f"{label} of {parent.name} on '{job.dataset.name if job.dataset else ''}' "
-            f"(job #{job.id}).",
+            "description": description.format(parent=parent.name),
             "licence": parent.licence,
             "family": parent.family,
             "architecture": parent.architecture,
@@ -155,24 +192,16 @@ def finetune_finish(
             "parent": parent,
         },
     )
-    losses = ", ".join(
-        f"{name} {summary[key]:.3f}"
-        for name, key in (
-            ("train loss", "final_train_loss"),
-            ("validation loss", "final_eval_loss"),
-        )
-        if summary.get(key) is not None
-    )
     current = Job.objects.select_for_update().get(id=job.id)
     job_succeed(
         job_id=job.id,
         result={**(current.result or {}), "summary": summary, "candidate": candidate.slug},
-        message=f"{summary.get('steps')} steps, {losses}; saved as {candidate.name}",
+        message=f"{message}; saved as {candidate.name}",
     )
     stage_step_save(
         project=job.project,
         stage_key=StageKey.ADAPT,
-        step_slug="fine-tune",
+        step_slug=step_slug,
         answers={"succeeded_run": job.id},
     )
     return candidate

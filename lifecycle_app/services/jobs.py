@@ -53,6 +53,7 @@ TASK_FOR_KIND = {
     JobKind.REGISTER_MODEL: "jobs.register_model",
     JobKind.TRIAL: "jobs.trial",
     JobKind.FINETUNE: "jobs.finetune",
+    JobKind.ALIGN: "jobs.align",
 }
 
 
@@ -302,7 +303,7 @@ def _enqueue_on_commit(job_id: int) -> None:
 
 
 # Kinds whose task resumes from its last checkpoint: a lost worker requeues them.
-RESUMABLE_KINDS = (JobKind.FINETUNE,)
+RESUMABLE_KINDS = (JobKind.FINETUNE, JobKind.ALIGN)
 
 
 def job_reap_stale() -> int:

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from lifecycle_app import selectors
-from lifecycle_app.models import Job
+from lifecycle_app.models import Job, JobKind, PreferenceSet
 from lifecycle_app.services.finetune import METHOD_LABELS
 from lifecycle_app.views.common import HtmxHttpRequest
 
@@ -18,7 +18,25 @@ ARTIFACT_LABELS = {
     "lora_adapter": "LoRA adapter",
     "prompt_adapter": "Prompt-tuning adapter",
     "model": "Full model weights",
+    "dpo_adapter": "DPO LoRA adapter",
 }
+
+
+_FINETUNE_TITLES = {
+    "run_title": "Fine-tuning",
+    "step_title": "Fine-tuning",
+    "step_slug": "fine-tune",
+}
+
+
+def _align_context(job: Job) -> dict[str, Any]:
+    set_id = (job.params or {}).get("preference_set_id") or 0
+    return {
+        "run_title": "Alignment",
+        "step_title": "Align with human feedback",
+        "step_slug": "align",
+        "preference_set": PreferenceSet.objects.filter(id=set_id, project=job.project_id).first(),
+    }
 
 
 def dashboard_context(job: Job) -> dict[str, Any]:
@@ -34,6 +52,7 @@ def dashboard_context(job: Job) -> dict[str, Any]:
         "artifact": artifact,
         "artifact_label": ARTIFACT_LABELS.get(artifact.kind, artifact.kind) if artifact else "",
         "method_label": METHOD_LABELS.get((job.params or {}).get("method", ""), ""),
+        **(_align_context(job) if job.kind == JobKind.ALIGN else _FINETUNE_TITLES),
         "candidate": selectors.candidate_of(job=job),
         "peak_mb": (live.get("peak_memory_bytes") or 0) / 2**20,
     }

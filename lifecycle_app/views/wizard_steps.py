@@ -11,9 +11,11 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseLocation
 
 from lifecycle_app import guide, planning, selectors, wizard
+from lifecycle_app.align_forms import AlignForm, RoundForm
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.forms import PlannerForm, StepForm, TrialForm
 from lifecycle_app.models import (
+    BaseModel,
     Job,
     JobKind,
     Membership,
@@ -22,6 +24,7 @@ from lifecycle_app.models import (
     Stage,
     StageKey,
 )
+from lifecycle_app.services.feedback import align_create
 from lifecycle_app.services.finetune import finetune_create
 from lifecycle_app.services.jobs import JobLimitReached
 from lifecycle_app.services.projects import stage_step_save
@@ -43,6 +46,8 @@ def _initial_for(
         return _trial_initial(project, answers, stages)
     if step.form_class is FineTuneForm:
         return _finetune_initial(project, stages)
+    if step.form_class is AlignForm:
+        return _align_initial(project)
     return dict(answers)
 
 
@@ -68,6 +73,23 @@ def _finetune_initial(project: Any, stages: dict[str, Any]) -> dict[str, Any]:
         initial["dataset"] = params.get("dataset_id")
         initial["template"] = (last.params.get("template") or {}).get("id", initial["template"])
     return {k: v for k, v in initial.items() if v is not None}
+
+
+def _align_initial(project: Any) -> dict[str, Any]:
+    """The last alignment run's settings, else the newest preference set and candidate."""
+    last = selectors.latest_job_for_step(project=project, kind=JobKind.ALIGN)
+    if last is not None:
+        params = dict(last.params)
+        params["target_modules"] = ", ".join(params.get("target_modules", []))
+        params["base_model"] = params.pop("model_ref", None)
+        params["preference_set"] = params.pop("preference_set_id", None)
+        return params
+    sets = selectors.preference_sets(project=project)
+    newest = BaseModel.objects.for_project(project).exclude(shape={}).order_by("-id").first()
+    return {
+        "preference_set": sets[0].id if sets else None,
+        "base_model": newest.slug if newest else None,
+    }
 
 
 def _trial_initial(project: Any, answers: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +147,13 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
             (k, METRIC_LABELS.get(k, k)) for k in selectors.trial_metric_keys(trials)
         ]
         extra["best_id"] = selectors.best_trial_id(stages)
+    if step.slug == "align":
+        extra["rounds"] = selectors.feedback_rounds(project=project)
+        extra["preference_sets"] = selectors.preference_sets(project=project)
+        extra["round_form"] = RoundForm(trials=selectors.succeeded_trials(project=project))
+        extra["recent_runs"] = selectors.job_list(
+            user=None, project=project, kind=JobKind.ALIGN, limit=5
+        )
     if step.slug == "fine-tune":
         extra["datasets"] = selectors.dataset_list(project=project)
         extra["templates"] = selectors.template_latest(project=project)
@@ -160,6 +189,14 @@ def _start_job(form: StepForm, project: Project, user: User) -> Job | None:
                 dataset=form.cleaned_data["dataset"],
                 params=form.params,
                 total_steps=form.plan["steps"],
+            )
+        if isinstance(form, AlignForm):
+            assert form.params is not None
+            return align_create(
+                project=project,
+                user=user,
+                base_model=form.cleaned_data["base_model"],
+                params=form.params,
             )
     except JobLimitReached as exc:
         form.add_error(None, str(exc))

@@ -14,15 +14,19 @@ from lifecycle_app.models import (
     BaseModel,
     Dataset,
     Job,
+    JobKind,
     JobStatus,
     MetricPoint,
+    PreferencePair,
+    PreferenceSet,
     Project,
 )
+from lifecycle_app.services.feedback import align_create
 from lifecycle_app.services.jobs import job_cancel, job_create_generate
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import sample_dialogues, start_finetune
 from workers.ml import train
-from workers.ml.params import GenerateParams
+from workers.ml.params import AlignParams, GenerateParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -108,3 +112,47 @@ def test_cancel_stops_training_within_one_step_and_the_worker_takes_the_next_job
     nxt = wait_for_job(nxt.id)
     assert nxt.status == JobStatus.SUCCEEDED, nxt.error
     assert nxt.worker == live_worker.hostname
+
+
+def test_an_alignment_job_trains_dpo_in_the_worker_and_leaves_a_candidate(
+    live_worker: WorkerProcess,
+    project: Project,
+    owner: User,
+    tiny_model: BaseModel,
+    tiny_folder: Path,
+) -> None:
+    pset = PreferenceSet.objects.create(project=project, name="Polite", source="import")
+    PreferencePair.objects.bulk_create(
+        PreferencePair(
+            preference_set=pset,
+            index=i,
+            prompt=f"Reply to message {i}:",
+            chosen=f"Thanks for message {i}, happy to help.",
+            rejected=f"Message {i}? Go away.",
+        )
+        for i in range(12)
+    )
+    params = AlignParams(
+        model_ref=tiny_model.slug,
+        preference_set_id=pset.id,
+        max_steps=6,
+        batch_size=4,
+        max_length=64,
+        checkpoint_every=3,
+        learning_rate=1e-3,
+    )
+    job = align_create(project=project, user=owner, base_model=tiny_model, params=params)
+
+    job = wait_for_job(job.id, timeout=180)
+
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.kind == JobKind.ALIGN and job.progress_done == 6
+    preference = job.result["preference"]
+    assert preference["before"]["pairs"] == preference["after"]["pairs"] == 2
+    assert job.result["summary"]["steps"] == 6
+    steps = MetricPoint.objects.filter(job=job, name="train_loss").values_list("step", flat=True)
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+    artifact = Artifact.objects.get(job=job)
+    assert artifact.kind == "dpo_adapter"
+    candidate = BaseModel.objects.get(trained_by_job=job)
+    assert candidate.parent_id == tiny_model.id and candidate.project_id == project.id

@@ -334,8 +334,18 @@ def test_it_tells_a_viewer_that_they_cannot_start_jobs(
 # --- Planned steps --------------------------------------------------------------------
 
 
+def planned_step() -> tuple[str, str]:
+    """A step still shown as "coming later" (whichever is left as the stages fill in)."""
+    from lifecycle_app import wizard
+
+    planned = [(st.key.value, s.slug) for st in wizard.STAGES for s in st.steps if not s.available]
+    if not planned:
+        pytest.skip("every step is built")
+    return planned[0]
+
+
 def test_it_shows_a_planned_step_as_not_available_yet(client: Client, project: Project) -> None:
-    response = client.get(step_url(project, "adapt", "align"))
+    response = client.get(step_url(project, *planned_step()))
 
     assert response.status_code == 200
     assert "Not available yet." in response.content.decode()
@@ -343,7 +353,7 @@ def test_it_shows_a_planned_step_as_not_available_yet(client: Client, project: P
 
 def test_it_answers_405_to_a_post_to_a_planned_step(client: Client, project: Project) -> None:
     # A planned step has no form, so it takes GET only (the same answer for everyone).
-    response = client.post(step_url(project, "adapt", "align"), {"anything": "1"})
+    response = client.post(step_url(project, *planned_step()), {"anything": "1"})
 
     assert response.status_code == 405
     assert response["Allow"] == "GET"

@@ -33,7 +33,7 @@ from typing import Any
 from workers.ml import train
 from workers.ml.errors import UserFacingError
 from workers.ml.models import LoadedModel
-from workers.ml.params import AlignParams
+from workers.ml.params import AlignParams, heldout_count
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,7 @@ def split_pairs(
     """(train, held out): a seeded shuffle, at least one pair on each side when possible."""
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
-    n_heldout = round(len(pairs) * heldout_fraction)
-    if heldout_fraction > 0 and len(pairs) >= 2:
-        n_heldout = min(max(n_heldout, 1), len(pairs) - 1)
+    n_heldout = heldout_count(len(pairs), heldout_fraction)
     held = sorted(order[:n_heldout])
     kept = sorted(order[n_heldout:])
     return [pairs[i] for i in kept], [pairs[i] for i in held]

@@ -164,6 +164,15 @@ class TrainParams(BaseModel):
         return self
 
 
+def heldout_count(pairs: int, fraction: float) -> int:
+    """Pairs held out of alignment training: the share asked for, at least one when any
+    share is asked for, and never all of them."""
+    n = round(pairs * fraction)
+    if fraction > 0 and pairs >= 2:
+        n = min(max(n, 1), pairs - 1)
+    return n
+
+
 class AlignParams(BaseModel):
     """Settings of one alignment (DPO) job, stored on the Job row and beside the adapter.
 
