@@ -135,8 +135,12 @@ class AlignForm(StepForm):
 
 class RoundForm(forms.Form):
     name = forms.CharField(max_length=120, required=False)
-    trial_a = forms.ModelChoiceField(queryset=Job.objects.none(), label="Answers A from")
-    trial_b = forms.ModelChoiceField(queryset=Job.objects.none(), label="Answers B from")
+    trial_a = forms.ModelChoiceField(
+        queryset=Job.objects.none(), label="Answers A from", empty_label=None
+    )
+    trial_b = forms.ModelChoiceField(
+        queryset=Job.objects.none(), label="Answers B from", empty_label=None
+    )
     max_items = forms.IntegerField(label="Rows", initial=20, min_value=1, max_value=500)
 
     def __init__(self, *args: Any, trials: list[Job], **kwargs: Any) -> None:
@@ -148,6 +152,9 @@ class RoundForm(forms.Form):
             field = self.fields[name]
             field.queryset = Job.objects.filter(id__in=ids).order_by("-id")  # type: ignore[attr-defined]
             field.label_from_instance = trial_label  # type: ignore[attr-defined]
+        if not self.is_bound and len(ids) >= 2:  # the two newest trials, ready to compare
+            self.initial.setdefault("trial_a", ids[1])
+            self.initial.setdefault("trial_b", ids[0])
 
 
 class PreferenceImportForm(forms.Form):

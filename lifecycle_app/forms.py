@@ -382,9 +382,14 @@ class TrialForm(GenerationSettingsForm):
     )
     split = forms.ChoiceField(
         label="Evaluation split",
-        choices=[("validation", "Validation"), ("test", "Test")],
+        choices=[
+            ("validation", "Validation"),
+            ("test", "Test"),
+            ("train", "Train (zero-shot: answers to rate for alignment)"),
+        ],
         initial="validation",
-        help_text="Trials never read this split's rows as examples.",
+        help_text="Trials never read this split's rows as examples. Train rows are for "
+        "collecting answers to rate, zero-shot only.",
     )
     n_rows = forms.IntegerField(
         label="Rows",
@@ -468,6 +473,12 @@ class TrialForm(GenerationSettingsForm):
                 self.add_error("shot_lines", f"Pick at most {MAX_SHOTS} examples.")
             else:
                 cleaned["shots"] = len(lines)
+        if cleaned.get("split") == "train" and cleaned.get("shots"):
+            self.add_error(
+                "shots",
+                "Examples come from the train split, so a trial over train rows must be "
+                "zero-shot (0 shots).",
+            )
         template = cleaned.get("template")
         if template is not None and cleaned.get("shots") and "{examples}" not in template.body:
             self.add_error(

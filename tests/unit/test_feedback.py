@@ -424,3 +424,13 @@ def test_a_finished_alignment_is_a_candidate_with_one_artifact(
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
     assert "held-out preference accuracy 40% → 80%" in job.message
+
+
+def test_a_trial_over_train_rows_must_be_zero_shot(
+    project: Project, owner: User, tiny_model: BaseModel
+) -> None:
+    from lifecycle_app.forms import TrialForm
+
+    form = TrialForm({"split": "train", "shots": 2}, project=project)
+    form.is_valid()
+    assert "a trial over train rows must be zero-shot" in str(form.errors["shots"])

@@ -67,7 +67,8 @@ class TrialParams(GenerationSettings):
 
     model_ref: str = Field(min_length=1)
     dataset_id: int
-    split: Literal["validation", "test"] = "validation"
+    # "train" only zero-shot (shots come from train): to collect answers to rate.
+    split: Literal["validation", "test", "train"] = "validation"
     n_rows: int = Field(default=50, ge=1, le=MAX_TRIAL_ROWS)
     shots: int = Field(default=0, ge=0, le=MAX_SHOTS)
     shot_mode: Literal["first", "random", "manual"] = "first"
