@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle_app import forms
+from lifecycle_app.deploy_forms import ExportForm, IntegrationChecklistForm, checklist_complete
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.models import StageKey
 
@@ -120,8 +121,23 @@ STAGES: tuple[StageDef, ...] = (
         "Application integration",
         "Optimize and deploy the model; build the application around it.",
         (
-            Step("optimize", "Optimize and deploy", "Merge, quantize, export and serve."),
-            Step("augment", "Augment and build", "Retrieval, reasoning aids, monitoring."),
+            Step(
+                "optimize",
+                "Optimize and deploy",
+                "Merge, quantize, export; measure size, speed and quality; serve.",
+                ExportForm,
+                "wizard/optimize.html",
+                _has("deployed_variant"),
+                kind="job",
+            ),
+            Step(
+                "augment",
+                "Integration checklist",
+                "Retrieval, reasoning aids, monitoring, human fallback, infrastructure.",
+                IntegrationChecklistForm,
+                "wizard/integration.html",
+                checklist_complete,
+            ),
         ),
     ),
 )

@@ -53,6 +53,7 @@ TASK_FOR_KIND = {
     JobKind.REGISTER_MODEL: "jobs.register_model",
     JobKind.TRIAL: "jobs.trial",
     JobKind.FINETUNE: "jobs.finetune",
+    JobKind.EXPORT: "jobs.export",
 }
 
 
