@@ -399,7 +399,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def tradeoff_rows(*, project: Project) -> list[dict[str, Any]]:
     """The trade-off table: each variant beside its parent, measured by its export job on
-    the same worker with the same prompts and settings. Changes are variant − parent
+    the same worker with the same prompts and settings. Changes are variant - parent
     (scores, absolute) or variant / parent (size, speed)."""
     rows = []
     variants = ModelVariant.objects.filter(project=project).select_related(

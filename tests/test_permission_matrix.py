@@ -352,7 +352,8 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ShareLink.objects.filter(id=revoked.id).update(revoked_at=timezone.now())
     expired = share_link_create(project=project, actor=owner, lifetime=timedelta(days=1))
     ShareLink.objects.filter(id=expired.id).update(expires_at=timezone.now() - timedelta(seconds=1))
-    extra = {}
+    extra: dict[str, Any] = {}
+    parent = BaseModel.objects.get()
     for key, proj in (("", project), ("other_", other)):
         template = PromptTemplate.objects.create(
             project=proj, name="Summarize", body="{instruction}\n{input}", created_by=owner
@@ -383,7 +384,7 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             project=proj,
             job=export_job,
             kind=VariantKind.INT8,
-            parent=BaseModel.objects.first(),
+            parent=parent,
             path=str(tmp_path / f"{key}variant"),
             bundle_path=str(bundle),
         )

@@ -41,7 +41,7 @@ def _redis() -> Any:
     if _redis_client is None:
         import redis
 
-        _redis_client = redis.Redis.from_url(settings.REDIS_URL)
+        _redis_client = redis.Redis.from_url(str(settings.REDIS_URL))
     return _redis_client
 
 

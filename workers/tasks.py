@@ -13,6 +13,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -488,7 +489,7 @@ def _export(job: Job) -> None:
             if prompts
             else prompt_text(tokenizer, [{"role": "user", "content": LATENCY_PROMPT}])
         )
-        common = {
+        common: dict[str, Any] = {
             "prompts": prompts,
             "references_kind": params.score_kind,
             "latency_prompt": latency_prompt,

@@ -23,8 +23,8 @@ from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
 from lifecycle_app.models import ApiToken
-from lifecycle_app.serving import ServingUnavailable, deployed_variant, serve_request
 from lifecycle_app.services.deploy import api_token_touch, hash_token
+from lifecycle_app.serving import ServingUnavailable, deployed_variant, serve_request
 from workers.ml.params import ServeRequest
 
 
