@@ -518,6 +518,7 @@ def _export(job: Job) -> None:
         progress(5, total, "Writing the download bundle")
         bundle = export.write_bundle(out_dir, root / "bundle.zip")
     weights = export.main_weights(files)
+    progress(total, total, "Recording the variant")
     deploy.export_finish(
         job=job,
         out_dir=out_dir,

@@ -497,7 +497,13 @@ def write_bundle(folder: Path, target: Path) -> Path:
     tmp = target.with_suffix(".zip.part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(path, f"model/{path.relative_to(folder).as_posix()}")
+            # Weights barely compress and would take most of the time: store them.
+            stored = path.suffix in (".safetensors", ".pt", ".onnx", ".data", ".bin")
+            zf.write(
+                path,
+                f"model/{path.relative_to(folder).as_posix()}",
+                compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+            )
         zf.writestr("serve.py", SERVE_SCRIPT)
         zf.writestr("SERVING.md", SERVING_DOC)
     tmp.replace(target)
