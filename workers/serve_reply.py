@@ -41,7 +41,10 @@ def _redis() -> Any:
     if _redis_client is None:
         import redis
 
-        _redis_client = redis.Redis.from_url(str(settings.REDIS_URL))
+        # redis-py's default 5 s socket timeout would cut a blocking wait short.
+        _redis_client = redis.Redis.from_url(
+            str(settings.REDIS_URL), socket_timeout=None, socket_connect_timeout=3
+        )
     return _redis_client
 
 
