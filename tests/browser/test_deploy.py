@@ -99,7 +99,7 @@ def test_export_measure_deploy_and_call_the_api(
     size = row.get_by_test_id("size").inner_text()
     speed = row.get_by_test_id("speed").inner_text()
     rouge = row.get_by_test_id("quality-rouge1").inner_text()
-    assert " of " in size and "−" in size, size  # e.g. "160.0 MB / 30% of 513.2 MB (−70%)"
+    assert " of " in size and "\u2212" in size, size  # "160.0 MB 30% of 513.2 MB (minus 70%)"
     assert "× parent" in speed, speed
     assert rouge.splitlines()[-1].strip()[0] in "+-", rouge  # absolute change vs parent
     ARTIFACTS.mkdir(exist_ok=True)
@@ -126,9 +126,12 @@ def test_export_measure_deploy_and_call_the_api(
     )
     assert response.status == 200, response.text()
     assert response.json()["object"] == "chat.completion"
-    assert page.request.post(
-        f"{base}/api/projects/{project.slug}/generate", data={"prompt": "hi"}
-    ).status == 401
+    assert (
+        page.request.post(
+            f"{base}/api/projects/{project.slug}/generate", data={"prompt": "hi"}
+        ).status
+        == 401
+    )
 
     page.goto(f"{base}/p/{project.slug}/integrate/augment/")
     for key, status in [

@@ -223,3 +223,36 @@ def test_an_invalid_checklist_status_rerenders_with_errors(project: Project, edi
     )
     assert response.status_code == 200
     assert b"Select a valid choice" in response.content
+
+
+def test_a_project_with_exported_candidates_can_be_deleted(
+    project: Project, owner: User, tiny_model: BaseModel, tmp_path: Path
+) -> None:
+    from lifecycle_app.services.projects import project_delete
+
+    candidate = BaseModel.objects.create(
+        slug="cand", name="Candidate", source="local", project=project, parent=tiny_model
+    )
+    job = JobFactory.create(
+        project=project,
+        created_by=owner,
+        kind=JobKind.EXPORT,
+        status=JobStatus.SUCCEEDED,
+        base_model=candidate,
+    )
+    exported = BaseModel.objects.create(
+        slug="cand-int8", name="Candidate int8", source="local", project=project, parent=candidate
+    )
+    ModelVariant.objects.create(
+        project=project,
+        job=job,
+        kind=VariantKind.INT8,
+        parent=candidate,
+        candidate=exported,
+        path=str(tmp_path),
+    )
+
+    project_delete(project=project, actor=owner)
+
+    assert not ModelVariant.objects.exists()
+    assert not BaseModel.objects.filter(project__isnull=False).exists()
