@@ -443,5 +443,6 @@ def export_jobs(*, project: Project, limit: int = 5) -> list[Job]:
     return list(
         Job.objects.filter(project=project, kind=JobKind.EXPORT)
         .select_related("base_model")
+        .prefetch_related("outputs")
         .order_by("-created_at", "-id")[:limit]
     )

@@ -256,3 +256,22 @@ def test_a_project_with_exported_candidates_can_be_deleted(
 
     assert not ModelVariant.objects.exists()
     assert not BaseModel.objects.filter(project__isnull=False).exists()
+
+
+def test_the_step_page_queries_do_not_grow_with_variants(
+    project: Project,
+    owner: User,
+    tiny_model: BaseModel,
+    tmp_path: Path,
+    django_assert_max_num_queries: Any,
+) -> None:
+    client = _client(owner)
+    url = reverse("wizard_step", args=[project.slug, *STEP])
+    _variant(project, owner, tiny_model, VariantKind.INT8, tmp_path)
+    client.get(url)
+    with django_assert_max_num_queries(40) as one:
+        client.get(url)
+    for _ in range(4):
+        _variant(project, owner, tiny_model, VariantKind.SAFETENSORS, tmp_path)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        client.get(url)
