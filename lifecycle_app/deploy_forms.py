@@ -27,7 +27,8 @@ class ExportForm(StepForm):
         initial=VariantKind.INT8,
         widget=forms.RadioSelect,
         help_text="Merged safetensors: full precision, loads anywhere. int8: Linear layers "
-        "quantized for CPU serving (smaller and faster, usually a little less accurate). "
+        "quantized for CPU serving (smaller and usually faster; small models can lose a lot of "
+        "quality, so read the ROUGE change). "
         "ONNX: a graph for other runtimes (size only here).",
     )
     dataset = forms.ModelChoiceField(

@@ -17,6 +17,7 @@ workers preparing the same model at once cannot leave a half-written cache behin
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -96,7 +97,12 @@ def load_int8(path: str) -> Any:
 
     folder = Path(path)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    try:  # every weight is overwritten below: skip the random initialisation (seconds)
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - older or newer transformers
+        no_init_weights = contextlib.nullcontext
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.tie_weights()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices
