@@ -52,7 +52,7 @@ def _deployed(project: Project, owner: User, tiny_model: BaseModel) -> ModelVari
 
 
 def _post(client: Client, slug: str, body: Any, token: str | None, **extra: Any) -> Any:
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    headers: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
     data = body if isinstance(body, bytes | str) else json.dumps(body)
     return client.post(
         reverse("api_generate", args=[slug]),

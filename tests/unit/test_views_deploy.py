@@ -161,7 +161,7 @@ def test_the_bundle_downloads_as_a_streamed_zip(
 
     assert response.status_code == 200 and response.streaming
     assert f"{project.slug}-int8-{variant.job_id}.zip" in response["Content-Disposition"]
-    assert b"".join(response.streaming_content).startswith(b"PK")
+    assert b"".join(response.streaming_content).startswith(b"PK")  # type: ignore[attr-defined]
 
 
 def test_a_new_token_is_shown_once(project: Project, owner: User) -> None:

@@ -99,9 +99,11 @@ def load_int8(path: str) -> Any:
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     try:  # every weight is overwritten below: skip the random initialisation (seconds)
         from transformers.initialization import no_init_weights
+
+        skip_init: Any = no_init_weights
     except ImportError:  # pragma: no cover - older or newer transformers
-        no_init_weights = contextlib.nullcontext
-    with no_init_weights():
+        skip_init = contextlib.nullcontext
+    with skip_init():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.tie_weights()
     with warnings.catch_warnings():
