@@ -6,6 +6,8 @@
 # to try it over plain HTTP add -e SECURE_SSL_REDIRECT=false -e SECURE_COOKIES=false.
 # For a GPU worker, run the image with `--gpus all` and the command `worker-gpu`
 # (it consumes the "gpu" queue; set LIFECYCLE_GPU_QUEUE=true on the web side).
+# The generation API is answered by `serve` (the "serve" queue; it keeps deployed models
+# loaded between requests). Web requests wait on it, so gunicorn runs threads.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -24,8 +26,9 @@ USER app
 EXPOSE 8000
 ENTRYPOINT ["/bin/sh", "-c", "\
 case \"$0\" in \
-  web) python manage.py migrate --noinput && python manage.py prepare_models && exec gunicorn lifecycle_app.wsgi --bind 0.0.0.0:8000 --workers ${WEB_CONCURRENCY:-2} ;; \
+  web) python manage.py migrate --noinput && python manage.py prepare_models && exec gunicorn lifecycle_app.wsgi --bind 0.0.0.0:8000 --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-8} ;; \
   worker) exec celery -A workers.celery worker -Q cpu --concurrency ${WORKER_CONCURRENCY:-1} --loglevel INFO ;; \
+  serve) exec celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO ;; \
   worker-gpu) exec celery -A workers.celery worker -Q gpu --concurrency 1 --loglevel INFO ;; \
   beat) exec celery -A workers.celery beat --loglevel INFO ;; \
   *) exec \"$0\" \"$@\" ;; \

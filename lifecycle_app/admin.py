@@ -4,11 +4,13 @@ from django.contrib import admin
 
 from lifecycle_app.models import (
     Activity,
+    ApiToken,
     BaseModel,
     Dataset,
     GenerationOutput,
     Job,
     Membership,
+    ModelVariant,
     Project,
     ShareLink,
     Stage,
@@ -89,3 +91,19 @@ class ActivityAdmin(admin.ModelAdmin):
     list_filter = ["verb"]
     list_select_related = ["project", "actor"]
     raw_id_fields = ["project", "actor", "job"]
+
+
+@admin.register(ModelVariant)
+class ModelVariantAdmin(admin.ModelAdmin):
+    list_display = ["project", "kind", "parent", "job", "deployed_at", "created_at"]
+    list_filter = ["kind"]
+    list_select_related = ["project", "parent", "job"]
+    raw_id_fields = ["project", "job", "parent", "candidate"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["project", "name", "prefix", "created_by", "last_used_at", "revoked_at"]
+    list_select_related = ["project", "created_by"]
+    readonly_fields = ["prefix", "token_hash"]
+    raw_id_fields = ["project", "created_by"]

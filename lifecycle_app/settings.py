@@ -189,6 +189,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
 
 REDIS_URL = env_str("REDIS_URL")
+# The generation API (POST /api/projects/<slug>/generate): how long a request waits for
+# the serving worker, and the largest request body accepted.
+SERVE_TIMEOUT_S = env_int("LIFECYCLE_SERVE_TIMEOUT_S", 60, minimum=1)
+API_MAX_BODY_BYTES = env_int("LIFECYCLE_API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 BROKER_DIR = VAR_DIR / "broker"
 
 LOGGING = {

@@ -6,8 +6,10 @@ from django.urls import path
 
 from lifecycle_app.views import (
     accounts,
+    api,
     catalog,
     datasets,
+    deploy,
     feedback,
     finetune,
     jobs,
@@ -107,6 +109,22 @@ urlpatterns = [
     path("p/<slug:slug>/shares/create/", members.share_create, name="share_create"),
     path("p/<slug:slug>/shares/<int:share_id>/revoke/", members.share_revoke, name="share_revoke"),
     path("p/<slug:slug>/delete/", members.project_delete, name="project_delete"),
+    path(
+        "p/<slug:slug>/variants/<int:variant_id>/deploy/",
+        deploy.variant_deploy,
+        name="variant_deploy",
+    ),
+    path(
+        "p/<slug:slug>/variants/<int:variant_id>/download/",
+        deploy.variant_download,
+        name="variant_download",
+    ),
+    path("p/<slug:slug>/api-tokens/create/", deploy.api_token_create, name="api_token_create"),
+    path(
+        "p/<slug:slug>/api-tokens/<int:token_id>/revoke/",
+        deploy.api_token_revoke,
+        name="api_token_revoke",
+    ),
     path("p/<slug:slug>/<str:stage>/<slug:step>/", wizard_steps.step_view, name="wizard_step"),
     # Read-only share pages: anyone holding the token, no login (views/sharing.py).
     path("s/<str:share_token>/", sharing.share_project, name="share_project"),
@@ -118,5 +136,7 @@ urlpatterns = [
         name="share_job_status",
     ),
     path("s/<str:share_token>/<str:stage>/<slug:step>/", sharing.share_step, name="share_step"),
+    # The generation API: token auth, JSON in and out (views/api.py).
+    path("api/projects/<slug:slug>/generate", api.generate, name="api_generate"),
     path("admin/", admin.site.urls),
 ]

@@ -11,6 +11,7 @@ from typing import Any
 
 from lifecycle_app import forms
 from lifecycle_app.align_forms import AlignForm
+from lifecycle_app.deploy_forms import ExportForm, IntegrationChecklistForm, checklist_complete
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.models import StageKey
 
@@ -129,8 +130,23 @@ STAGES: tuple[StageDef, ...] = (
         "Application integration",
         "Optimize and deploy the model; build the application around it.",
         (
-            Step("optimize", "Optimize and deploy", "Merge, quantize, export and serve."),
-            Step("augment", "Augment and build", "Retrieval, reasoning aids, monitoring."),
+            Step(
+                "optimize",
+                "Optimize and deploy",
+                "Merge, quantize, export; measure size, speed and quality; serve.",
+                ExportForm,
+                "wizard/optimize.html",
+                _has("deployed_variant"),
+                kind="job",
+            ),
+            Step(
+                "augment",
+                "Integration checklist",
+                "Retrieval, reasoning aids, monitoring, human fallback, infrastructure.",
+                IntegrationChecklistForm,
+                "wizard/integration.html",
+                checklist_complete,
+            ),
         ),
     ),
 )

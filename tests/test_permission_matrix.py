@@ -5,7 +5,8 @@ what the test cannot guess, and the test fails loudly when a URL is missing from
 
 - ACCESS: for each URL name, the methods it accepts and who may use each one (PUBLIC,
   LOGIN: any account, VIEWER / EDITOR / OWNER: that role or above in the project, SHARE:
-  anyone holding a valid share token).
+  anyone holding a valid share token, TOKEN: an API token of the project, never a
+  session: every visitor here gets 401, tests/unit/test_api.py covers the tokens).
 - KWARGS: how to fill each URL keyword from the objects the `world` fixture creates
   (FOREIGN: the same kind of object in another project). Adding a URL keyword is one line
   here and, if it names a new kind of object, one object in `world`. Keywords whose
@@ -42,6 +43,7 @@ from django.utils import timezone
 from lifecycle_app import wizard
 from lifecycle_app.models import (
     Activity,
+    ApiToken,
     BaseModel,
     Dataset,
     FeedbackItem,
@@ -50,6 +52,7 @@ from lifecycle_app.models import (
     JobKind,
     JobStatus,
     Membership,
+    ModelVariant,
     PreferencePair,
     PreferenceSet,
     Project,
@@ -57,12 +60,14 @@ from lifecycle_app.models import (
     Role,
     ShareLink,
     Stage,
+    VariantKind,
 )
 from lifecycle_app.services import datasets as dataset_services
+from lifecycle_app.services.deploy import api_token_create
 from lifecycle_app.services.sharing import share_link_create
 from tests.factories import BaseModelFactory, JobFactory, UserFactory, make_project
 
-PUBLIC, LOGIN, SHARE = "public", "login", "share"
+PUBLIC, LOGIN, SHARE, TOKEN = "public", "login", "share", "token"
 VIEWER, EDITOR, OWNER = Role.VIEWER.value, Role.EDITOR.value, Role.OWNER.value
 RANK = {VIEWER: 1, EDITOR: 2, OWNER: 3}
 Rule = dict[str, str]  # method -> who may use it
@@ -126,6 +131,12 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "share_create": {"POST": OWNER},
     "share_revoke": {"POST": OWNER},
     "project_delete": {"GET": OWNER, "POST": OWNER},
+    # Optimize and deploy.
+    "variant_deploy": {"POST": EDITOR},
+    "variant_download": {"GET": VIEWER},
+    "api_token_create": {"POST": OWNER},
+    "api_token_revoke": {"POST": OWNER},
+    "api_generate": {"POST": TOKEN},
     # Read-only share pages.
     "share_project": {"GET": SHARE},
     "share_step": {"GET": SHARE},
@@ -172,6 +183,8 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "run_id": lambda w: w.extra["run"].id,
     "round_id": lambda w: w.extra["round"].id,
     "set_id": lambda w: w.extra["set"].id,
+    "variant_id": lambda w: w.extra["variant"].id,
+    "token_id": lambda w: w.extra["api_token"].id,
 }
 # The same keywords, naming an object of the other project (the owner owns both).
 FOREIGN: dict[str, Callable[[World], Any]] = {
@@ -185,6 +198,8 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "run_id": lambda w: w.extra["other_run"].id,
     "round_id": lambda w: w.extra["other_round"].id,
     "set_id": lambda w: w.extra["other_set"].id,
+    "variant_id": lambda w: w.extra["other_variant"].id,
+    "token_id": lambda w: w.extra["other_api_token"].id,
 }
 # Keywords whose values are known without a database: each URL is walked for every value.
 EVERY_STEP = [
@@ -355,6 +370,7 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     expired = share_link_create(project=project, actor=owner, lifetime=timedelta(days=1))
     ShareLink.objects.filter(id=expired.id).update(expires_at=timezone.now() - timedelta(seconds=1))
     extra: dict[str, Any] = {}
+    parent = BaseModel.objects.get()
     for key, proj in (("", project), ("other_", other)):
         template = PromptTemplate.objects.create(
             project=proj, name="Summarize", body="{instruction}\n{input}", created_by=owner
@@ -388,6 +404,20 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             preference_set=pset, index=0, prompt="p", chosen="c", rejected="r"
         )
         extra[f"{key}set"] = pset
+        export_job = JobFactory.create(
+            project=proj, created_by=owner, kind=JobKind.EXPORT, status=JobStatus.SUCCEEDED
+        )
+        bundle = tmp_path / f"{key}bundle.zip"
+        bundle.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip
+        extra[f"{key}variant"] = ModelVariant.objects.create(
+            project=proj,
+            job=export_job,
+            kind=VariantKind.INT8,
+            parent=parent,
+            path=str(tmp_path / f"{key}variant"),
+            bundle_path=str(bundle),
+        )
+        extra[f"{key}api_token"], _ = api_token_create(project=proj, actor=owner, name="app")
     return World(
         extra=extra,
         project=project,
@@ -439,6 +469,8 @@ def snapshot() -> dict[str, Any]:
         "datasets": sorted(Dataset.objects.values_list("id", "name")),
         "jobs": sorted(Job.objects.values_list("id", "status", "cancel_requested_at")),
         "shares": sorted(ShareLink.objects.values_list("id", "revoked_at", "expires_at")),
+        "variants": sorted(ModelVariant.objects.values_list("id", "deployed_at")),
+        "api_tokens": sorted(ApiToken.objects.values_list("id", "revoked_at")),
         "activity": Activity.objects.count(),
         "models": BaseModel.objects.count(),
         "staged": sorted(p.name for p in staged.glob("*")) if staged.exists() else [],
@@ -462,10 +494,14 @@ def _expected(url: Url, method: str, visitor: str) -> str:
     if need is None:
         # A method the URL does not take. login_required runs before the method check, so
         # pages behind a login send visitors without an account to log in first.
-        behind_login = not url.is_share_page and any(v != PUBLIC for v in rule.values())
+        behind_login = not url.is_share_page and any(
+            v not in (PUBLIC, TOKEN) for v in rule.values()
+        )
         return "login" if behind_login and not has_account else "405"
     if need == PUBLIC:
         return "ok"
+    if need == TOKEN:
+        return "401"  # a session or share link is no API token
     if need == SHARE:
         return "ok" if visitor not in ("anonymous", *SHARE_ONLY_VISITORS) else "404"
     if not has_account:

@@ -1,4 +1,6 @@
-"""The Celery app. Queues: "cpu" (default) and "gpu" (workers on CUDA hosts).
+"""The Celery app. Queues: "cpu" (default), "gpu" (workers on CUDA hosts) and "serve"
+(the dedicated serving worker that answers API requests with deployed models kept
+loaded; see workers/serve_reply.py).
 
 Embedded default: kombu's filesystem transport under var/broker, so nothing else must
 run. With REDIS_URL set, Redis is the broker. Results are not stored: Job rows are the
@@ -40,6 +42,9 @@ else:
         "processed_folder": str(folders["processed"]),
         "control_folder": str(folders["control"]),
         "store_processed": False,
+        # The serving worker answers API requests: poll the folder often (the default
+        # 1 s would add up to a second to every request).
+        "polling_interval": 0.05,
     }
 
 app = Celery("lifecycle")
@@ -59,6 +64,7 @@ app.conf.update(
     task_queues=[
         Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu"),
         Queue("gpu", Exchange("gpu", type="direct"), routing_key="gpu"),
+        Queue("serve", Exchange("serve", type="direct"), routing_key="serve"),
     ],
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     worker_hijack_root_logger=False,

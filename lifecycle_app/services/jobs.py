@@ -54,6 +54,7 @@ TASK_FOR_KIND = {
     JobKind.TRIAL: "jobs.trial",
     JobKind.FINETUNE: "jobs.finetune",
     JobKind.ALIGN: "jobs.align",
+    JobKind.EXPORT: "jobs.export",
 }
 
 

@@ -75,8 +75,24 @@ def project_delete(*, project: Project, actor: User) -> None:
     folder = Path(settings.DATASETS_DIR) / str(project.id)
     with transaction.atomic():
         logger.info("Project %s deleted by %s", project.slug, actor.username)
+        _delete_candidates(project)
         project.delete()
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _delete_candidates(project: Project) -> None:
+    """The project's own models go first, in an order PROTECT allows: variants and jobs
+    (which point at candidates), then candidates children before parents (an exported
+    variant's candidate has the fine-tuned candidate as parent)."""
+    from lifecycle_app.models import BaseModel, ModelVariant
+
+    ModelVariant.objects.filter(project=project).delete()
+    Job.objects.filter(project=project).delete()
+    while True:
+        leaves = BaseModel.objects.filter(project=project).exclude(children__isnull=False)
+        if not leaves.exists():
+            break
+        leaves.delete()
 
 
 @transaction.atomic

@@ -118,3 +118,17 @@ def percent(share: float | None) -> str:
         return "—"
     value = 100 * float(share)
     return f"{value:.2f}%" if value < 10 else f"{value:.0f}%"
+
+
+@register.filter
+def score_for(scores: list[dict[str, object]], key: str) -> dict[str, object] | None:
+    """The trade-off row's entry for one metric key, or None."""
+    return next((s for s in scores or [] if s.get("key") == key), None)
+
+
+@register.filter
+def reduction(ratio: float | None) -> str:
+    """How much smaller: 0.27 -> '73%'."""
+    if ratio is None:
+        return ""
+    return f"{(1 - ratio) * 100:.0f}%"

@@ -80,7 +80,14 @@ def overview_context(*, project: Project, membership: Membership | None) -> dict
         None,
     )
     context["stages_defs"] = wizard.STAGES
-    best_id = selectors.best_trial_id(selectors.stages_for_project(project=project))
+    stages = selectors.stages_for_project(project=project)
+    from lifecycle_app.deploy_forms import checklist_view
+    from lifecycle_app.serving import deployed_variant
+
+    context["checklist"] = checklist_view(selectors.step_answers(stages, "integrate", "augment"))
+    context["checklist_saved"] = bool(selectors.step_answers(stages, "integrate", "augment"))
+    context["deployed"] = deployed_variant(project=project)
+    best_id = selectors.best_trial_id(stages)
     best = selectors.trials_by_ids(project=project, ids=[best_id]) if best_id else []
     context["best_trial"] = best[0] if best else None
     if best:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
@@ -12,6 +13,7 @@ from django_htmx.http import HttpResponseLocation
 
 from lifecycle_app import guide, planning, selectors, wizard
 from lifecycle_app.align_forms import AlignForm, RoundForm
+from lifecycle_app.deploy_forms import ExportForm, checklist_initial
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.forms import PlannerForm, StepForm, TrialForm
 from lifecycle_app.models import (
@@ -24,6 +26,7 @@ from lifecycle_app.models import (
     Stage,
     StageKey,
 )
+from lifecycle_app.services.deploy import export_create
 from lifecycle_app.services.feedback import align_create
 from lifecycle_app.services.finetune import finetune_create
 from lifecycle_app.services.jobs import JobLimitReached
@@ -48,7 +51,26 @@ def _initial_for(
         return _finetune_initial(project, stages)
     if step.form_class is AlignForm:
         return _align_initial(project)
+    if step.form_class is ExportForm:
+        return _export_initial(project, stages)
+    if step.slug == "augment":
+        return checklist_initial(answers)
     return dict(answers)
+
+
+def _export_initial(project: Any, stages: dict[str, Any]) -> dict[str, Any]:
+    """The newest candidate the project trained (else the model picked in Select), and
+    the dataset that suits the task."""
+    candidate = (
+        project.candidates.filter(trained_by_job__isnull=False).order_by("-created_at").first()
+    )
+    initial: dict[str, Any] = {
+        "base_model": candidate.slug if candidate else selectors.picked_model_slug(stages),
+    }
+    dataset = _trial_initial(project, {}, stages).get("dataset")
+    if dataset is not None:
+        initial["dataset"] = dataset
+    return {k: v for k, v in initial.items() if v is not None}
 
 
 def _finetune_initial(project: Any, stages: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +176,24 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
         extra["recent_runs"] = selectors.job_list(
             user=None, project=project, kind=JobKind.ALIGN, limit=5
         )
+    if step.slug == "optimize":
+        from lifecycle_app.serving import deployed_variant
+
+        rows = selectors.tradeoff_rows(project=project)
+        extra["tradeoff"] = rows
+        extra["metric_keys"] = [
+            (k, METRIC_LABELS.get(k, k))
+            for k in dict.fromkeys(s["key"] for r in rows for s in r["scores"])
+        ]
+        extra["export_jobs"] = selectors.export_jobs(project=project)
+        extra["exports_active"] = any(j.is_active for j in extra["export_jobs"])
+        extra["deployed"] = deployed_variant(project=project)
+        extra["api_tokens"] = selectors.api_token_list(project=project)
+        extra["api_max_kb"] = django_settings.API_MAX_BODY_BYTES // 1024
+    if step.slug == "augment":
+        from lifecycle_app.deploy_forms import CHECKLIST_STATUSES
+
+        extra["checklist_statuses"] = CHECKLIST_STATUSES
     if step.slug == "fine-tune":
         extra["datasets"] = selectors.dataset_list(project=project)
         extra["templates"] = selectors.template_latest(project=project)
@@ -179,6 +219,15 @@ def _start_job(form: StepForm, project: Project, user: User) -> Job | None:
                 template=form.cleaned_data["template"],
                 params=form.params,
                 rows=form.built.rows,
+            )
+        if isinstance(form, ExportForm):
+            assert form.params is not None
+            return export_create(
+                project=project,
+                user=user,
+                source=form.cleaned_data["base_model"],
+                dataset=form.cleaned_data["dataset"],
+                params=form.params,
             )
         if isinstance(form, FineTuneForm):
             assert form.params is not None
@@ -227,8 +276,14 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
                 if step_def.kind == "job":
                     job = _start_job(form, project, authed_user(request))
                     if job is not None:
-                        view = "trial_detail" if job.kind == JobKind.TRIAL else "finetune_detail"
-                        target = reverse(view, args=[project.slug, job.id])
+                        if job.kind == JobKind.EXPORT:  # the step page shows its progress
+                            target = reverse("wizard_step", args=[project.slug, stage, step])
+                            target += "#exports"
+                        else:
+                            view = (
+                                "trial_detail" if job.kind == JobKind.TRIAL else "finetune_detail"
+                            )
+                            target = reverse(view, args=[project.slug, job.id])
                         if request.htmx:
                             return HttpResponseLocation(target)
                         return redirect(target)
@@ -261,6 +316,11 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
 
     if request.method == "POST":
         stages = selectors.stages_for_project(project=project)
+    extra: dict[str, Any] = {}
+    if step_def.slug == "optimize" and request.method == "GET":
+        from lifecycle_app.views.deploy import NEW_TOKEN_SESSION_KEY
+
+        extra["new_token"] = request.session.pop(NEW_TOKEN_SESSION_KEY, None)
     return render_step(
         request,
         project=project,
@@ -269,6 +329,7 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
         stages=stages,
         form=form,
         answers=answers,
+        extra=extra,
     )
 
 
@@ -283,6 +344,7 @@ def render_step(
     answers: dict[str, Any],
     job: Job | None = None,
     share: ShareLink | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> HttpResponse:
     """A wizard step page (or its #wizard fragment for htmx).
 
@@ -305,6 +367,7 @@ def render_step(
             **_step_extra(step_def, project, stages),
             **(planning.plan_context(form) if isinstance(form, PlannerForm) else {}),
             **(planning.finetune_plan(form) if isinstance(form, FineTuneForm) else {}),
+            **(extra or {}),
         }
     )
     template = step_def.template or "wizard/planned.html"

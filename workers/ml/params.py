@@ -215,3 +215,52 @@ class AlignParams(BaseModel):
                 f"({self.max_steps} steps)."
             )
         return self
+
+
+# --- export and serving ------------------------------------------------------------------
+
+MAX_EXPORT_ROWS = 200
+MAX_SERVE_TOKENS = 512
+
+
+class ExportParams(BaseModel):
+    """One export job: which variant of which model, and how its trade-off is measured.
+
+    Quality is ROUGE (or label accuracy) on the first `eval_rows` rows of the dataset's
+    test split, for the variant and its parent alike: zero-shot with `template`, greedy,
+    `max_new_tokens` new tokens. No dataset: size and speed only.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["safetensors", "int8", "onnx"]
+    model_ref: str = Field(min_length=1)
+    dataset_id: int | None = None
+    eval_rows: int = Field(default=20, ge=1, le=MAX_EXPORT_ROWS)
+    max_new_tokens: int = Field(default=32, ge=1, le=256)
+    score_kind: Literal["rouge", "label"] = "rouge"
+    template: TemplateSnapshot | None = None
+
+
+class ServeRequest(BaseModel):
+    """One API generation, validated by the web and answered by the serving worker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: list[dict[str, str]] = Field(min_length=1, max_length=64)
+    max_tokens: int = Field(default=64, ge=1, le=MAX_SERVE_TOKENS)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _messages_well_formed(self) -> ServeRequest:
+        for m in self.messages:
+            if set(m) - {"role", "content"} or m.get("role") not in ("system", "user", "assistant"):
+                raise ValueError(
+                    'Each message is {"role": "system" | "user" | "assistant", "content": "..."}.'
+                )
+            if not isinstance(m.get("content"), str):
+                raise ValueError("Each message needs a string 'content'.")
+        if not any(m["content"].strip() for m in self.messages):
+            raise ValueError("The messages are empty.")
+        return self

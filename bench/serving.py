@@ -1,0 +1,276 @@
+"""Serving overhead: the generation API end to end vs the same generation in-process.
+
+Runs standalone: `.venv/bin/python bench/serving.py`. In a temporary var/ (SQLite and the
+filesystem broker, or PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set) it
+1. migrates, creates a project, and runs a real export job (merged safetensors of the
+   bundled SmolLM2-135M-Instruct, no dataset) on a CPU worker, then deploys the variant
+   and creates an API token through the services, as the pages do;
+2. starts the web server (gunicorn) and the dedicated serving worker (queue "serve"),
+   and stops the CPU worker so it does not compete for the cores;
+3. sends 20 sequential requests to POST /api/projects/<slug>/generate (32 new tokens,
+   greedy), interleaved with 20 calls of the same generation in this process
+   (`workers.ml.serve.complete` on the same folder), after one warm-up each, so both
+   see the same machine load.
+Prints p50/p95 of both and the overhead ratio (endpoint p50 / direct p50; target <= 1.3),
+and ends with `RESULT p50_ms=<endpoint p50> p95_ms=<endpoint p95> overhead=<ratio>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+N_REQUESTS = 20
+MAX_TOKENS = 32
+MESSAGES = [
+    {
+        "role": "user",
+        "content": "Summarize the following dialogue in one or two sentences.\n\nDialogue:\n"
+        "A: Could you send me the report by Friday?\nB: Sure, I will have it done by "
+        "Thursday afternoon and copy Sam.\nSummary:",
+    }
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as fh:
+        return subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main() -> int:
+    var = Path(tempfile.mkdtemp(prefix="lifecycle-bench-serving-"))
+    models_dir = os.environ.get("LIFECYCLE_MODELS_DIR") or str(ROOT / "var" / "models")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LIFECYCLE_VAR_DIR": str(var),
+        "LIFECYCLE_MODELS_DIR": models_dir,
+        "DEBUG": "true",
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_COOKIES": "false",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "LIFECYCLE_JOB_LIMIT_PER_USER": "0",
+        "LIFECYCLE_JOB_LIMIT_PER_PROJECT": "0",
+    }
+    os.environ.update(env)
+    py = sys.executable
+    subprocess.run(
+        [py, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lifecycle_app.settings")
+    django.setup()
+    from django.contrib.auth.models import User
+
+    from lifecycle_app.models import BaseModel, Job, JobStatus, ModelVariant
+    from lifecycle_app.services.deploy import api_token_create, export_create, variant_deploy
+    from lifecycle_app.services.projects import project_create
+    from workers.ml import models, planner
+    from workers.ml.params import ExportParams, ServeRequest
+
+    bundled_path = models.resolve(models.ModelSpec("bundled"), Path(models_dir))
+    info = models.describe(bundled_path)
+    bundled, _ = BaseModel.objects.get_or_create(
+        slug="smollm2-135m-instruct",
+        defaults={
+            "name": "SmolLM2-135M-Instruct",
+            "source": "bundled",
+            "family": info.family,
+            "architecture": info.architecture,
+            "n_params": info.n_params,
+            "context_length": info.context_length,
+            "weights_present": True,
+            "shape": planner.shape_from_config(bundled_path).to_json(),
+        },
+    )
+    user = User.objects.create_user("bench")
+    project = project_create(owner=user, name="Serving bench")
+
+    cpu = _start(
+        [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery",
+            "worker",
+            "-Q",
+            "cpu",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"bench-cpu-{os.getpid()}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        env,
+        var / "cpu-worker.log",
+    )
+    serve = _start(
+        [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery",
+            "worker",
+            "-Q",
+            "serve",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"bench-serve-{os.getpid()}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        env,
+        var / "serve-worker.log",
+    )
+    web = _start(
+        [
+            py,
+            "-m",
+            "gunicorn",
+            "lifecycle_app.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--timeout",
+            "120",
+        ],
+        env,
+        var / "web.log",
+    )
+    try:
+        began = time.monotonic()
+        job = export_create(
+            project=project,
+            user=user,
+            source=bundled,
+            dataset=None,
+            params=ExportParams(
+                kind="safetensors", model_ref=bundled.slug, max_new_tokens=MAX_TOKENS
+            ),
+        )
+        while True:
+            job = Job.objects.get(id=job.id)
+            if not job.is_active:
+                break
+            if time.monotonic() - began > 600:
+                raise SystemExit(f"export job still {job.status} after 10 min: {job.message}")
+            time.sleep(0.5)
+        if job.status != JobStatus.SUCCEEDED:
+            raise SystemExit(f"export job {job.status}: {job.error}")
+        print(f"export job #{job.id}: {job.message} ({time.monotonic() - began:.1f} s)")
+        _stop(cpu)
+        variant = ModelVariant.objects.get(job=job)
+        variant_deploy(project=project, variant=variant, actor=user)
+        _, token = api_token_create(project=project, actor=user, name="bench")
+
+        url = f"http://127.0.0.1:{port}/api/projects/{project.slug}/generate"
+        body = json.dumps({"messages": MESSAGES, "max_tokens": MAX_TOKENS}).encode()
+
+        def call_endpoint() -> tuple[float, dict[str, object]]:
+            request = urllib.request.Request(
+                url,
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            start = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=120) as response:
+                data = json.loads(response.read())
+            return time.perf_counter() - start, data
+
+        deadline = time.monotonic() + 60
+        while True:  # the web server and the serving worker are up when this answers
+            try:
+                _, first = call_endpoint()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+        from workers.ml import serve as ml_serve
+
+        loaded = ml_serve.warm_model(variant.path, Path(models_dir))
+        request = ServeRequest(messages=MESSAGES, max_tokens=MAX_TOKENS)
+
+        def call_direct() -> tuple[float, dict[str, object]]:
+            start = time.perf_counter()
+            out = ml_serve.complete(loaded, request)
+            return time.perf_counter() - start, out
+
+        direct_first = call_direct()[1]  # warm-up
+        endpoint_s, direct_s = [], []
+        same = True
+        for _ in range(N_REQUESTS):
+            seconds, data = call_endpoint()
+            endpoint_s.append(seconds)
+            text = data["choices"][0]["message"]["content"]  # type: ignore[index]
+            d_seconds, out = call_direct()
+            direct_s.append(d_seconds)
+            same = same and text == out["text"] == direct_first["text"]
+        tokens = first["usage"]["completion_tokens"]  # type: ignore[index]
+        p50, p95 = _percentile(endpoint_s, 0.5) * 1000, _percentile(endpoint_s, 0.95) * 1000
+        d50, d95 = _percentile(direct_s, 0.5) * 1000, _percentile(direct_s, 0.95) * 1000
+        overhead = p50 / d50
+        print(f"model: {variant.path} ({tokens} new tokens per request, greedy)")
+        print(f"endpoint: p50 {p50:.1f} ms  p95 {p95:.1f} ms  (20 sequential HTTP requests)")
+        print(f"direct:   p50 {d50:.1f} ms  p95 {d95:.1f} ms  (same generation in-process)")
+        print(
+            f"overhead: {overhead:.3f} (target <= 1.3); mean extra {statistics.mean(endpoint_s) * 1000 - statistics.mean(direct_s) * 1000:.1f} ms; identical outputs: {str(same).lower()}"
+        )
+        print(f"RESULT p50_ms={p50:.1f} p95_ms={p95:.1f} overhead={overhead:.3f}")
+        return 0 if overhead <= 1.3 and same else 1
+    finally:
+        for proc in (web, serve, cpu):
+            _stop(proc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

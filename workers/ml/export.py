@@ -1,0 +1,510 @@
+"""Optimize and export a model for deployment: merge, int8, ONNX, measure, bundle.
+
+Plain functions over folders, with a progress callback; no Django. Every variant is a
+self-contained folder that loads on its own:
+
+- "safetensors": the model in float32 safetensors with its tokenizer, generation config
+  and a model card. A LoRA candidate is merged into its base weights first, so the
+  folder loads with plain `AutoModelForCausalLM.from_pretrained` (no peft needed).
+- "int8": dynamic int8 quantization of every Linear layer (torch.ao, for CPU serving).
+  The quantized state dict is saved as `model_int8.pt` beside the config and tokenizer;
+  `load_int8` rebuilds the model from the config, quantizes the same way and loads it.
+- "onnx": `torch.onnx.export(dynamo=True)` of the logits of a forward pass (no KV cache,
+  dynamic batch and sequence length), where the architecture and the installed exporter
+  support it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import statistics
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from workers.ml.errors import UserFacingError
+from workers.ml.models import INT8_MARKER, INT8_WEIGHTS, LoadedModel, adapter_base, load_int8
+
+VariantKind = Literal["safetensors", "int8", "onnx"]
+ProgressFn = Callable[[int, int, str], None]
+
+CARD_NAME = "README.md"
+ONNX_NAME = "model.onnx"
+
+
+class ExportError(UserFacingError):
+    pass
+
+
+def _noop(done: int, total: int, message: str) -> None:
+    return None
+
+
+# --- loading a candidate for export -------------------------------------------------------
+
+
+def load_for_export(path: str) -> tuple[Any, Any]:
+    """A float32 copy of the model at `path` (an adapter folder is merged into its base)
+    and its tokenizer. Kept apart from any warm inference copy."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from workers.ml.train import load_base_copy
+
+    folder = Path(path)
+    base = adapter_base(folder)
+    model = load_base_copy(base or path)
+    if base:
+        peft_model = PeftModel.from_pretrained(model, path, is_trainable=False)
+        if peft_model.peft_config["default"].peft_type != "LORA":
+            raise ExportError(
+                "Only LoRA adapters can be merged into their base model; a prompt-tuning "
+                "adapter prepends learned tokens at every call and has no merged form."
+            )
+        model = peft_model.merge_and_unload()
+    model.config.use_cache = True
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+# --- the model card --------------------------------------------------------------------
+
+
+def model_card(info: dict[str, Any]) -> str:
+    """A model card in Markdown: what it is, base model, data, method, hyperparameters,
+    scores and limitations. `info` keys are all optional."""
+    lines = [f"# {info.get('name', 'Exported model')}", ""]
+    lines.append(info.get("description") or "A model exported by Lifecycle Studio.")
+    lines += ["", "## What it is", ""]
+    for label, key in (
+        ("Variant", "variant"),
+        ("Base model", "base_model"),
+        ("Parent", "parent"),
+        ("Method", "method"),
+        ("Training data", "dataset"),
+        ("Architecture", "architecture"),
+        ("Parameters", "n_params"),
+        ("Licence", "licence"),
+        ("Exported", "exported_at"),
+    ):
+        if info.get(key) not in (None, ""):
+            lines.append(f"- **{label}**: {info[key]}")
+    hyper = info.get("hyperparameters") or {}
+    if hyper:
+        lines += ["", "## Hyperparameters", ""]
+        lines += [f"- `{k}`: {v}" for k, v in sorted(hyper.items())]
+    scores = info.get("scores") or {}
+    if scores:
+        lines += ["", "## Scores", ""]
+        lines += [f"- {k}: {v}" for k, v in scores.items()]
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        info.get("limitations")
+        or "A small language model: it makes factual mistakes, follows instructions "
+        "loosely and reflects the biases of its training data. Check its outputs before "
+        "anyone relies on them, and keep a person in the loop for decisions.",
+        "",
+        "## How to load it",
+        "",
+        "See `serve.py` and `SERVING.md` in the download bundle (plain transformers).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- variants -------------------------------------------------------------------------
+
+
+def _strip_gguf(config: Any) -> None:
+    quantization = getattr(config, "quantization_config", None) or {}
+    if isinstance(quantization, dict) and quantization.get("quant_method") == "gguf":
+        del config.quantization_config
+
+
+def _save_common(model: Any, tokenizer: Any, out: Path, card: str) -> None:
+    tokenizer.save_pretrained(str(out))
+    model.generation_config.save_pretrained(str(out))
+    (out / CARD_NAME).write_text(card, encoding="utf-8")
+
+
+def export_safetensors(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
+    """The (merged) model as float32 safetensors, tokenizer, generation config and card."""
+    out.mkdir(parents=True, exist_ok=True)
+    _strip_gguf(model.config)
+    model.save_pretrained(str(out), safe_serialization=True)
+    _save_common(model, tokenizer, out, card)
+
+
+def quantize_int8(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
+    """Dynamic int8 quantization of the Linear layers, saved so `load_int8` reloads it."""
+    import warnings
+
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices (torchao succeeds it)
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+        )
+    _strip_gguf(quantized.config)
+    quantized.config.save_pretrained(str(out))
+    torch.save(quantized.state_dict(), out / INT8_WEIGHTS)
+    (out / INT8_MARKER).write_text(
+        json.dumps({"method": "torch.ao dynamic", "dtype": "qint8", "modules": ["Linear"]})
+    )
+    _save_common(model, tokenizer, out, card)
+
+
+class _LogitsOnly:
+    """Wraps a causal LM so the exported graph maps (input_ids, attention_mask) to logits."""
+
+    @staticmethod
+    def build(model: Any) -> Any:
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                return self.inner(
+                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+                ).logits
+
+        return Wrapper(model).eval()
+
+
+def export_onnx(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
+    """ONNX graph of the forward pass (logits), dynamic batch and sequence length."""
+    import warnings
+
+    import torch
+
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError as exc:
+        raise ExportError("ONNX export needs the onnx and onnxscript packages.") from exc
+    out.mkdir(parents=True, exist_ok=True)
+    wrapper = _LogitsOnly.build(model)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]], dtype=torch.long)
+    mask = torch.ones_like(ids)
+    batch, seq = torch.export.Dim("batch", max=64), torch.export.Dim("seq", min=2, max=4096)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper,
+                (ids, mask),
+                dynamo=True,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_shapes={
+                    "input_ids": {0: batch, 1: seq},
+                    "attention_mask": {0: batch, 1: seq},
+                },
+                verbose=False,
+            )
+            assert program is not None
+            program.save(str(out / ONNX_NAME), external_data=True)
+    except Exception as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        raise ExportError(
+            f"This architecture ({type(model).__name__}) could not be exported to ONNX here: "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
+    _strip_gguf(model.config)
+    model.config.save_pretrained(str(out))
+    _save_common(model, tokenizer, out, card)
+
+
+def build_variant(
+    kind: VariantKind, source_path: str, out: Path, *, card: str, on_progress: ProgressFn = _noop
+) -> list[dict[str, Any]]:
+    """Build one variant of the model at `source_path` into `out`; return its files.
+
+    Steps reported: 1 load (and merge), 2 convert, 3 write checksums.
+    """
+    on_progress(
+        0,
+        3,
+        "Loading the model"
+        + (" and merging its adapter" if adapter_base(Path(source_path)) else ""),
+    )
+    model, tokenizer = load_for_export(source_path)
+    on_progress(
+        1,
+        3,
+        {
+            "safetensors": "Saving safetensors",
+            "int8": "Quantizing to int8",
+            "onnx": "Exporting to ONNX",
+        }[kind],
+    )
+    if kind == "safetensors":
+        export_safetensors(model, tokenizer, out, card=card)
+    elif kind == "int8":
+        quantize_int8(model, tokenizer, out, card=card)
+    elif kind == "onnx":
+        export_onnx(model, tokenizer, out, card=card)
+    else:
+        raise ExportError(f"Unknown variant {kind!r}")
+    on_progress(2, 3, "Computing checksums")
+    files = folder_files(out)
+    on_progress(3, 3, "Written")
+    return files
+
+
+def folder_files(folder: Path) -> list[dict[str, Any]]:
+    """Every file of a folder: path relative to it, size in bytes, sha256."""
+    files = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        files.append(
+            {
+                "path": path.relative_to(folder).as_posix(),
+                "size": path.stat().st_size,
+                "sha256": digest.hexdigest(),
+            }
+        )
+    return files
+
+
+def weights_size(files: Sequence[dict[str, Any]]) -> int:
+    """Bytes of the weight files (what memory and disk the model itself takes)."""
+    suffixes = (".safetensors", ".pt", ".bin", ".onnx", ".onnx.data", ".data")
+    return sum(f["size"] for f in files if f["path"].endswith(suffixes))
+
+
+def main_weights(files: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    weights = [f for f in files if f["path"].endswith((".safetensors", ".pt", ".onnx", ".data"))]
+    return max(weights, key=lambda f: f["size"], default=None)
+
+
+# --- measuring ------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    """What one variant costs on this machine, and what it scores."""
+
+    size_bytes: int
+    load_s: float
+    tokens_per_s: float
+    latency_ms: float  # one request: prompt in, `max_new_tokens` greedy tokens out
+    latency_tokens: int
+    scores: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_folder(path: str) -> LoadedModel:
+    """Load a variant (or its parent) fresh from disk on CPU, with no warm cache."""
+    from transformers import AutoTokenizer
+
+    from workers.ml.models import context_length_of, read_config
+
+    folder = Path(path)
+    if (folder / INT8_MARKER).is_file():
+        model = load_int8(path)
+    else:
+        model, _ = load_for_export(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    base = adapter_base(folder)
+    config = read_config(base or path)
+    model.to("cpu").eval()
+    return LoadedModel(model, tokenizer, "cpu", path, context_length_of(config))
+
+
+def measure(
+    path: str,
+    *,
+    size_bytes: int,
+    prompts: Sequence[Any],
+    references_kind: Any = "rouge",
+    latency_prompt: str,
+    max_new_tokens: int = 32,
+    repeats: int = 3,
+    on_progress: ProgressFn = _noop,
+) -> Measurement:
+    """Load time, one-request latency (median of `repeats`), generation tokens/s and
+    ROUGE on `prompts` (BuiltPrompt rows with references), greedy, on CPU."""
+    from workers.ml.generate import generate_batch
+    from workers.ml.params import GenerationSettings
+    from workers.ml.trials import run_trial
+
+    started = time.perf_counter()
+    loaded = load_folder(path)
+    load_s = time.perf_counter() - started
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, decoding="greedy")
+    generate_batch(loaded, [latency_prompt], settings)  # warm-up
+    times, tokens = [], 0
+    for _ in range(repeats):
+        began = time.perf_counter()
+        out = generate_batch(loaded, [latency_prompt], settings)
+        times.append(time.perf_counter() - began)
+        tokens = out[0].output_tokens if out else 0
+    latency = statistics.median(times)
+    scores: dict[str, float] = {}
+    rows = 0
+    if prompts:
+        stats = run_trial(loaded, prompts, settings, score_kind=references_kind)
+        scores, rows = stats.scores, stats.rows_done
+    return Measurement(
+        size_bytes=size_bytes,
+        load_s=round(load_s, 3),
+        tokens_per_s=round(tokens / latency, 2) if latency > 0 else 0.0,
+        latency_ms=round(latency * 1000, 1),
+        latency_tokens=tokens,
+        scores=scores,
+        rows=rows,
+    )
+
+
+# --- the download bundle ---------------------------------------------------------------
+
+SERVE_SCRIPT = '''"""Serve this model over HTTP with plain transformers (and torch).
+
+    pip install "torch>=2.2" "transformers>=4.45" safetensors
+    python serve.py                      # http://127.0.0.1:8080/v1/chat/completions
+    python serve.py --prompt "Hello"     # one generation, printed
+
+POST JSON {"messages": [{"role": "user", "content": "..."}], "max_tokens": 64}
+and get an OpenAI-style chat.completion back.
+"""
+
+import argparse
+import json
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+HERE = Path(__file__).resolve().parent / "model"
+
+
+def load(folder=HERE):
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if (folder / "lifecycle_int8.json").is_file():
+        # int8 dynamic quantization: rebuild, quantize the Linear layers, load the weights.
+        config = AutoConfig.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.tie_weights()
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model.load_state_dict(torch.load(folder / "model_int8.pt", weights_only=False))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return tokenizer, model.eval()
+
+
+def complete(tokenizer, model, messages, max_tokens=64):
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\\n".join(m["content"] for m in messages)
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False,
+                             repetition_penalty=1.1)
+    new = out[0, inputs["input_ids"].shape[1]:]
+    return tokenizer.decode(new, skip_special_tokens=True), int(inputs["input_ids"].shape[1]), len(new)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--prompt")
+    args = parser.parse_args()
+    tokenizer, model = load()
+    if args.prompt:
+        print(complete(tokenizer, model, [{"role": "user", "content": args.prompt}])[0])
+        return
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
+            text, prompt_tokens, n = complete(tokenizer, model, messages, int(body.get("max_tokens", 64)))
+            reply = json.dumps({
+                "object": "chat.completion", "created": int(time.time()), "model": HERE.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "length" if n >= int(body.get("max_tokens", 64)) else "stop"}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
+                          "total_tokens": prompt_tokens + n},
+            }).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+    print(f"Serving on http://{args.host}:{args.port}/v1/chat/completions")
+    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+SERVING_DOC = """# Serving this model
+
+This bundle holds the model (`model/`), its model card (`model/README.md`) and
+`serve.py`, a minimal server that needs only torch and transformers:
+
+```sh
+python -m venv .venv && . .venv/bin/activate
+pip install "torch>=2.2" "transformers>=4.45" safetensors
+python serve.py --prompt "Summarize: A: Lunch at noon? B: Sure, see you then."
+python serve.py --port 8080
+curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+  -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}'
+```
+
+In your own code:
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained("model")
+model = AutoModelForCausalLM.from_pretrained("model")
+```
+
+(An int8 variant holds `model_int8.pt` instead of safetensors: use `serve.load()`, which
+rebuilds the model from its config and applies the same dynamic quantization.)
+"""
+
+
+def write_bundle(folder: Path, target: Path) -> Path:
+    """Zip `folder` as model/ with serve.py and SERVING.md; written atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".zip.part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            # Weights barely compress and would take most of the time: store them.
+            stored = path.suffix in (".safetensors", ".pt", ".onnx", ".data", ".bin")
+            zf.write(
+                path,
+                f"model/{path.relative_to(folder).as_posix()}",
+                compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+            )
+        zf.writestr("serve.py", SERVE_SCRIPT)
+        zf.writestr("SERVING.md", SERVING_DOC)
+    tmp.replace(target)
+    return target
