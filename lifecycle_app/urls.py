@@ -8,6 +8,7 @@ from lifecycle_app.views import (
     accounts,
     catalog,
     datasets,
+    evaluation,
     finetune,
     jobs,
     members,
@@ -72,6 +73,22 @@ urlpatterns = [
     path("p/<slug:slug>/prompt-preview/", trials.prompt_preview, name="prompt_preview"),
     path("p/<slug:slug>/playground/", trials.playground, name="playground"),
     path("p/<slug:slug>/finetune/<int:run_id>/", finetune.finetune_detail, name="finetune_detail"),
+    path("p/<slug:slug>/scorecard/", evaluation.scorecard_view, name="scorecard"),
+    path(
+        "p/<slug:slug>/evaluations/<int:eval_id>/",
+        evaluation.evaluation_detail,
+        name="evaluation_detail",
+    ),
+    path(
+        "p/<slug:slug>/evaluations/<int:eval_id>/compare/",
+        evaluation.evaluation_compare,
+        name="evaluation_compare",
+    ),
+    path(
+        "p/<slug:slug>/evaluations/<int:eval_id>/export/",
+        evaluation.evaluation_export,
+        name="evaluation_export",
+    ),
     path("p/<slug:slug>/members/", members.members, name="members"),
     # Two-segment pages must come before the wizard's catch-all <stage>/<step>/ below.
     path("p/<slug:slug>/members/invite/", members.member_invite, name="member_invite"),
@@ -94,6 +111,17 @@ urlpatterns = [
         "s/<str:share_token>/jobs/<int:job_id>/status/",
         sharing.share_job_status,
         name="share_job_status",
+    ),
+    path("s/<str:share_token>/scorecard/", sharing.share_scorecard, name="share_scorecard"),
+    path(
+        "s/<str:share_token>/evaluations/<int:eval_id>/",
+        sharing.share_evaluation,
+        name="share_evaluation",
+    ),
+    path(
+        "s/<str:share_token>/evaluations/<int:eval_id>/compare/",
+        sharing.share_evaluation_compare,
+        name="share_evaluation_compare",
     ),
     path("s/<str:share_token>/<str:stage>/<slug:step>/", sharing.share_step, name="share_step"),
     path("admin/", admin.site.urls),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle_app import forms
+from lifecycle_app.evaluate_forms import EvaluateForm
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.models import StageKey
 
@@ -112,7 +113,16 @@ STAGES: tuple[StageDef, ...] = (
                 live=True,
             ),
             Step("align", "Align with human feedback", "Collect preferences and align."),
-            Step("evaluate", "Evaluate", "Score every candidate on the same split."),
+            Step(
+                "evaluate",
+                "Evaluate",
+                "Score every candidate on the same rows: one scorecard, changes against a "
+                "baseline, and a forgetting check.",
+                EvaluateForm,
+                "wizard/evaluate.html",
+                _has("succeeded_evaluation"),
+                kind="job",
+            ),
         ),
     ),
     StageDef(

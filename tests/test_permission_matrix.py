@@ -43,7 +43,10 @@ from lifecycle_app import wizard
 from lifecycle_app.models import (
     Activity,
     BaseModel,
+    CandidateStatus,
     Dataset,
+    EvaluationCandidate,
+    EvaluationExample,
     Job,
     JobKind,
     JobStatus,
@@ -104,6 +107,11 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "prompt_preview": {"GET": VIEWER},
     "playground": {"GET": VIEWER, "POST": EDITOR},
     "finetune_detail": {"GET": VIEWER},
+    # Evaluation.
+    "scorecard": {"GET": VIEWER},
+    "evaluation_detail": {"GET": VIEWER},
+    "evaluation_compare": {"GET": VIEWER},
+    "evaluation_export": {"GET": VIEWER},
     # Members and sharing.
     "members": {"GET": VIEWER},
     "member_invite": {"POST": OWNER},
@@ -119,6 +127,9 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "share_jobs": {"GET": SHARE},
     "share_job": {"GET": SHARE},
     "share_job_status": {"GET": SHARE},
+    "share_scorecard": {"GET": SHARE},
+    "share_evaluation": {"GET": SHARE},
+    "share_evaluation_compare": {"GET": SHARE},
 }
 
 
@@ -157,6 +168,7 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["trial"].id,
     "template_id": lambda w: w.extra["template"].id,
     "run_id": lambda w: w.extra["run"].id,
+    "eval_id": lambda w: w.extra["evaluation"].id,
 }
 # The same keywords, naming an object of the other project (the owner owns both).
 FOREIGN: dict[str, Callable[[World], Any]] = {
@@ -168,6 +180,7 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["other_trial"].id,
     "template_id": lambda w: w.extra["other_template"].id,
     "run_id": lambda w: w.extra["other_run"].id,
+    "eval_id": lambda w: w.extra["other_evaluation"].id,
 }
 # Keywords whose values are known without a database: each URL is walked for every value.
 EVERY_STEP = [
@@ -359,6 +372,34 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             status=JobStatus.RUNNING,
             params={"method": "lora", "template": {"name": "Summarize", "version": 1}},
         )
+        extra[f"{key}evaluation"] = evaluation = JobFactory.create(
+            project=proj,
+            created_by=owner,
+            kind=JobKind.EVALUATE,
+            status=JobStatus.SUCCEEDED,
+            params={"split": "test", "n_rows": 2, "task": "text"},
+            result={"scored": 2, "rows": 2},
+        )
+        for position, label in enumerate(("Base · zero-shot", "Trial #1 · 2-shot")):
+            candidate = EvaluationCandidate.objects.create(
+                job=evaluation,
+                position=position,
+                label=label,
+                kind="base" if position == 0 else "trial",
+                status=CandidateStatus.DONE,
+                spec={"shots": 0, "template": {"name": "Summarize", "version": 1}},
+                scores={"rougeL": 0.2 + position / 10, "perplexity": 20.0 - position},
+            )
+            EvaluationExample.objects.create(
+                candidate=candidate,
+                index=0,
+                line=1,
+                input="a",
+                reference="b",
+                output="b" if position else "c",
+                status="done",
+                scores={"rougeL": float(position)},
+            )
     return World(
         extra=extra,
         project=project,
