@@ -15,7 +15,9 @@ from workers.ml import metrics
 
 def test_rouge_matches_hand_computed_unigrams_bigrams_and_lcs() -> None:
     # reference: "the cat sat on the mat" (6 tokens); prediction: "the cat lay on the mat"
-    per, overall = metrics.score_eval("text", ["the cat lay on the mat"], ["the cat sat on the mat"])
+    per, overall = metrics.score_eval(
+        "text", ["the cat lay on the mat"], ["the cat sat on the mat"]
+    )
     row = per[0]
     # 5 of 6 unigrams shared each way: P = R = F = 5/6.
     assert row["rouge1"] == pytest.approx(5 / 6, abs=1e-6)
@@ -64,7 +66,9 @@ def test_rouge_matches_the_rouge_score_package_on_100_random_pairs() -> None:
 def test_bleu_is_sacrebleu_sentence_and_corpus_bleu() -> None:
     # Identical texts: BLEU 100. Hand check of a 4-gram precision set: prediction
     # "the cat sat on the mat" vs itself -> all precisions 1, brevity penalty 1.
-    per, overall = metrics.score_eval("text", ["the cat sat on the mat"], ["the cat sat on the mat"])
+    per, overall = metrics.score_eval(
+        "text", ["the cat sat on the mat"], ["the cat sat on the mat"]
+    )
     assert per[0]["bleu"] == pytest.approx(100.0)
     assert overall["bleu"] == pytest.approx(100.0)
     preds = ["the cat sat on a mat", "hello world"]
