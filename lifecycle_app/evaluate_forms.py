@@ -62,7 +62,7 @@ class EvaluateForm(StepForm):
         help_text="For base and fine-tuned candidates; trials keep their own settings.",
     )
     decoding = forms.ChoiceField(
-        choices=[("greedy", "Greedy (deterministic)"), ("sampling", "Sampling (seeded)")],
+        choices=[("greedy", "Greedy"), ("sampling", "Sampling (seeded)")],
         initial="greedy",
     )
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)

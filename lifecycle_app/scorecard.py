@@ -155,8 +155,8 @@ def build(
             )
         )
     for k in keys:
-        values = [r.cells[k].value for r in rows if r.cells[k].value is not None]
-        if len(values) > 1:
+        values = [v for r in rows if (v := r.cells[k].value) is not None]
+        if len(values) > 1 and len(set(values)) > 1:  # a tie across the board is no "best"
             best = min(values) if k in LOWER_IS_BETTER else max(values)
             for r in rows:
                 r.cells[k].best = r.cells[k].value == best

@@ -7,12 +7,14 @@ the job; nothing is swallowed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -316,6 +318,12 @@ def finetune_job(self: Task, job_id: int) -> None:
 EVALUATE_SOFT_LIMIT_S = 3 * 3600  # below celery.VISIBILITY_TIMEOUT_S (4 h)
 
 
+def _record_eval_batch(outcomes: list[Any], stats: Any, *, job_id: int, candidate_id: int) -> None:
+    from lifecycle_app.services.evaluation import candidate_record_batch
+
+    candidate_record_batch(job_id=job_id, candidate_id=candidate_id, outcomes=outcomes, stats=stats)
+
+
 def _evaluate(job: Job) -> None:
     """Each candidate in turn over the same rows; one that cannot run is marked
     unavailable (or failed, with the error) and the others still run."""
@@ -389,8 +397,8 @@ def _evaluate(job: Job) -> None:
                 spec.generation,
                 task=params.task,
                 batch_size=params.batch_size,
-                on_batch=lambda outcomes, stats, c=candidate: ev.candidate_record_batch(
-                    job_id=job.id, candidate_id=c.id, outcomes=outcomes, stats=stats
+                on_batch=functools.partial(
+                    _record_eval_batch, job_id=job.id, candidate_id=candidate.id
                 ),
                 should_cancel=cancel,
             )

@@ -92,7 +92,11 @@ def template(project: Project, owner: User) -> PromptTemplate:
     )
 
 
-SPEC = {"shots": 0, "template": {"name": "Summarize", "version": 1}, "generation": {}}
+SPEC: dict[str, Any] = {
+    "shots": 0,
+    "template": {"name": "Summarize", "version": 1},
+    "generation": {},
+}
 
 
 def make_evaluation(
@@ -140,7 +144,7 @@ def make_evaluation(
     return job, made
 
 
-THREE = [
+THREE: list[dict[str, Any]] = [
     {
         "label": "Base zero-shot",
         "kind": "base",
@@ -165,10 +169,19 @@ THREE = [
 ]
 
 
-def cell_text(html: str, candidate: EvaluationCandidate, metric: str) -> str:
-    row = re.search(rf'data-candidate="{candidate.id}".*?</tr>', html, re.S)
-    assert row, f"no row for {candidate.label}"
-    cell = re.search(rf'<td class="num[^"]*" data-metric="{metric}">(.*?)</td>', row.group(0), re.S)
+def found(pattern: str, text: str) -> str:
+    match = re.search(pattern, text, re.S)
+    assert match, f"{pattern!r} not found"
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def chart_of(page: str) -> dict[str, Any]:
+    return dict(json.loads(found(r'id="scorecard-data"[^>]*>(.*?)</script>', page)))
+
+
+def cell_text(html: str, candidate: EvaluationCandidate, metric: str) -> list[str]:
+    row = found(rf'data-candidate="{candidate.id}".*?</tr>', html)
+    cell = re.search(rf'<td class="num[^"]*" data-metric="{metric}">(.*?)</td>', row, re.S)
     assert cell, f"no {metric} cell for {candidate.label}"
     return re.sub(r"<[^>]+>", " ", cell.group(1)).split()
 
@@ -195,8 +208,8 @@ def test_the_scorecard_shows_changes_against_the_zero_shot_base_by_default(
         rf'data-candidate="{lora.id}".*?class="num best" data-metric="perplexity"', page, re.S
     )
     # The forgetting check sits next to the task scores: LoRA lost 0.1 answer match.
-    assert "-0.100" in re.search(rf'data-candidate="{lora.id}".*?</tr>', page, re.S).group(0)
-    chart = json.loads(re.search(r'id="scorecard-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+    assert "-0.100" in found(rf'data-candidate="{lora.id}".*?</tr>', page)
+    chart = chart_of(page)
     assert chart["candidates"] == ["Base zero-shot", "Trial 2-shot", "LoRA #9"]
     assert chart["baseline"] == 0
     assert chart["metrics"][0]["values"] == [0.2, 0.3, 0.25]
@@ -228,9 +241,9 @@ def test_the_scope_target_is_shown_with_pass_or_fail(
     page = client.get(reverse("evaluation_detail", args=[project.slug, job.id])).content.decode()
     assert "ROUGE-L ≥ 0.28" in page
     for candidate, verdict in ((base, "fail"), (trial, "pass"), (lora, "fail")):
-        row = re.search(rf'data-candidate="{candidate.id}".*?</tr>', page, re.S).group(0)
+        row = found(rf'data-candidate="{candidate.id}".*?</tr>', page)
         assert f'<span class="badge {verdict}">' in row
-    chart = json.loads(re.search(r'id="scorecard-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+    chart = chart_of(page)
     assert chart["target"] == {"key": "rougeL", "value": 0.28, "label": "ROUGE-L"}
 
 
@@ -260,7 +273,7 @@ def test_unavailable_and_failed_candidates_are_shown_not_crashed_on(
     assert page.count('data-testid="unavailable"') == 2
     assert "Unavailable:</strong> Its weights are gone" in page
     assert "Failed:</strong> RuntimeError: boom" in page
-    chart = json.loads(re.search(r'id="scorecard-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+    chart = chart_of(page)
     assert chart["candidates"] == ["Base zero-shot"]
 
 
@@ -304,14 +317,18 @@ def test_side_by_side_sorts_rows_by_score_difference(
 ) -> None:
     job, (base, trial, _) = make_evaluation(project, owner, THREE)
     url = reverse("evaluation_compare", args=[project.slug, job.id])
-    page = client.get(url, {"a": base.id, "b": trial.id, "metric": "rougeL"}).content.decode()
+    page = client.get(
+        url, {"a": str(base.id), "b": str(trial.id), "metric": "rougeL"}
+    ).content.decode()
     diffs = [float(d) for d in re.findall(r'data-difference="([^"]+)"', page)]
     assert diffs == [0.4, 0.0, -0.1]  # B's biggest win first
     assert "B won 1</strong> rows, <strong>A won 1</strong>" in page
     assert "reference 0" in page and "Trial 2-shot output 0" in page
-    page = client.get(url, {"a": base.id, "b": trial.id, "sort": "-diff"}).content.decode()
+    page = client.get(
+        url, {"a": str(base.id), "b": str(trial.id), "sort": "-diff"}
+    ).content.decode()
     assert [float(d) for d in re.findall(r'data-difference="([^"]+)"', page)] == [-0.1, 0.0, 0.4]
-    page = client.get(url, {"a": base.id, "b": trial.id, "sort": "row"}).content.decode()
+    page = client.get(url, {"a": str(base.id), "b": str(trial.id), "sort": "row"}).content.decode()
     assert [float(d) for d in re.findall(r'data-difference="([^"]+)"', page)] == [0.4, -0.1, 0.0]
 
 
@@ -363,7 +380,7 @@ def test_a_share_link_shows_the_scorecard_read_only(project: Project, owner: Use
     assert f"/s/{link.token}/evaluations/{job.id}/compare/" in page
     compare = Client().get(
         reverse("share_evaluation_compare", args=[link.token, job.id]),
-        {"a": base.id, "b": trial.id},
+        {"a": str(base.id), "b": str(trial.id)},
     )
     assert compare.status_code == 200 and "/p/" not in compare.content.decode()
 
@@ -483,10 +500,12 @@ def test_a_candidate_is_unavailable_when_its_job_failed_or_its_weights_are_gone(
     )
     assert evaluating.model_unavailable(model) == ""
     Job.objects.filter(id=run.id).update(status=JobStatus.FAILED)
-    model.trained_by_job.refresh_from_db()
+    run.refresh_from_db()
+    model.trained_by_job = run
     assert evaluating.model_unavailable(model) == f"Its fine-tuning job #{run.id} failed."
     Job.objects.filter(id=run.id).update(status=JobStatus.SUCCEEDED)
-    model.trained_by_job.refresh_from_db()
+    run.refresh_from_db()
+    model.trained_by_job = run
     shutil.rmtree(adapter)
     assert "weights are gone" in evaluating.model_unavailable(model)
     assert evaluating.model_unavailable(None) == "The model was deleted."
@@ -511,3 +530,13 @@ def test_the_default_baseline_is_the_zero_shot_base_else_the_first_scored(
         [t2, ft], task="text", scope={"success_metric": "human_rating", "metric_target": 4}
     )
     assert card.notes and card.target is not None and not card.target.measured
+
+
+def test_a_tie_across_every_candidate_highlights_no_best_value(
+    project: Project, owner: User
+) -> None:
+    same = [{**c, "scores": {"rougeL": 0.2}} for c in THREE[:2]]
+    _, candidates = make_evaluation(project, owner, same)
+    card = scorecard.build(candidates, task="text")
+    assert not any(r.cells["rougeL"].best for r in card.rows)
+    assert card.rows[1].cells["rougeL"].delta == 0.0 and card.rows[1].cells["rougeL"].better is None
