@@ -162,3 +162,50 @@ def test_an_evaluation_scores_candidates_marks_a_deleted_one_unavailable_and_rep
     again = EvaluationCandidate.objects.filter(job=second).order_by("position")
     assert [c.scores for c in again] == [base.scores, shot.scores, {}]
     assert [c.general_scores for c in again[:2]] == [base.general_scores, shot.general_scores]
+
+
+def test_a_lora_candidate_from_a_fine_tuning_job_is_scored_with_its_own_general_check(
+    live_worker: WorkerProcess,
+    project: Project,
+    owner: User,
+    tiny_model: BaseModel,
+    dialogues: Dataset,
+    template: PromptTemplate,
+) -> None:
+    from lifecycle_app.services.finetune import finetune_create
+    from workers.ml.params import TrainParams
+
+    params = TrainParams(
+        model_ref="tiny",
+        dataset_id=dialogues.id,
+        max_steps=2,
+        batch_size=2,
+        max_seq_len=1024,
+        eval_every=0,
+        checkpoint_every=0,
+        eval_rows=2,
+        template=snapshot(template),
+    )
+    run = finetune_create(
+        project=project,
+        user=owner,
+        base_model=tiny_model,
+        dataset=dialogues,
+        params=params,
+        total_steps=2,
+    )
+    wait_for_job(run.id, timeout=120)
+    run.refresh_from_db()
+    assert run.status == JobStatus.SUCCEEDED, run.error
+    lora = BaseModel.objects.get(trained_by_job=run)
+
+    job = start(project, owner, dialogues, ["base:tiny", f"model:{lora.id}"], template)
+    wait_for_job(job.id, timeout=120)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    base, tuned = EvaluationCandidate.objects.filter(job=job).order_by("position")
+    assert tuned.status == CandidateStatus.DONE, tuned.reason
+    assert tuned.kind == "finetuned" and tuned.spec["template"]["id"] == template.id
+    assert set(tuned.general_scores) == {"answer_match", "rougeL", "perplexity"}
+    # Other weights, so their own general-ability run: the LoRA perplexity differs.
+    assert tuned.general_scores["perplexity"] != base.general_scores["perplexity"]
