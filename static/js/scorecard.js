@@ -33,13 +33,15 @@
         borderColor: "#c92a2a", borderDash: [6, 4], pointRadius: 0, fill: false,
       });
     }
+    var showsTarget = data.target && data.target.key === metric.key;
+    var yMax = showsTarget ? Math.max.apply(null, metric.values.concat([data.target.value])) * 1.15 : undefined;
     if (chart && chart.canvas !== canvas) { chart.destroy(); chart = null; }
     if (!chart) {
       chart = new Chart(canvas, {
         data: { labels: data.candidates, datasets: datasets },
         options: {
           animation: false,
-          scales: { y: { beginAtZero: true, title: { display: true, text: metric.label } } },
+          scales: { y: { beginAtZero: true, suggestedMax: yMax, title: { display: true, text: metric.label } } },
           plugins: { legend: { display: true } },
         },
       });
@@ -48,6 +50,7 @@
     chart.data.labels = data.candidates;
     chart.data.datasets = datasets;
     chart.options.scales.y.title.text = metric.label;
+    chart.options.scales.y.suggestedMax = yMax;
     chart.update("none");
   }
 
