@@ -18,6 +18,8 @@ from lifecycle_app.models import (
     ApiToken,
     BaseModel,
     Dataset,
+    EvaluationCandidate,
+    EvaluationExample,
     FeedbackItem,
     FeedbackRound,
     Job,
@@ -371,6 +373,63 @@ def metric_series(*, job: Job) -> dict[str, list[list[float]]]:
 
 def candidate_of(*, job: Job) -> BaseModel | None:
     return BaseModel.objects.filter(trained_by_job=job).first()
+
+
+def finetuned_models(*, project: Project) -> list[BaseModel]:
+    """The project's own (fine-tuned) models, newest first."""
+    return list(
+        BaseModel.objects.filter(project=project)
+        .select_related("trained_by_job")
+        .order_by("-created_at", "-id")
+    )
+
+
+# --- Evaluation ---------------------------------------------------------------------------
+
+
+def _evaluations(project: Project) -> QuerySet[Job]:
+    return Job.objects.select_related("dataset", "created_by", "project").filter(
+        project=project, kind=JobKind.EVALUATE
+    )
+
+
+def evaluation_list(*, project: Project, limit: int = 50) -> list[Job]:
+    return list(_evaluations(project).order_by("-created_at", "-id")[:limit])
+
+
+def evaluation_get(*, project: Project, job_id: int) -> Job:
+    if not 0 < job_id <= MAX_ID:
+        raise Http404("No such evaluation.")
+    job = _evaluations(project).filter(id=job_id).first()
+    if job is None:
+        raise Http404("No such evaluation.")
+    return job
+
+
+def evaluation_latest(*, project: Project) -> Job | None:
+    """The newest evaluation that scored something, else the newest at all."""
+    evaluations = _evaluations(project).order_by("-created_at", "-id")
+    return evaluations.filter(eval_candidates__status="done").first() or evaluations.first()
+
+
+def evaluation_candidates(*, job: Job) -> list[EvaluationCandidate]:
+    return list(
+        EvaluationCandidate.objects.filter(job=job)
+        .select_related("base_model", "source_job")
+        .order_by("position")
+    )
+
+
+def evaluation_examples(*, candidate: EvaluationCandidate) -> list[EvaluationExample]:
+    return list(EvaluationExample.objects.filter(candidate=candidate).order_by("index"))
+
+
+def evaluation_all_examples(*, job: Job) -> list[EvaluationExample]:
+    return list(
+        EvaluationExample.objects.filter(candidate__job=job).order_by(
+            "candidate__position", "index"
+        )
+    )
 
 
 def feedback_rounds(*, project: Project) -> list[FeedbackRound]:

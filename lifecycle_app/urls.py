@@ -10,6 +10,7 @@ from lifecycle_app.views import (
     catalog,
     datasets,
     deploy,
+    evaluation,
     feedback,
     finetune,
     jobs,
@@ -75,9 +76,36 @@ urlpatterns = [
     path("p/<slug:slug>/prompt-preview/", trials.prompt_preview, name="prompt_preview"),
     path("p/<slug:slug>/playground/", trials.playground, name="playground"),
     path("p/<slug:slug>/finetune/<int:run_id>/", finetune.finetune_detail, name="finetune_detail"),
+    path("p/<slug:slug>/scorecard/", evaluation.scorecard_view, name="scorecard"),
+    path(
+        "p/<slug:slug>/evaluations/<int:eval_id>/",
+        evaluation.evaluation_detail,
+        name="evaluation_detail",
+    ),
+    path(
+        "p/<slug:slug>/evaluations/<int:eval_id>/compare/",
+        evaluation.evaluation_compare,
+        name="evaluation_compare",
+    ),
+    path(
+        "p/<slug:slug>/evaluations/<int:eval_id>/export/",
+        evaluation.evaluation_export,
+        name="evaluation_export",
+    ),
     path("p/<slug:slug>/feedback/rounds/new/", feedback.round_new, name="round_new"),
     path(
         "p/<slug:slug>/feedback/rounds/<int:round_id>/", feedback.round_detail, name="round_detail"
+    ),
+    path("s/<str:share_token>/scorecard/", sharing.share_scorecard, name="share_scorecard"),
+    path(
+        "s/<str:share_token>/evaluations/<int:eval_id>/",
+        sharing.share_evaluation,
+        name="share_evaluation",
+    ),
+    path(
+        "s/<str:share_token>/evaluations/<int:eval_id>/compare/",
+        sharing.share_evaluation_compare,
+        name="share_evaluation_compare",
     ),
     path(
         "p/<slug:slug>/feedback/rounds/<int:round_id>/rate/",

@@ -12,6 +12,7 @@ from typing import Any
 from lifecycle_app import forms
 from lifecycle_app.align_forms import AlignForm
 from lifecycle_app.deploy_forms import ExportForm, IntegrationChecklistForm, checklist_complete
+from lifecycle_app.evaluate_forms import EvaluateForm
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.models import StageKey
 
@@ -122,7 +123,16 @@ STAGES: tuple[StageDef, ...] = (
                 _has("succeeded_run"),
                 kind="job",
             ),
-            Step("evaluate", "Evaluate", "Score every candidate on the same split."),
+            Step(
+                "evaluate",
+                "Evaluate",
+                "Score every candidate on the same rows: one scorecard, changes against a "
+                "baseline, and a forgetting check.",
+                EvaluateForm,
+                "wizard/evaluate.html",
+                _has("succeeded_evaluation"),
+                kind="job",
+            ),
         ),
     ),
     StageDef(

@@ -45,7 +45,10 @@ from lifecycle_app.models import (
     Activity,
     ApiToken,
     BaseModel,
+    CandidateStatus,
     Dataset,
+    EvaluationCandidate,
+    EvaluationExample,
     FeedbackItem,
     FeedbackRound,
     Job,
@@ -113,6 +116,11 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "prompt_preview": {"GET": VIEWER},
     "playground": {"GET": VIEWER, "POST": EDITOR},
     "finetune_detail": {"GET": VIEWER},
+    # Evaluation.
+    "scorecard": {"GET": VIEWER},
+    "evaluation_detail": {"GET": VIEWER},
+    "evaluation_compare": {"GET": VIEWER},
+    "evaluation_export": {"GET": VIEWER},
     # Human feedback and alignment: anyone in the project sees rounds and sets; editors
     # and owners rate, build and import.
     "round_new": {"POST": EDITOR},
@@ -143,6 +151,9 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "share_jobs": {"GET": SHARE},
     "share_job": {"GET": SHARE},
     "share_job_status": {"GET": SHARE},
+    "share_scorecard": {"GET": SHARE},
+    "share_evaluation": {"GET": SHARE},
+    "share_evaluation_compare": {"GET": SHARE},
 }
 
 
@@ -181,6 +192,7 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["trial"].id,
     "template_id": lambda w: w.extra["template"].id,
     "run_id": lambda w: w.extra["run"].id,
+    "eval_id": lambda w: w.extra["evaluation"].id,
     "round_id": lambda w: w.extra["round"].id,
     "set_id": lambda w: w.extra["set"].id,
     "variant_id": lambda w: w.extra["variant"].id,
@@ -196,6 +208,7 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["other_trial"].id,
     "template_id": lambda w: w.extra["other_template"].id,
     "run_id": lambda w: w.extra["other_run"].id,
+    "eval_id": lambda w: w.extra["other_evaluation"].id,
     "round_id": lambda w: w.extra["other_round"].id,
     "set_id": lambda w: w.extra["other_set"].id,
     "variant_id": lambda w: w.extra["other_variant"].id,
@@ -375,6 +388,34 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         template = PromptTemplate.objects.create(
             project=proj, name="Summarize", body="{instruction}\n{input}", created_by=owner
         )
+        extra[f"{key}evaluation"] = evaluation = JobFactory.create(
+            project=proj,
+            created_by=owner,
+            kind=JobKind.EVALUATE,
+            status=JobStatus.SUCCEEDED,
+            params={"split": "test", "n_rows": 2, "task": "text"},
+            result={"scored": 2, "rows": 2},
+        )
+        for position, label in enumerate(("Base · zero-shot", "Trial #1 · 2-shot")):
+            candidate = EvaluationCandidate.objects.create(
+                job=evaluation,
+                position=position,
+                label=label,
+                kind="base" if position == 0 else "trial",
+                status=CandidateStatus.DONE,
+                spec={"shots": 0, "template": {"name": "Summarize", "version": 1}},
+                scores={"rougeL": 0.2 + position / 10, "perplexity": 20.0 - position},
+            )
+            EvaluationExample.objects.create(
+                candidate=candidate,
+                index=0,
+                line=1,
+                input="a",
+                reference="b",
+                output="b" if position else "c",
+                status="done",
+                scores={"rougeL": float(position)},
+            )
         extra[f"{key}template"] = template
         extra[f"{key}trial"] = JobFactory.create(
             project=proj,

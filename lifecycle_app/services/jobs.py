@@ -53,6 +53,7 @@ TASK_FOR_KIND = {
     JobKind.REGISTER_MODEL: "jobs.register_model",
     JobKind.TRIAL: "jobs.trial",
     JobKind.FINETUNE: "jobs.finetune",
+    JobKind.EVALUATE: "jobs.evaluate",
     JobKind.ALIGN: "jobs.align",
     JobKind.EXPORT: "jobs.export",
 }
@@ -247,6 +248,13 @@ def job_progress(*, job_id: int, done: int, total: int, message: str = "") -> No
         progress_total=total,
         message=message[:300],
         heartbeat_at=timezone.now(),
+    )
+
+
+def job_progress_message(*, job_id: int, message: str) -> None:
+    """Say what a running job is doing now, leaving its measured counts alone."""
+    Job.objects.filter(id=job_id, status=JobStatus.RUNNING).update(
+        message=message[:300], heartbeat_at=timezone.now()
     )
 
 

@@ -70,6 +70,22 @@ def score(value: object) -> str:
 
 
 @register.filter
+def change(value: object) -> str:
+    """An absolute change with its sign: 0.0123 -> '+0.012'; missing -> ''."""
+    if isinstance(value, int | float):
+        return f"{value:+.3f}"
+    return ""
+
+
+@register.filter
+def relative(value: object) -> str:
+    """A relative change as a signed percentage: 0.1234 -> '+12.3%'; missing -> ''."""
+    if isinstance(value, int | float):
+        return f"{100 * value:+.1f}%"
+    return ""
+
+
+@register.filter
 def scores_get(result: object, key: str) -> object:
     """A job result's aggregate score `key`, or None."""
     if isinstance(result, dict):
@@ -84,6 +100,9 @@ SHARE_URL_NAMES = {
     "project_jobs": "share_jobs",
     "job_detail": "share_job",
     "job_status": "share_job_status",
+    "scorecard": "share_scorecard",
+    "evaluation_detail": "share_evaluation",
+    "evaluation_compare": "share_evaluation_compare",
 }
 
 

@@ -94,6 +94,7 @@ def overview_context(*, project: Project, membership: Membership | None) -> dict
         context["best_metrics"] = [
             (METRIC_LABELS.get(k, k), v) for k, v in (best[0].result.get("scores") or {}).items()
         ]
+    context["evaluated"] = selectors.evaluation_list(project=project, limit=1) != []
     if membership is not None:
         context["activities"] = selectors.activity_list(project=project)
     return context

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 
 from lifecycle_app import selectors, wizard
 from lifecycle_app.views.common import HtmxHttpRequest, overview_context
+from lifecycle_app.views.evaluation import compare_response, scorecard_response
 from lifecycle_app.views.jobs import job_list_response
 from lifecycle_app.views.wizard_steps import read_only_step
 
@@ -82,3 +83,26 @@ def share_job_status(request: HtmxHttpRequest, share_token: str, job_id: int) ->
     job = selectors.job_get_for_user(project=link.project, job_id=job_id)
     context = {"project": link.project, "membership": None, "job": job, "share": link}
     return render(request, "jobs/_job_status.html", context)
+
+
+@share_page
+def share_scorecard(request: HtmxHttpRequest, share_token: str) -> HttpResponse:
+    link = selectors.share_link_get_active(token=share_token)
+    job = selectors.evaluation_latest(project=link.project)
+    return scorecard_response(request, project=link.project, membership=None, job=job, share=link)
+
+
+@share_page
+def share_evaluation(request: HtmxHttpRequest, share_token: str, eval_id: int) -> HttpResponse:
+    link = selectors.share_link_get_active(token=share_token)
+    job = selectors.evaluation_get(project=link.project, job_id=eval_id)
+    return scorecard_response(request, project=link.project, membership=None, job=job, share=link)
+
+
+@share_page
+def share_evaluation_compare(
+    request: HtmxHttpRequest, share_token: str, eval_id: int
+) -> HttpResponse:
+    link = selectors.share_link_get_active(token=share_token)
+    job = selectors.evaluation_get(project=link.project, job_id=eval_id)
+    return compare_response(request, project=link.project, membership=None, job=job, share=link)

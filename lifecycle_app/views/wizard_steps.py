@@ -14,6 +14,7 @@ from django_htmx.http import HttpResponseLocation
 from lifecycle_app import guide, planning, selectors, wizard
 from lifecycle_app.align_forms import AlignForm, RoundForm
 from lifecycle_app.deploy_forms import ExportForm, checklist_initial
+from lifecycle_app.evaluate_forms import EvaluateForm
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.forms import PlannerForm, StepForm, TrialForm
 from lifecycle_app.models import (
@@ -27,6 +28,7 @@ from lifecycle_app.models import (
     StageKey,
 )
 from lifecycle_app.services.deploy import export_create
+from lifecycle_app.services.evaluation import evaluation_create
 from lifecycle_app.services.feedback import align_create
 from lifecycle_app.services.finetune import finetune_create
 from lifecycle_app.services.jobs import JobLimitReached
@@ -49,6 +51,8 @@ def _initial_for(
         return _trial_initial(project, answers, stages)
     if step.form_class is FineTuneForm:
         return _finetune_initial(project, stages)
+    if step.form_class is EvaluateForm:
+        return _evaluate_initial(project, stages)
     if step.form_class is AlignForm:
         return _align_initial(project)
     if step.form_class is ExportForm:
@@ -56,6 +60,41 @@ def _initial_for(
     if step.slug == "augment":
         return checklist_initial(answers)
     return dict(answers)
+
+
+def _evaluate_initial(project: Any, stages: dict[str, Any]) -> dict[str, Any]:
+    """The last evaluation's rows and candidates, else: the zero-shot base model picked in
+    Select, the best prompt trial and the newest fine-tuned model, on 50 test rows."""
+    last = selectors.latest_job_for_step(project=project, kind=JobKind.EVALUATE)
+    trial_defaults = _trial_initial(project, {}, stages)
+    initial: dict[str, Any] = {
+        "dataset": trial_defaults.get("dataset"),
+        "template": trial_defaults.get("template"),
+    }
+    best_id = selectors.best_trial_id(stages)
+    best = selectors.trials_by_ids(project=project, ids=[best_id]) if best_id else []
+    picked = (best[0].params.get("model_ref") if best else None) or selectors.picked_model_slug(
+        stages
+    )
+    keys = [f"base:{picked}"] if picked else []
+    if best:
+        keys.append(f"trial:{best[0].id}")
+        if best[0].prompt_template_id:
+            initial["template"] = best[0].prompt_template_id
+    newest = selectors.finetuned_models(project=project)[:1]
+    keys += [f"model:{m.id}" for m in newest]
+    initial["candidates"] = keys
+    if last is not None:
+        params = last.params
+        initial.update(
+            dataset=params.get("dataset_id"),
+            split=params.get("split"),
+            rows="all" if params.get("n_rows") is None else "sample",
+            n_rows=params.get("n_rows") or 50,
+            sample_seed=params.get("sample_seed", 0),
+            general_check=params.get("general_check", True),
+        )
+    return {k: v for k, v in initial.items() if v is not None}
 
 
 def _export_initial(project: Any, stages: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +208,10 @@ def _step_extra(step: wizard.Step, project: Any, stages: dict[str, Any]) -> dict
             (k, METRIC_LABELS.get(k, k)) for k in selectors.trial_metric_keys(trials)
         ]
         extra["best_id"] = selectors.best_trial_id(stages)
+    if step.slug == "evaluate":
+        extra["datasets"] = selectors.dataset_list(project=project)
+        extra["templates"] = selectors.template_latest(project=project)
+        extra["recent_evaluations"] = selectors.evaluation_list(project=project, limit=5)
     if step.slug == "align":
         extra["rounds"] = selectors.feedback_rounds(project=project)
         extra["preference_sets"] = selectors.preference_sets(project=project)
@@ -219,6 +262,16 @@ def _start_job(form: StepForm, project: Project, user: User) -> Job | None:
                 template=form.cleaned_data["template"],
                 params=form.params,
                 rows=form.built.rows,
+            )
+        if isinstance(form, EvaluateForm):
+            assert form.params is not None and form.cleaned_data
+            return evaluation_create(
+                project=project,
+                user=user,
+                dataset=form.cleaned_data["dataset"],
+                params=form.params,
+                sources=form.sources,
+                rows=form.row_count,
             )
         if isinstance(form, ExportForm):
             assert form.params is not None
@@ -280,9 +333,10 @@ def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> Htt
                             target = reverse("wizard_step", args=[project.slug, stage, step])
                             target += "#exports"
                         else:
-                            view = (
-                                "trial_detail" if job.kind == JobKind.TRIAL else "finetune_detail"
-                            )
+                            view = {
+                                JobKind.TRIAL: "trial_detail",
+                                JobKind.EVALUATE: "evaluation_detail",
+                            }.get(JobKind(job.kind), "finetune_detail")
                             target = reverse(view, args=[project.slug, job.id])
                         if request.htmx:
                             return HttpResponseLocation(target)

@@ -10,6 +10,6 @@ def test_the_overview_names_each_step_status_in_words(client: Client, project: P
     client.force_login(project.owner)
     html = client.get(reverse("project_detail", args=[project.slug])).content.decode()
     assert "Not started" in html
-    assert "Coming later" in html
+    # (no step is "Coming later" any more: every stage has its forms)
     assert "Notstarted" not in html
     assert "0 of 0 done" not in html

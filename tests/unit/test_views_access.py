@@ -52,12 +52,13 @@ AVAILABLE_STEPS = [
     for step in stage.steps
     if step.available
 ]
-PLANNED_STEP = next(
+# Steps still "coming later" (none once every stage is built): GET only.
+PLANNED_STEPS = [
     (stage.key.value, step.slug)
     for stage in wizard.STAGES
     for step in stage.steps
     if not step.available
-)
+]
 
 PAGES = [
     Page("project_detail", ("GET",), _project_url("project_detail")),
@@ -70,10 +71,9 @@ PAGES = [
         for stage, step in AVAILABLE_STEPS
     ),
     # A planned step has no form: POST is 405 (tests/test_permission_matrix.py walks them all).
-    Page(
-        f"wizard_step:{PLANNED_STEP[0]}/{PLANNED_STEP[1]}:planned",
-        ("GET",),
-        _step_url(*PLANNED_STEP),
+    *(
+        Page(f"wizard_step:{stage}/{step}:planned", ("GET",), _step_url(stage, step))
+        for stage, step in PLANNED_STEPS
     ),
 ]
 PAGE_METHODS = [

@@ -264,3 +264,46 @@ class ServeRequest(BaseModel):
         if not any(m["content"].strip() for m in self.messages):
             raise ValueError("The messages are empty.")
         return self
+
+
+# --- evaluation ------------------------------------------------------------------------
+
+MAX_CANDIDATES = 8
+
+
+class CandidateSpec(BaseModel):
+    """One candidate of an evaluation: which model runs, with which prompt and settings.
+
+    `kind` says where it came from ("base": a catalog model zero-shot; "trial": a prompt
+    trial's settings; "finetuned": a project's fine-tuned model). Later stages (aligned,
+    exported models) add kinds; the worker only needs `model_ref` and the prompt.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field(min_length=1, max_length=200)
+    kind: str = Field(min_length=1, max_length=20)
+    model_ref: str = Field(min_length=1)
+    template: TemplateSnapshot
+    shots: int = Field(default=0, ge=0, le=MAX_SHOTS)
+    shot_mode: Literal["first", "random", "manual"] = "first"
+    shot_seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    shot_lines: list[int] = Field(default_factory=list, max_length=MAX_SHOTS)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    source_job_id: int | None = None
+
+
+class EvaluateParams(BaseModel):
+    """Settings of one evaluation job: candidates over the same rows of one split."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset_id: int
+    split: Literal["validation", "test"] = "test"
+    # None: every row of the split; else a seeded sample of that many rows.
+    n_rows: int | None = Field(default=50, ge=1, le=MAX_TRIAL_ROWS)
+    sample_seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    task: Literal["text", "label"] = "text"
+    general_check: bool = True
+    candidates: list[CandidateSpec] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    batch_size: int | None = Field(default=None, ge=1, le=256)
