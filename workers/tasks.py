@@ -251,6 +251,23 @@ def _training_progress(job: Job) -> Callable[[Any], None]:
     return on_step
 
 
+def _training_end(job: Job, result: Any, finish: Callable[..., Any]) -> None:
+    """The end of a training job (fine-tuning, alignment): cancelled with what it did, or
+    finished with its final folder as the artifact (`finish` records the candidate)."""
+    from lifecycle_app.services import finetune as ft
+    from workers.ml import train
+
+    summary = {k: v for k, v in result.as_dict().items() if k not in ("history", "evals")}
+    if result.status == "cancelled":
+        ft.finetune_log(job_id=job.id, line=f"cancelled at step {result.steps}")
+        fresh = Job.objects.get(id=job.id)
+        job_services.job_mark_cancelled(job_id=job.id, result={**fresh.result, "summary": summary})
+        return
+    assert result.final_dir is not None
+    final_dir = Path(result.final_dir)
+    finish(job=job, summary=summary, final_dir=final_dir, files=train.artifact_files(final_dir))
+
+
 def _finetune(job: Job) -> None:
     from lifecycle_app.prompting import PromptingError, kit_for, split_rows
     from lifecycle_app.services import finetune as ft
@@ -304,17 +321,7 @@ def _finetune(job: Job) -> None:
         should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
         resume=resume,
     )
-    summary = {k: v for k, v in result.as_dict().items() if k not in ("history", "evals")}
-    if result.status == "cancelled":
-        ft.finetune_log(job_id=job.id, line=f"cancelled at step {result.steps}")
-        fresh = Job.objects.get(id=job.id)
-        job_services.job_mark_cancelled(job_id=job.id, result={**fresh.result, "summary": summary})
-        return
-    assert result.final_dir is not None
-    final_dir = Path(result.final_dir)
-    ft.finetune_finish(
-        job=job, summary=summary, final_dir=final_dir, files=train.artifact_files(final_dir)
-    )
+    _training_end(job, result, ft.finetune_finish)
 
 
 @app.task(
@@ -470,7 +477,7 @@ def evaluate_job(self: Task, job_id: int) -> None:
 def _align(job: Job) -> None:
     from lifecycle_app.services import feedback as fb
     from lifecycle_app.services import finetune as ft
-    from workers.ml import align, models, train
+    from workers.ml import align, models
     from workers.ml.params import AlignParams
 
     params = AlignParams(**job.params)
@@ -515,17 +522,7 @@ def _align(job: Job) -> None:
         should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
         resume=resume,
     )
-    summary = {k: v for k, v in result.as_dict().items() if k != "history"}
-    if result.status == "cancelled":
-        ft.finetune_log(job_id=job.id, line=f"cancelled at step {result.steps}")
-        fresh = Job.objects.get(id=job.id)
-        job_services.job_mark_cancelled(job_id=job.id, result={**fresh.result, "summary": summary})
-        return
-    assert result.final_dir is not None
-    final_dir = Path(result.final_dir)
-    fb.align_finish(
-        job=job, summary=summary, final_dir=final_dir, files=train.artifact_files(final_dir)
-    )
+    _training_end(job, result, fb.align_finish)
 
 
 @app.task(

@@ -193,8 +193,18 @@ def trainable_copy(loaded: LoadedModel) -> Any:
         )
     model = copy.deepcopy(loaded.model).to(torch.float32)
     quantization = getattr(model.config, "quantization_config", None) or {}
-    if isinstance(quantization, dict) and quantization.get("quant_method") == "gguf":
-        del model.config.quantization_config  # converted weights are plain float32
+    method = (
+        quantization.get("quant_method")
+        if isinstance(quantization, dict)
+        else getattr(quantization, "quant_method", None)
+    )
+    if str(getattr(method, "value", method)).lower() == "gguf":
+        # The bundled model was converted from GGUF to plain float32 weights, but the
+        # loaded model still names the GGUF quantizer, and Trainer refuses to train it.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        if "is_quantized" in vars(model):
+            model.is_quantized = False
     model.config.use_cache = False
     model.train()
     return model
@@ -239,7 +249,7 @@ def align(
     import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     out_dir = Path(out_dir)
@@ -360,6 +370,7 @@ def align(
         callbacks=[Bridge()],
     )
     wrapped: Any = trainer.model
+    trainer.remove_callback(PrinterCallback)  # progress goes to on_step, not stdout
     trainable = sum(int(p.numel()) for p in wrapped.parameters() if p.requires_grad)
     state_box["t0"] = time.monotonic()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
