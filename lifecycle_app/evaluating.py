@@ -172,9 +172,10 @@ def resolve_candidate(
         snap = _template_for_model(model, template)
         if snap is None:
             raise CandidateError("Pick a prompt template.")
+        trained_by = model.trained_by_job.kind if model.trained_by_job else ""
         spec = CandidateSpec(
             label=model.name,
-            kind="finetuned",
+            kind={"align": "aligned", "export": "exported"}.get(trained_by, "finetuned"),
             model_ref=model.slug,
             template=snap,  # type: ignore[arg-type]
             generation=generation,
