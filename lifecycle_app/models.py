@@ -538,7 +538,8 @@ class EvaluationCandidate(models.Model):
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="eval_candidates")
     position = models.PositiveIntegerField()
     label = models.CharField(max_length=200)
-    kind = models.CharField(max_length=20)  # "base" | "trial" | "finetuned" | "aligned" | "exported"
+    # "base" | "trial" | "finetuned" | "aligned" | "exported"
+    kind = models.CharField(max_length=20)
     base_model = models.ForeignKey(
         BaseModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
