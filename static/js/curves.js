@@ -31,8 +31,12 @@
         options: {
           animation: false,
           parsing: false,
+          // A curve with no points yet (or none at all, as in alignment) has no legend entry.
+          plugins: { legend: { labels: { filter: function (item, chartData) {
+            return chartData.datasets[item.datasetIndex].data.length > 0; } } } },
           scales: { x: { type: "linear", title: { display: true, text: "step" } },
-                    y: { title: { display: true, text: "loss (target tokens)" } } },
+                    y: { title: { display: true,
+                                  text: canvas.dataset.yLabel || "loss (target tokens)" } } },
         },
       });
       return;

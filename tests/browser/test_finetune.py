@@ -21,7 +21,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 JOB_TIMEOUT_MS = 120_000
 STEPS = 300
-POINTS = "Chart.getChart('curves').data.datasets[0].data.length"
+# 0 until Chart.js (deferred) has drawn the chart.
+POINTS = (
+    "(window.Chart && Chart.getChart('curves') "
+    "? Chart.getChart('curves').data.datasets[0].data.length : 0)"
+)
 
 
 @pytest.fixture
