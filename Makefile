@@ -25,7 +25,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py prepare_models
 	$(PY) manage.py load_demo
-	@echo "Lifecycle Studio on http://$(HOST):$(PORT)/  (log in as demo / lifecycle-demo; Ctrl-C stops both)"
+	@echo "Lifecycle Studio on http://$(HOST):$(PORT)/  (log in as demo / lifecycle-demo; Ctrl-C stops the web server and both workers)"
 	@trap 'kill 0' INT TERM EXIT; \
 	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -B -Q cpu,gpu --concurrency 1 --loglevel INFO & \
 	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO & \
