@@ -10,7 +10,6 @@ README's screenshot shows. Screenshots are written to test-artifacts/ either way
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from django.core.management import call_command
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-import lifecycle_app
 from lifecycle_app.models import (
     ApiToken,
     BaseModel,
@@ -27,13 +25,12 @@ from lifecycle_app.models import (
     ModelVariant,
     Project,
 )
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from tests.browser.conftest import ARTIFACTS, log_in
 from tests.integration.conftest import WorkerProcess
+from tests.integration.sample_data import sample_dialogues
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 BUNDLED = os.environ.get("LIFECYCLE_BROWSER_BUNDLED", "").lower() in {"1", "true", "yes"}
 
 
@@ -41,23 +38,7 @@ BUNDLED = os.environ.get("LIFECYCLE_BROWSER_BUNDLED", "").lower() in {"1", "true
 def dialogues(
     shared_storage: Path, project: Project, owner: User, tmp_path: Path, tiny_folder: Path
 ) -> Dataset:
-    incoming = tmp_path / "uploads" / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping(
-            input_field="dialogue",
-            target_field="summary",
-            classification=False,
-            seed=42,
-            fractions=(0.8, 0.1, 0.1),
-        ),
-        name="Dialogues",
-        profile_model=None,
-    )
+    return sample_dialogues(project, owner, tmp_path / "uploads", fractions=(0.8, 0.1, 0.1))
 
 
 def _model(tiny_model: BaseModel) -> BaseModel:

@@ -6,7 +6,6 @@ side-by-side view sorted by score difference."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-import lifecycle_app
 from lifecycle_app.models import (
     BaseModel,
     CandidateStatus,
@@ -26,16 +24,15 @@ from lifecycle_app.models import (
     PromptTemplate,
 )
 from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.trials import template_create
 from tests.browser.conftest import log_in
 from tests.factories import JobFactory
 from tests.integration.conftest import WorkerProcess
+from tests.integration.sample_data import sample_dialogues
 from workers.ml.params import TrialParams
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 JOB_TIMEOUT_MS = 90_000
 ROWS = 4
 SHOTS = Path("/tmp")
@@ -45,17 +42,7 @@ SHOTS = Path("/tmp")
 def dialogues(
     shared_storage: Path, project: Project, owner: User, tmp_path: Path, tiny_folder: Path
 ) -> Dataset:
-    incoming = tmp_path / "uploads" / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping("dialogue", "summary", False, 42, (0.7, 0.1, 0.2)),
-        name="Dialogues",
-        profile_model=None,
-    )
+    return sample_dialogues(project, owner, tmp_path / "uploads", fractions=(0.7, 0.1, 0.2))
 
 
 @pytest.fixture

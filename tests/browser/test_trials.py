@@ -4,7 +4,6 @@ a zero-shot trial from the Prompt engineering step, then compare them side by si
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,14 @@ from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-import lifecycle_app
 from lifecycle_app.models import BaseModel, Dataset, Job, JobStatus, Project
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.trials import template_create
 from tests.browser.conftest import log_in
 from tests.integration.conftest import WorkerProcess
+from tests.integration.sample_data import sample_dialogues
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 JOB_TIMEOUT_MS = 60_000
 ROWS = 4
 FIELDS = {
@@ -36,17 +33,7 @@ FIELDS = {
 def dialogues(
     shared_storage: Path, project: Project, owner: User, tmp_path: Path, tiny_folder: Path
 ) -> Dataset:
-    incoming = tmp_path / "uploads" / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping("dialogue", "summary", False, 42, (0.8, 0.1, 0.1)),
-        name="Dialogues",
-        profile_model=None,
-    )
+    return sample_dialogues(project, owner, tmp_path / "uploads", fractions=(0.8, 0.1, 0.1))
 
 
 def run_trial(page: Page, *, shots: int) -> int:

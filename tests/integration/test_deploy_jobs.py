@@ -5,7 +5,6 @@ project's API through the "serve" queue."""
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -14,39 +13,20 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-import lifecycle_app
 from lifecycle_app.models import Artifact, BaseModel, Dataset, JobStatus, ModelVariant, Project
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.deploy import api_token_create, export_create, variant_deploy
 from tests.integration.conftest import WorkerProcess, wait_for_job
+from tests.integration.sample_data import sample_dialogues
 from workers.ml.params import ExportParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 
 
 @pytest.fixture
 def dialogues(
     shared_storage: Path, project: Project, owner: User, tmp_path: Path, tiny_folder: Path
 ) -> Dataset:
-    incoming = tmp_path / "uploads" / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping(
-            input_field="dialogue",
-            target_field="summary",
-            classification=False,
-            seed=42,
-            fractions=(0.8, 0.1, 0.1),
-        ),
-        name="Dialogues",
-        profile_model=None,
-    )
+    return sample_dialogues(project, owner, tmp_path / "uploads", fractions=(0.8, 0.1, 0.1))
 
 
 def test_an_int8_export_is_measured_bundled_deployed_and_served(

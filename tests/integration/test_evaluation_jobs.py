@@ -5,13 +5,11 @@ gives the same numbers."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 
-import lifecycle_app
 from lifecycle_app import evaluating
 from lifecycle_app.models import (
     BaseModel,
@@ -28,16 +26,15 @@ from lifecycle_app.models import (
     StageKey,
 )
 from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.evaluation import evaluation_create
 from lifecycle_app.services.trials import template_create
 from tests.factories import JobFactory
 from tests.integration.conftest import WorkerProcess, wait_for_job
+from tests.integration.sample_data import sample_dialogues
 from workers.ml.params import EvaluateParams, GenerationSettings, TrialParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 ROWS = 4
 
 
@@ -45,17 +42,7 @@ ROWS = 4
 def dialogues(
     shared_storage: Path, project: Project, owner: User, tmp_path: Path, tiny_folder: Path
 ) -> Dataset:
-    incoming = tmp_path / "uploads" / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping("dialogue", "summary", False, 42, (0.7, 0.1, 0.2)),
-        name="Dialogues",
-        profile_model=None,
-    )
+    return sample_dialogues(project, owner, tmp_path / "uploads", fractions=(0.7, 0.1, 0.2))
 
 
 @pytest.fixture

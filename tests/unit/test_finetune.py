@@ -5,7 +5,6 @@ a run idempotently, and the reaper requeueing a lost run to resume."""
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-import lifecycle_app
 from lifecycle_app.models import (
     Artifact,
     BaseModel,
@@ -31,13 +29,12 @@ from lifecycle_app.models import (
 )
 from lifecycle_app.prompting import snapshot
 from lifecycle_app.services import finetune as ft
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.jobs import job_reap_stale
 from lifecycle_app.services.trials import template_create
+from tests.integration.sample_data import sample_dialogues
 from workers.ml import train
 from workers.ml.params import TrainParams
 
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 FIELDS: dict[str, Any] = {
     "instruction": "Summarize the dialogue in one sentence.",
     "example_format": "Dialogue: {input}\nSummary: {target}",
@@ -65,23 +62,7 @@ def client(owner: User) -> Client:
 
 @pytest.fixture
 def dialogues(project: Project, owner: User, storage: Path) -> Dataset:
-    incoming = storage / "uploads" / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping(
-            input_field="dialogue",
-            target_field="summary",
-            classification=False,
-            seed=42,
-            fractions=(0.8, 0.1, 0.1),
-        ),
-        name="Dialogues",
-        profile_model=None,
-    )
+    return sample_dialogues(project, owner, storage / "uploads", fractions=(0.8, 0.1, 0.1))
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-import lifecycle_app
 from lifecycle_app import evaluating, scorecard
 from lifecycle_app.models import (
     Activity,
@@ -34,13 +33,12 @@ from lifecycle_app.models import (
     PromptTemplate,
     StageKey,
 )
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.services.projects import stage_step_save
 from lifecycle_app.services.sharing import share_link_create
 from lifecycle_app.services.trials import template_create
 from tests.factories import JobFactory
+from tests.integration.sample_data import sample_dialogues
 
-SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
 HTMX = {"HX-Request": "true"}
 LIVE_POLL = {**HTMX, "HX-Target": "eval-live"}
 
@@ -64,17 +62,7 @@ def client(owner: User) -> Client:
 
 @pytest.fixture
 def dialogues(project: Project, owner: User, storage: Path) -> Dataset:
-    incoming = storage / "incoming.jsonl"
-    shutil.copyfile(SAMPLE, incoming)
-    staged = dataset_stage_file(project=project, user=owner, path=incoming, filename=SAMPLE.name)
-    return dataset_create_from_staged(
-        project=project,
-        user=owner,
-        staged=staged,
-        mapping=Mapping("dialogue", "summary", False, 42, (0.7, 0.1, 0.2)),
-        name="Dialogues",
-        profile_model=None,
-    )
+    return sample_dialogues(project, owner, storage, fractions=(0.7, 0.1, 0.2))
 
 
 @pytest.fixture
