@@ -44,10 +44,13 @@ serve: install
 test: install
 	$(PY) -m pytest
 
+# Style, types, and the import contracts of pyproject.toml ([tool.importlinter]): the ML core
+# stays free of Django, stages import only earlier stages, no cycles.
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(PY) -m ruff format .

@@ -103,9 +103,15 @@ def main() -> int:
     django.setup()
     from django.contrib.auth.models import User
 
-    from lifecycle_app.models import BaseModel, Job, JobStatus, ModelVariant
-    from lifecycle_app.services.deploy import api_token_create, export_create, variant_deploy
-    from lifecycle_app.services.projects import project_create
+    from lifecycle_app.catalog.models import BaseModel
+    from lifecycle_app.jobs.models import Job, JobStatus
+    from lifecycle_app.projects.services import project_create
+    from lifecycle_app.stages.deploy.models import ModelVariant
+    from lifecycle_app.stages.deploy.services import (
+        api_token_create,
+        export_create,
+        variant_deploy,
+    )
     from workers.ml import models, planner
     from workers.ml.params import ExportParams, ServeRequest
 

@@ -2,19 +2,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from lifecycle_app.models import (
-    Activity,
-    ApiToken,
-    BaseModel,
-    Dataset,
-    GenerationOutput,
-    Job,
-    Membership,
-    ModelVariant,
-    Project,
-    ShareLink,
-    Stage,
-)
+from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.datasets.models import Dataset
+from lifecycle_app.jobs.models import Job
+from lifecycle_app.projects.models import Activity, Membership, Project, Stage
+from lifecycle_app.stages.deploy.models import ApiToken, ModelVariant
+from lifecycle_app.stages.prompt.models import GenerationOutput
+from lifecycle_app.teams.models import ShareLink
 
 
 class MembershipInline(admin.TabularInline):

@@ -5,7 +5,7 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 
 from lifecycle_app.models import BaseModel, Job, JobKind, JobStatus, Project
-from lifecycle_app.services.projects import project_create
+from lifecycle_app.projects.services import project_create
 
 PASSWORD = "correct-horse-battery-9"
 

@@ -40,7 +40,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from lifecycle_app import wizard
+from lifecycle_app.datasets import services as dataset_services
 from lifecycle_app.models import (
     Activity,
     ApiToken,
@@ -65,9 +65,9 @@ from lifecycle_app.models import (
     Stage,
     VariantKind,
 )
-from lifecycle_app.services import datasets as dataset_services
-from lifecycle_app.services.deploy import api_token_create
-from lifecycle_app.services.sharing import share_link_create
+from lifecycle_app.projects import steps
+from lifecycle_app.stages.deploy.services import api_token_create
+from lifecycle_app.teams.services import share_link_create
 from tests.factories import BaseModelFactory, JobFactory, UserFactory, make_project
 
 PUBLIC, LOGIN, SHARE, TOKEN = "public", "login", "share", "token"
@@ -77,7 +77,7 @@ Rule = dict[str, str]  # method -> who may use it
 
 
 def _step_rule(kwargs: dict[str, Any]) -> Rule:
-    step = wizard.step_def(kwargs["stage"], kwargs["step"])
+    step = steps.step_def(kwargs["stage"], kwargs["step"])
     assert step is not None
     # A planned step has no form: GET only.
     return {"GET": VIEWER, "POST": EDITOR} if step.available else {"GET": VIEWER}
@@ -116,6 +116,7 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "prompt_preview": {"GET": VIEWER},
     "playground": {"GET": VIEWER, "POST": EDITOR},
     "finetune_detail": {"GET": VIEWER},
+    "align_run_detail": {"GET": VIEWER},
     # Evaluation.
     "scorecard": {"GET": VIEWER},
     "evaluation_detail": {"GET": VIEWER},
@@ -216,7 +217,7 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
 }
 # Keywords whose values are known without a database: each URL is walked for every value.
 EVERY_STEP = [
-    {"stage": stage.key.value, "step": step.slug} for stage in wizard.STAGES for step in stage.steps
+    {"stage": stage.key.value, "step": step.slug} for stage in steps.STAGES for step in stage.steps
 ]
 STATIC_KWARGS: dict[frozenset[str], list[dict[str, Any]]] = {
     frozenset({"stage", "step"}): EVERY_STEP,
@@ -358,7 +359,7 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     settings.DATASETS_DIR = tmp_path / "datasets"
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "uploads")
     Path(settings.FILE_UPLOAD_TEMP_DIR).mkdir()
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", lambda job_id: None)
+    monkeypatch.setattr("lifecycle_app.jobs.services._enqueue", lambda job_id: None)
     BaseModelFactory()
     users: dict[str, User] = {
         name: cast(User, UserFactory(username=username))

@@ -22,8 +22,10 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from lifecycle_app.models import Job
-from lifecycle_app.services import jobs as job_services
+from lifecycle_app.jobs import services as jobs_services
+from lifecycle_app.jobs.models import Job
+from lifecycle_app.stages.prompt import playground as prompt_playground
+from lifecycle_app.stages.prompt import services as prompt_services
 from workers.celery import app
 from workers.ml.errors import UserFacingError
 from workers.ml.models import ModelSpec
@@ -44,7 +46,7 @@ def heartbeat(job_id: int, interval: float | None = None) -> Iterator[None]:
     def beat() -> None:
         try:
             while not stop.wait(interval):
-                job_services.job_heartbeat(job_id=job_id)
+                jobs_services.job_heartbeat(job_id=job_id)
         finally:
             connection.close()  # this thread's own connection
 
@@ -65,7 +67,7 @@ def _write_params(job: Job) -> None:
 
 def _run(task: Task, job_id: int, body: object) -> None:
     close_old_connections()
-    job = job_services.job_claim(job_id=job_id, worker=task.request.hostname or "worker")
+    job = jobs_services.job_claim(job_id=job_id, worker=task.request.hostname or "worker")
     if job is None:
         logger.info("Job %s is not queued (taken, cancelled or finished); skipping", job_id)
         return
@@ -75,17 +77,17 @@ def _run(task: Task, job_id: int, body: object) -> None:
             body(job)  # type: ignore[operator]
     except UserFacingError as exc:
         logger.warning("Job %s failed: %s", job_id, exc)
-        job_services.job_fail(job_id=job_id, error=str(exc))
+        jobs_services.job_fail(job_id=job_id, error=str(exc))
     except SoftTimeLimitExceeded:
         logger.error("Job %s hit its time limit", job_id)
-        job_services.job_fail(
+        jobs_services.job_fail(
             job_id=job_id,
             error="The job ran past its time limit and was stopped. "
             "Ask for fewer tokens or a smaller model.",
         )
     except Exception as exc:
         logger.exception("Job %s crashed", job_id)
-        job_services.job_fail(
+        jobs_services.job_fail(
             job_id=job_id,
             error=f"Unexpected error: {type(exc).__name__}: {exc}",
             traceback=traceback.format_exc(),
@@ -105,30 +107,30 @@ def _generate(job: Job) -> None:
     from workers.ml.params import GenerateParams
 
     params = GenerateParams(**job.params)
-    job_services.job_progress(
+    jobs_services.job_progress(
         job_id=job.id, done=0, total=params.max_new_tokens, message="Loading the model"
     )
     loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
-    job_services.job_progress(
+    jobs_services.job_progress(
         job_id=job.id, done=0, total=params.max_new_tokens, message="Generating"
     )
 
     def on_progress(done: int, total: int, text: str) -> None:
-        job_services.job_progress(
+        jobs_services.job_progress(
             job_id=job.id,
             done=done,
             total=total,
             message="Generating",
         )
-        job_services.generation_output_update(job_id=job.id, index=0, text=text)
+        prompt_playground.generation_output_update(job_id=job.id, index=0, text=text)
 
     result = generate(
         loaded,
         params,
         on_progress=on_progress,
-        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        should_cancel=lambda: jobs_services.job_cancel_requested(job_id=job.id),
     )
-    job_services.generation_output_update(
+    prompt_playground.generation_output_update(
         job_id=job.id,
         index=0,
         text=result.text,
@@ -139,9 +141,9 @@ def _generate(job: Job) -> None:
     summary = {**result.as_dict(), "device": loaded.device}
     summary.pop("text")
     if result.finish_reason == "cancelled":
-        job_services.job_mark_cancelled(job_id=job.id, result=summary)
+        jobs_services.job_mark_cancelled(job_id=job.id, result=summary)
     else:
-        job_services.job_succeed(
+        jobs_services.job_succeed(
             job_id=job.id,
             result=summary,
             message=f"{result.output_tokens} tokens at {result.tokens_per_second} tokens/s",
@@ -162,8 +164,8 @@ TRIAL_SOFT_LIMIT_S = 60 * 60
 
 
 def _trial(job: Job) -> None:
-    from lifecycle_app.prompting import PromptingError, build_for_trial
-    from lifecycle_app.services import trials as trial_services
+    from lifecycle_app.stages.prompt import services as trial_services
+    from lifecycle_app.stages.prompt.building import PromptingError, build_for_trial
     from workers.ml import models
     from workers.ml.params import TrialParams
     from workers.ml.trials import RowOutcome, TrialStats, run_trial
@@ -177,12 +179,12 @@ def _trial(job: Job) -> None:
         raise UserFacingError(str(exc)) from exc
     trial_services.trial_examples_init(job_id=job.id, prompts=built.prompts)
     total = built.rows
-    job_services.job_progress(
+    jobs_services.job_progress(
         job_id=job.id, done=0, total=total, message=f"Loading the model for {total} rows"
     )
     loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
     extra = {"device": loaded.device, "shots": len(built.shots)}
-    job_services.job_progress(job_id=job.id, done=0, total=total, message="Generating")
+    jobs_services.job_progress(job_id=job.id, done=0, total=total, message="Generating")
 
     def on_batch(outcomes: list[RowOutcome], stats: TrialStats) -> None:
         trial_services.trial_record_batch(
@@ -196,11 +198,11 @@ def _trial(job: Job) -> None:
         score_kind=params.score_kind,
         batch_size=params.batch_size,
         on_batch=on_batch,
-        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        should_cancel=lambda: jobs_services.job_cancel_requested(job_id=job.id),
     )
     summary = trial_services.trial_summary(stats, **extra)
     if stats.cancelled:
-        job_services.job_mark_cancelled(job_id=job.id, result=summary)
+        jobs_services.job_mark_cancelled(job_id=job.id, result=summary)
         return
     if stats.rows_done == 0:
         raise UserFacingError(
@@ -208,7 +210,7 @@ def _trial(job: Job) -> None:
             + ("every row was skipped." if stats.rows_skipped == total else "see the rows below.")
         )
     scores = ", ".join(f"{k} {v:.3f}" for k, v in stats.scores.items())
-    job_services.job_succeed(
+    prompt_services.trial_succeed(
         job_id=job.id,
         result=summary,
         message=f"{stats.rows_done} rows, {scores}, {stats.tokens_per_second} tokens/s",
@@ -231,10 +233,10 @@ FINETUNE_SOFT_LIMIT_S = 3 * 3600  # below celery.VISIBILITY_TIMEOUT_S (4 h)
 def _training_progress(job: Job) -> Callable[[Any], None]:
     """The dashboard's side of a training step (fine-tuning and alignment alike): the
     train-loss and learning-rate curves, the live figures, measured progress, a log line."""
-    from lifecycle_app.services import finetune as ft
+    from lifecycle_app.stages.finetune import runs as finetune_runs
 
     def on_step(s: Any) -> None:
-        ft.metric_record(
+        finetune_runs.metric_record(
             job_id=job.id,
             step=s.step,
             values={"train_loss": s.loss, "learning_rate": s.learning_rate},
@@ -244,7 +246,7 @@ def _training_progress(job: Job) -> Callable[[Any], None]:
             f"lr {s.learning_rate:.2e}"
             + (f" · {s.tokens_per_s:.0f} tokens/s" if s.tokens_per_s else "")
         )
-        ft.finetune_live(
+        finetune_runs.finetune_live(
             job_id=job.id, step=s.step, total=s.total_steps, live=s.as_dict(), line=line
         )
 
@@ -254,14 +256,14 @@ def _training_progress(job: Job) -> Callable[[Any], None]:
 def _training_end(job: Job, result: Any, finish: Callable[..., Any]) -> None:
     """The end of a training job (fine-tuning, alignment): cancelled with what it did, or
     finished with its final folder as the artifact (`finish` records the candidate)."""
-    from lifecycle_app.services import finetune as ft
+    from lifecycle_app.stages.finetune import runs as finetune_runs
     from workers.ml import train
 
     summary = {k: v for k, v in result.as_dict().items() if k not in ("history", "evals")}
     if result.status == "cancelled":
-        ft.finetune_log(job_id=job.id, line=f"cancelled at step {result.steps}")
+        finetune_runs.finetune_log(job_id=job.id, line=f"cancelled at step {result.steps}")
         fresh = Job.objects.get(id=job.id)
-        job_services.job_mark_cancelled(job_id=job.id, result={**fresh.result, "summary": summary})
+        jobs_services.job_mark_cancelled(job_id=job.id, result={**fresh.result, "summary": summary})
         return
     assert result.final_dir is not None
     final_dir = Path(result.final_dir)
@@ -269,8 +271,9 @@ def _training_end(job: Job, result: Any, finish: Callable[..., Any]) -> None:
 
 
 def _finetune(job: Job) -> None:
-    from lifecycle_app.prompting import PromptingError, kit_for, split_rows
-    from lifecycle_app.services import finetune as ft
+    from lifecycle_app.stages.finetune import runs as finetune_runs
+    from lifecycle_app.stages.finetune import services as finetune_services
+    from lifecycle_app.stages.prompt.building import PromptingError, kit_for, split_rows
     from workers.ml import models, train
     from workers.ml.params import TrainParams
 
@@ -284,10 +287,10 @@ def _finetune(job: Job) -> None:
     except PromptingError as exc:
         raise UserFacingError(str(exc)) from exc
     render = train.make_render(kit, train.template_spec(params.template))
-    out_dir = ft.run_dir(job.id)
+    out_dir = finetune_runs.run_dir(job.id)
     resume = job.attempt > 1 and bool(train.checkpoints(out_dir))
     total = job.progress_total or params.max_steps or 0
-    job_services.job_progress(
+    jobs_services.job_progress(
         job_id=job.id,
         done=job.progress_done if resume else 0,
         total=total,
@@ -295,7 +298,7 @@ def _finetune(job: Job) -> None:
     )
     loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
     if resume:
-        ft.finetune_log(
+        finetune_runs.finetune_log(
             job_id=job.id,
             line=f"attempt {job.attempt}: resuming from {train.checkpoints(out_dir)[-1].name}",
         )
@@ -303,8 +306,8 @@ def _finetune(job: Job) -> None:
     on_step = _training_progress(job)
 
     def on_eval(e: train.EvalLog) -> None:
-        ft.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
-        ft.finetune_log(
+        finetune_runs.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
+        finetune_runs.finetune_log(
             job_id=job.id,
             line=f"step {e.step}: validation loss {e.loss:.4f} on {e.rows} rows",
         )
@@ -318,10 +321,10 @@ def _finetune(job: Job) -> None:
         render=render,
         on_step=on_step,
         on_eval=on_eval,
-        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        should_cancel=lambda: jobs_services.job_cancel_requested(job_id=job.id),
         resume=resume,
     )
-    _training_end(job, result, ft.finetune_finish)
+    _training_end(job, result, finetune_services.finetune_finish)
 
 
 @app.task(
@@ -338,7 +341,7 @@ EVALUATE_SOFT_LIMIT_S = 3 * 3600  # below celery.VISIBILITY_TIMEOUT_S (4 h)
 
 
 def _record_eval_batch(outcomes: list[Any], stats: Any, *, job_id: int, candidate_id: int) -> None:
-    from lifecycle_app.services.evaluation import candidate_record_batch
+    from lifecycle_app.stages.evaluate.services import candidate_record_batch
 
     candidate_record_batch(job_id=job_id, candidate_id=candidate_id, outcomes=outcomes, stats=stats)
 
@@ -348,10 +351,10 @@ def _evaluate(job: Job) -> None:
     unavailable (or failed, with the error) and the others still run."""
     from django.db.models import F
 
-    from lifecycle_app import evaluating
-    from lifecycle_app.models import CandidateStatus, EvaluationCandidate
-    from lifecycle_app.prompting import PromptingError
-    from lifecycle_app.services import evaluation as ev
+    from lifecycle_app.stages.evaluate import candidates as evaluating
+    from lifecycle_app.stages.evaluate import services as ev
+    from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCandidate
+    from lifecycle_app.stages.prompt.building import PromptingError
     from workers.ml import models
     from workers.ml.evaluation import run_candidate, run_general
     from workers.ml.params import EvaluateParams
@@ -374,7 +377,7 @@ def _evaluate(job: Job) -> None:
     general: dict[tuple[str, str], dict[str, float]] = {}
 
     def cancel() -> bool:
-        return job_services.job_cancel_requested(job_id=job.id)
+        return jobs_services.job_cancel_requested(job_id=job.id)
 
     scored = 0
 
@@ -399,7 +402,7 @@ def _evaluate(job: Job) -> None:
                 split=params.split,
             )
             ev.candidate_start(candidate_id=candidate.id, prompts=prompts)
-            job_services.job_progress_message(job_id=job.id, message=f"{step}: loading")
+            jobs_services.job_progress_message(job_id=job.id, message=f"{step}: loading")
             model_spec = ModelSpec(
                 source=candidate.base_model.source,  # type: ignore[arg-type]
                 location=candidate.base_model.location,
@@ -408,7 +411,7 @@ def _evaluate(job: Job) -> None:
         except (PromptingError, models.ModelNotAvailable) as exc:
             skip(candidate, CandidateStatus.UNAVAILABLE, str(exc))
             continue
-        job_services.job_progress_message(job_id=job.id, message=f"{step}: generating")
+        jobs_services.job_progress_message(job_id=job.id, message=f"{step}: generating")
         try:
             result = run_candidate(
                 loaded,
@@ -423,7 +426,7 @@ def _evaluate(job: Job) -> None:
             )
             if result.cancelled:
                 ev.candidate_mark(candidate_id=candidate.id, status=CandidateStatus.CANCELLED)
-                job_services.job_mark_cancelled(job_id=job.id, result={"scored": scored})
+                jobs_services.job_mark_cancelled(job_id=job.id, result={"scored": scored})
                 return
             if result.stats.rows_done == 0:
                 ev.candidate_mark(
@@ -438,12 +441,12 @@ def _evaluate(job: Job) -> None:
                 # Forgetting is a property of the weights: one run per model.
                 key = (model_spec.source, model_spec.location)
                 if key not in general:
-                    job_services.job_progress_message(
+                    jobs_services.job_progress_message(
                         job_id=job.id, message=f"{step}: general-ability check"
                     )
                     outcome = run_general(loaded, should_cancel=cancel)
                     if outcome.cancelled:
-                        job_services.job_mark_cancelled(job_id=job.id, result={"scored": scored})
+                        jobs_services.job_mark_cancelled(job_id=job.id, result={"scored": scored})
                         return
                     general[key] = outcome.scores
                 ev.candidate_general(candidate_id=candidate.id, scores=general[key])
@@ -456,7 +459,7 @@ def _evaluate(job: Job) -> None:
             )
     if scored == 0:
         raise UserFacingError("No candidate could be scored: see each candidate's reason.")
-    job_services.job_succeed(
+    jobs_services.job_succeed(
         job_id=job.id,
         result={"scored": scored, "candidates": len(candidates), "rows": len(rows)},
         message=f"Scored {scored} of {len(candidates)} candidates on {len(rows)} rows",
@@ -475,8 +478,8 @@ def evaluate_job(self: Task, job_id: int) -> None:
 
 
 def _align(job: Job) -> None:
-    from lifecycle_app.services import feedback as fb
-    from lifecycle_app.services import finetune as ft
+    from lifecycle_app.stages.align import services as fb
+    from lifecycle_app.stages.finetune import runs as finetune_runs
     from workers.ml import align, models
     from workers.ml.params import AlignParams
 
@@ -486,9 +489,9 @@ def _align(job: Job) -> None:
     pairs = [align.Pair(**p) for p in fb.align_pairs(job=job)]
     if not pairs:
         raise UserFacingError("The preference set of this run was deleted or is empty.")
-    out_dir = ft.run_dir(job.id)
+    out_dir = finetune_runs.run_dir(job.id)
     resume = job.attempt > 1 and align.latest_checkpoint(out_dir) is not None
-    job_services.job_progress(
+    jobs_services.job_progress(
         job_id=job.id,
         done=job.progress_done if resume else 0,
         total=params.max_steps,
@@ -498,15 +501,19 @@ def _align(job: Job) -> None:
     if resume:
         checkpoint = align.latest_checkpoint(out_dir)
         name = checkpoint.name if checkpoint else "the start"
-        ft.finetune_log(job_id=job.id, line=f"attempt {job.attempt}: resuming from {name}")
+        finetune_runs.finetune_log(
+            job_id=job.id, line=f"attempt {job.attempt}: resuming from {name}"
+        )
     else:
-        ft.finetune_log(job_id=job.id, line="measuring preference accuracy before alignment")
+        finetune_runs.finetune_log(
+            job_id=job.id, line="measuring preference accuracy before alignment"
+        )
 
     def on_score(when: str, score: align.PreferenceScore) -> None:
         fresh = Job.objects.get(id=job.id)
         preference = {**(fresh.result or {}).get("preference", {}), when: score.as_dict()}
         Job.objects.filter(id=job.id).update(result={**fresh.result, "preference": preference})
-        ft.finetune_log(
+        finetune_runs.finetune_log(
             job_id=job.id,
             line=f"preference accuracy {when} alignment: {score.accuracy:.1%} of "
             f"{score.pairs} held-out pairs (mean log-likelihood margin {score.margin:+.3f})",
@@ -519,7 +526,7 @@ def _align(job: Job) -> None:
         out_dir=out_dir,
         on_step=_training_progress(job),
         on_score=on_score,
-        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        should_cancel=lambda: jobs_services.job_cancel_requested(job_id=job.id),
         resume=resume,
     )
     _training_end(job, result, fb.align_finish)
@@ -536,14 +543,14 @@ def align_job(self: Task, job_id: int) -> None:
 
 
 def _profile(job: Job) -> None:
-    from lifecycle_app.services.datasets import dataset_record_profile
+    from lifecycle_app.datasets.services import dataset_record_profile
     from workers.ml import models
     from workers.ml.profile import profile
 
     dataset = job.dataset
     if dataset is None:
         raise UserFacingError("The dataset of this job was deleted.")
-    job_services.job_progress(
+    jobs_services.job_progress(
         job_id=job.id, done=0, total=dataset.valid_rows, message="Loading the tokenizer"
     )
     tokenizer, context_length, _ = models.load_tokenizer(
@@ -551,9 +558,9 @@ def _profile(job: Job) -> None:
     )
 
     def on_progress(done: int, total: int) -> None:
-        if job_services.job_cancel_requested(job_id=job.id):
+        if jobs_services.job_cancel_requested(job_id=job.id):
             raise JobCancelled
-        job_services.job_progress(job_id=job.id, done=done, total=total, message="Tokenizing")
+        jobs_services.job_progress(job_id=job.id, done=done, total=total, message="Tokenizing")
 
     try:
         result = profile(
@@ -563,12 +570,12 @@ def _profile(job: Job) -> None:
             on_progress=on_progress,
         )
     except JobCancelled:
-        job_services.job_mark_cancelled(job_id=job.id)
+        jobs_services.job_mark_cancelled(job_id=job.id)
         return
     result["model"] = job.base_model.name if job.base_model else ""
     dataset_record_profile(dataset_id=dataset.id, profile=result)
     rows = sum(result.get("rows", {}).values())
-    job_services.job_succeed(
+    jobs_services.job_succeed(
         job_id=job.id,
         result={"over_context": result.get("over_context", 0), "rows": rows},
         message=f"Profiled {rows} rows",
@@ -590,7 +597,7 @@ def profile_job(self: Task, job_id: int) -> None:
 
 
 def _register_model(job: Job) -> None:
-    from lifecycle_app.services.catalog import basemodel_register_result
+    from lifecycle_app.catalog.services import basemodel_register_result
     from workers.ml import models, planner
 
     source, location = job.params["source"], job.params["location"]
@@ -606,7 +613,7 @@ def _register_model(job: Job) -> None:
         shape=shape.to_json(),
         weights_present=models.weights_present(path),
     )
-    job_services.job_succeed(
+    jobs_services.job_succeed(
         job_id=job.id,
         result={"base_model": model.slug},
         message=f"Added {model.name} ({info.family}, {info.n_params:,} parameters)",
@@ -630,8 +637,8 @@ def _export(job: Job) -> None:
     """Build a variant, measure it and its parent side by side, bundle it, record it."""
     import shutil
 
-    from lifecycle_app.prompting import PromptingError, kit_for, spec_of, split_rows
-    from lifecycle_app.services import deploy
+    from lifecycle_app.stages.deploy import services as deploy
+    from lifecycle_app.stages.prompt.building import PromptingError, kit_for, spec_of, split_rows
     from workers.ml import export, models
     from workers.ml import prompts as ml_prompts
     from workers.ml.params import ExportParams
@@ -644,11 +651,11 @@ def _export(job: Job) -> None:
     total = deploy.EXPORT_STEPS
 
     def progress(done: int, _total: int, message: str) -> None:
-        job_services.job_progress(job_id=job.id, done=done, total=total, message=message)
+        jobs_services.job_progress(job_id=job.id, done=done, total=total, message=message)
 
     def cancelled() -> bool:
-        if job_services.job_cancel_requested(job_id=job.id):
-            job_services.job_mark_cancelled(job_id=job.id)
+        if jobs_services.job_cancel_requested(job_id=job.id):
+            jobs_services.job_mark_cancelled(job_id=job.id)
             return True
         return False
 
@@ -796,17 +803,17 @@ def serve_generate(reply_key: str, path: str, request: dict[str, object]) -> Non
 
 @app.task(name="jobs.reap")
 def reap_stale_jobs() -> int:
-    from lifecycle_app.services.datasets import staged_cleanup
+    from lifecycle_app.datasets.services import staged_cleanup
     from workers import serve_reply
 
     staged_cleanup()
     serve_reply.cleanup()
-    return job_services.job_reap_stale()
+    return jobs_services.job_reap_stale()
 
 
 @worker_ready.connect
 def _reap_on_start(**kwargs: object) -> None:
     try:
-        job_services.job_reap_stale()
+        jobs_services.job_reap_stale()
     except Exception:
         logger.exception("Reaping stale jobs at start-up failed")

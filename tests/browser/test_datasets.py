@@ -13,7 +13,7 @@ from pytest_django.live_server_helper import LiveServer
 
 import lifecycle_app
 from lifecycle_app.models import BaseModel, Dataset, Job, JobKind, JobStatus, Project
-from lifecycle_app.services.projects import stage_step_save
+from lifecycle_app.projects.services import stage_step_save
 from tests.browser.conftest import log_in
 from tests.integration.conftest import WorkerProcess
 

@@ -23,8 +23,8 @@ from lifecycle_app.models import (
     Project,
     PromptTemplate,
 )
-from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.trials import template_create
+from lifecycle_app.stages.prompt.building import snapshot
+from lifecycle_app.stages.prompt.services import template_create
 from tests.browser.conftest import log_in
 from tests.factories import JobFactory
 from tests.integration.conftest import WorkerProcess
@@ -93,7 +93,7 @@ def test_an_evaluation_runs_from_the_browser_and_shows_scorecard_and_side_by_sid
     page.goto(f"{base}/p/{project.slug}/adapt/evaluate/")
     expect(page.get_by_role("heading", name="Evaluate")).to_be_visible()
     page.get_by_label("Tiny test model · zero-shot").check()
-    page.get_by_label(re.compile(rf"Trial #{trial.id}:")).check()
+    page.get_by_label(re.compile(rf"Trial #{trial.id} ·")).check()
     page.select_option("#id_split", "test")
     page.fill("#id_n_rows", str(ROWS))
     page.fill("#id_max_new_tokens", "6")

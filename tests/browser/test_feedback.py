@@ -9,7 +9,6 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from lifecycle_app import feedback
 from lifecycle_app.models import (
     BaseModel,
     FeedbackRound,
@@ -19,7 +18,8 @@ from lifecycle_app.models import (
     Rating,
     Role,
 )
-from lifecycle_app.services import feedback as services
+from lifecycle_app.stages.align import agreement as feedback
+from lifecycle_app.stages.align import services
 from tests.browser.conftest import log_in
 from tests.unit.test_feedback import make_trial
 

@@ -12,7 +12,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from lifecycle_app.models import BaseModel, Dataset, Job, JobStatus, Project
-from lifecycle_app.services.trials import template_create
+from lifecycle_app.stages.prompt.services import template_create
 from tests.browser.conftest import log_in
 from tests.integration.conftest import WorkerProcess
 from tests.integration.sample_data import sample_dialogues

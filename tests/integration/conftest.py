@@ -213,7 +213,7 @@ def shared_celery_worker(log_dir: Path) -> Iterator[WorkerProcess]:
 
 def _cancel_active_jobs(timeout: float = 15.0) -> None:
     """Stop what a test left running, so the next test's jobs do not queue behind it."""
-    from lifecycle_app.services.jobs import job_cancel
+    from lifecycle_app.jobs.services import job_cancel
 
     for job in Job.objects.filter(status__in=ACTIVE_STATUSES):
         job_cancel(job=job)

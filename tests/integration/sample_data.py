@@ -11,11 +11,11 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 import lifecycle_app
+from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.models import BaseModel, Dataset, Job, Project, PromptTemplate
-from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
-from lifecycle_app.services.finetune import finetune_create
-from lifecycle_app.services.trials import template_create
+from lifecycle_app.stages.finetune.services import finetune_create
+from lifecycle_app.stages.prompt.building import snapshot
+from lifecycle_app.stages.prompt.services import template_create
 from workers.ml.params import TrainParams
 
 SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"

@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from lifecycle_app.models import Artifact, BaseModel, Dataset, JobStatus, ModelVariant, Project
-from lifecycle_app.services.deploy import api_token_create, export_create, variant_deploy
+from lifecycle_app.stages.deploy.services import api_token_create, export_create, variant_deploy
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import sample_dialogues
 from workers.ml.params import ExportParams

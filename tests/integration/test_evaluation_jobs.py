@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 
-from lifecycle_app import evaluating
 from lifecycle_app.models import (
     BaseModel,
     CandidateStatus,
@@ -25,9 +24,10 @@ from lifecycle_app.models import (
     Stage,
     StageKey,
 )
-from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.evaluation import evaluation_create
-from lifecycle_app.services.trials import template_create
+from lifecycle_app.stages.evaluate import candidates as evaluating
+from lifecycle_app.stages.evaluate.services import evaluation_create
+from lifecycle_app.stages.prompt.building import snapshot
+from lifecycle_app.stages.prompt.services import template_create
 from tests.factories import JobFactory
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import sample_dialogues
@@ -159,7 +159,7 @@ def test_a_lora_candidate_from_a_fine_tuning_job_is_scored_with_its_own_general_
     dialogues: Dataset,
     template: PromptTemplate,
 ) -> None:
-    from lifecycle_app.services.finetune import finetune_create
+    from lifecycle_app.stages.finetune.services import finetune_create
     from workers.ml.params import TrainParams
 
     params = TrainParams(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 
+from lifecycle_app.jobs.services import job_cancel
 from lifecycle_app.models import (
     Artifact,
     BaseModel,
@@ -21,8 +22,8 @@ from lifecycle_app.models import (
     PreferenceSet,
     Project,
 )
-from lifecycle_app.services.feedback import align_create
-from lifecycle_app.services.jobs import job_cancel, job_create_generate
+from lifecycle_app.stages.align.services import align_create
+from lifecycle_app.stages.prompt.playground import job_create_generate
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import sample_dialogues, start_finetune
 from workers.ml import train

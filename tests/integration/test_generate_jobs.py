@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from lifecycle_app.jobs.services import job_cancel
 from lifecycle_app.models import BaseModel, GenerationOutput, Job, JobStatus, Project
-from lifecycle_app.services.jobs import job_cancel, job_create_generate
+from lifecycle_app.stages.prompt.playground import job_create_generate
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from workers.ml.params import MAX_NEW_TOKENS_LIMIT, GenerateParams
 
@@ -164,7 +165,7 @@ def test_a_job_whose_broker_cannot_be_reached_fails_loudly(
     tiny_model: BaseModel,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="lifecycle_app.services.jobs"):
+    with caplog.at_level(logging.ERROR, logger="lifecycle_app.jobs.services"):
         job = _generate(project, owner, tiny_model, max_new_tokens=8)
 
     job.refresh_from_db()

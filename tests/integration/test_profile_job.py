@@ -15,12 +15,8 @@ import pytest
 from django.contrib.auth.models import User
 
 import lifecycle_app
+from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.models import BaseModel, Dataset, Job, JobKind, JobStatus, Project
-from lifecycle_app.services.datasets import (
-    Mapping,
-    dataset_create_from_staged,
-    dataset_stage_file,
-)
 from tests.integration.conftest import WorkerProcess, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from lifecycle_app.jobs.services import job_cancel
 from lifecycle_app.models import (
     BaseModel,
     Dataset,
@@ -22,9 +23,8 @@ from lifecycle_app.models import (
     StageKey,
     TrialExample,
 )
-from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.jobs import job_cancel
-from lifecycle_app.services.trials import trial_create
+from lifecycle_app.stages.prompt.building import snapshot
+from lifecycle_app.stages.prompt.services import trial_create
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import INSTRUCTION, sample_dialogues, summary_template
 from workers.ml.params import TrialParams

@@ -12,11 +12,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from lifecycle_app.datasets import services as dataset_services
+from lifecycle_app.datasets.services import Mapping
+from lifecycle_app.jobs import services as job_services
 from lifecycle_app.models import Activity, ActivityVerb, BaseModel, Job, JobStatus, Project
-from lifecycle_app.services import datasets as dataset_services
-from lifecycle_app.services import jobs as job_services
-from lifecycle_app.services.activity import activity_record
-from lifecycle_app.services.datasets import Mapping
+from lifecycle_app.projects.activity import activity_record
 from tests.factories import JobFactory, prompt_data, scope_data
 
 ROWS = "".join(f'{{"input": "ticket {i}", "target": "summary {i}"}}\n' for i in range(10))

@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from lifecycle_app.models import BaseModel, JobKind, JobStatus, ModelVariant, Project, VariantKind
-from lifecycle_app.services.deploy import api_token_create, api_token_revoke, variant_deploy
+from lifecycle_app.stages.deploy.services import api_token_create, api_token_revoke, variant_deploy
 from tests.factories import JobFactory, make_project
 
 Reply = dict[str, Any] | None
@@ -37,7 +37,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append({"variant": variant, "request": request})
         return reply
 
-    monkeypatch.setattr("lifecycle_app.views.api.serve_request", fake)
+    monkeypatch.setattr("lifecycle_app.stages.deploy.api.serve_request", fake)
     return calls
 
 
@@ -200,7 +200,7 @@ def test_no_reply_in_time_gets_a_504_json_error(
 ) -> None:
     _deployed(project, owner, tiny_model)
     _, raw = api_token_create(project=project, actor=owner, name="app")
-    monkeypatch.setattr("lifecycle_app.views.api.serve_request", lambda **kw: None)
+    monkeypatch.setattr("lifecycle_app.stages.deploy.api.serve_request", lambda **kw: None)
 
     response = _post(Client(), project.slug, BODY, raw)
 
@@ -214,7 +214,7 @@ def test_a_worker_error_is_passed_on_as_json(
     _deployed(project, owner, tiny_model)
     _, raw = api_token_create(project=project, actor=owner, name="app")
     reply = {"ok": False, "status": 400, "type": "invalid_request_error", "message": "too long"}
-    monkeypatch.setattr("lifecycle_app.views.api.serve_request", lambda **kw: reply)
+    monkeypatch.setattr("lifecycle_app.stages.deploy.api.serve_request", lambda **kw: reply)
 
     response = _post(Client(), project.slug, BODY, raw)
 

@@ -14,7 +14,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from lifecycle_app import feedback
 from lifecycle_app.models import (
     Artifact,
     BaseModel,
@@ -33,7 +32,8 @@ from lifecycle_app.models import (
     StageKey,
     TrialExample,
 )
-from lifecycle_app.services import feedback as services
+from lifecycle_app.stages.align import agreement as feedback
+from lifecycle_app.stages.align import services
 from tests.factories import JobFactory
 from workers.ml import train
 from workers.ml.params import AlignParams
@@ -362,7 +362,7 @@ def test_the_align_step_queues_a_dpo_job_and_opens_its_dashboard(
         response = client.post(step_url(project), align_data(tiny_model, pset))
 
     job = Job.objects.get(kind=JobKind.ALIGN)
-    assert response["Location"] == reverse("finetune_detail", args=[project.slug, job.id])
+    assert response["Location"] == reverse("align_run_detail", args=[project.slug, job.id])
     assert enqueued == [job.id]
     params = AlignParams(**job.params)
     assert (params.preference_set_id, params.target_modules, params.max_steps) == (
@@ -429,7 +429,7 @@ def test_a_finished_alignment_is_a_candidate_with_one_artifact(
 def test_a_trial_over_train_rows_must_be_zero_shot(
     project: Project, owner: User, tiny_model: BaseModel
 ) -> None:
-    from lifecycle_app.forms import TrialForm
+    from lifecycle_app.stages.prompt.forms import TrialForm
 
     form = TrialForm({"split": "train", "shots": 2}, project=project)
     form.is_valid()

@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from lifecycle_app.jobs.services import job_reap_stale
 from lifecycle_app.models import (
     Artifact,
     BaseModel,
@@ -27,10 +28,10 @@ from lifecycle_app.models import (
     PromptTemplate,
     StageKey,
 )
-from lifecycle_app.prompting import snapshot
-from lifecycle_app.services import finetune as ft
-from lifecycle_app.services.jobs import job_reap_stale
-from lifecycle_app.services.trials import template_create
+from lifecycle_app.stages.finetune import runs as finetune_runs
+from lifecycle_app.stages.finetune import services as finetune_services
+from lifecycle_app.stages.prompt.building import snapshot
+from lifecycle_app.stages.prompt.services import template_create
 from tests.integration.sample_data import sample_dialogues
 from workers.ml import train
 from workers.ml.params import TrainParams
@@ -159,7 +160,7 @@ def test_a_run_that_does_not_fit_is_refused_with_the_reason(
     enqueued: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("lifecycle_app.finetune_forms.worker_memory_bytes", lambda: 4096)
+    monkeypatch.setattr("lifecycle_app.stages.finetune.forms.worker_memory_bytes", lambda: 4096)
 
     response = client.post(step_url(project), form_data(tiny_model, dialogues, template))
 
@@ -203,7 +204,7 @@ def queued_run(project: Project, owner: User, model: BaseModel, dataset: Dataset
         project=project, user=owner, name="T", fields=FIELDS
     )
     params = TrainParams(model_ref=model.slug, dataset_id=dataset.id, template=snapshot(template))
-    return ft.finetune_create(
+    return finetune_services.finetune_create(
         project=project,
         user=owner,
         base_model=model,
@@ -222,7 +223,7 @@ def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     enqueued: list[int],
 ) -> None:
     job = queued_run(project, owner, tiny_model, dialogues)
-    final = ft.run_dir(job.id) / "final"
+    final = finetune_runs.run_dir(job.id) / "final"
     final.mkdir(parents=True)
     (final / "adapter_model.safetensors").write_bytes(b"weights" * 100)
     (final / "adapter_config.json").write_text("{}")
@@ -230,8 +231,12 @@ def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     files = train.artifact_files(final)
     summary = {"steps": 30, "final_train_loss": 1.5, "final_eval_loss": 1.6}
 
-    first = ft.finetune_finish(job=job, summary=summary, final_dir=final, files=files)
-    second = ft.finetune_finish(job=job, summary=summary, final_dir=final, files=files)
+    first = finetune_services.finetune_finish(
+        job=job, summary=summary, final_dir=final, files=files
+    )
+    second = finetune_services.finetune_finish(
+        job=job, summary=summary, final_dir=final, files=files
+    )
 
     assert first.id == second.id
     artifact = Artifact.objects.get(job=job)
@@ -323,9 +328,9 @@ def test_the_dashboard_draws_the_curves_and_its_polling_gets_only_the_live_part(
     job = queued_run(project, owner, tiny_model, dialogues)
     Job.objects.filter(id=job.id).update(status=JobStatus.RUNNING, progress_done=2)
     for step, loss in ((1, 2.5), (2, 2.25)):
-        ft.metric_record(job_id=job.id, step=step, values={"train_loss": loss})
-    ft.metric_record(job_id=job.id, step=2, values={"val_loss": 2.4})
-    ft.metric_record(job_id=job.id, step=2, values={"train_loss": 2.0})  # a resumed step
+        finetune_runs.metric_record(job_id=job.id, step=step, values={"train_loss": loss})
+    finetune_runs.metric_record(job_id=job.id, step=2, values={"val_loss": 2.4})
+    finetune_runs.metric_record(job_id=job.id, step=2, values={"train_loss": 2.0})  # a resumed step
     url = reverse("finetune_detail", args=[project.slug, job.id])
 
     page = client.get(url)

@@ -12,14 +12,16 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
-from lifecycle_app.forms import GenerateForm, ModelPickForm, ScopeForm
 from lifecycle_app.models import BaseModel, Job, Project
+from lifecycle_app.stages.prompt.forms import GenerateForm
+from lifecycle_app.stages.scope.forms import ScopeForm
+from lifecycle_app.stages.select.forms import ModelPickForm
 from tests.factories import BaseModelFactory, prompt_data, scope_data
 
 
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", lambda job_id: None)
+    monkeypatch.setattr("lifecycle_app.jobs.services._enqueue", lambda job_id: None)
 
 
 # --- Prompt validation, through the view ------------------------------------------------

@@ -10,10 +10,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from lifecycle_app.catalog.services import basemodel_register
+from lifecycle_app.datasets import services as dataset_services
+from lifecycle_app.jobs.services import JobLimitReached, job_create
 from lifecycle_app.models import Job, JobKind, JobStatus, Membership, Project, Role
-from lifecycle_app.services import datasets as dataset_services
-from lifecycle_app.services.catalog import basemodel_register
-from lifecycle_app.services.jobs import JobLimitReached, job_create
 from tests.factories import JobFactory, UserFactory, make_project, prompt_data
 
 HTMX = {"HX-Request": "true"}

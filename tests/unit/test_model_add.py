@@ -14,8 +14,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
+from lifecycle_app.jobs.services import job_claim
 from lifecycle_app.models import BaseModel, Job, JobKind, JobStatus, Project
-from lifecycle_app.services.jobs import job_claim
 from workers.ml.models import build_tiny
 
 

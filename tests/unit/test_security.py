@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 
 from lifecycle_app.models import Project, StageKey
-from lifecycle_app.services.sharing import share_link_create
+from lifecycle_app.teams.services import share_link_create
 from tests.factories import PASSWORD, scope_data
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from lifecycle_app.jobs import services as jobs_services
 from lifecycle_app.models import (
     BaseModel,
     GenerationOutput,
@@ -21,7 +22,7 @@ from lifecycle_app.models import (
     StageKey,
     StepStatus,
 )
-from lifecycle_app.services import jobs as job_services
+from lifecycle_app.stages.prompt import playground as prompt_playground
 from tests.factories import JobFactory
 from workers.ml.params import GenerateParams
 
@@ -61,7 +62,7 @@ def prompt_step(project: Project) -> dict[str, Any]:
 
 def create_generate(project: Project, user: User, model: BaseModel) -> Job:
     params = GenerateParams(model_ref=model.slug, prompt="Say hi", max_new_tokens=12)
-    return job_services.job_create_generate(
+    return prompt_playground.job_create_generate(
         project=project, user=user, base_model=model, params=params
     )
 
@@ -150,8 +151,8 @@ def test_it_fails_the_job_loudly_when_the_broker_cannot_be_reached(
 def test_it_claims_a_queued_job_once(project: Project) -> None:
     job = JobFactory.create(project=project)
 
-    claimed = job_services.job_claim(job_id=job.id, worker="worker-a")
-    again = job_services.job_claim(job_id=job.id, worker="worker-b")
+    claimed = jobs_services.job_claim(job_id=job.id, worker="worker-a")
+    again = jobs_services.job_claim(job_id=job.id, worker="worker-b")
 
     assert claimed is not None
     assert claimed.status == JobStatus.RUNNING
@@ -167,7 +168,7 @@ def test_it_claims_a_queued_job_once(project: Project) -> None:
 def test_it_takes_over_a_running_job_whose_heartbeat_is_stale(project: Project) -> None:
     job = running_job(project, heartbeat_age=STALE)
 
-    claimed = job_services.job_claim(job_id=job.id, worker="worker-b")
+    claimed = jobs_services.job_claim(job_id=job.id, worker="worker-b")
 
     assert claimed is not None
     assert claimed.status == JobStatus.RUNNING
@@ -181,7 +182,7 @@ def test_it_takes_over_a_running_job_whose_heartbeat_is_stale(project: Project) 
 def test_it_does_not_take_over_a_running_job_with_a_fresh_heartbeat(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=2))
 
-    assert job_services.job_claim(job_id=job.id, worker="worker-b") is None
+    assert jobs_services.job_claim(job_id=job.id, worker="worker-b") is None
     job.refresh_from_db()
     assert (job.worker, job.attempt) == ("old-worker", 1)
 
@@ -190,19 +191,19 @@ def test_it_does_not_take_over_a_running_job_with_a_fresh_heartbeat(project: Pro
 def test_it_does_not_claim_a_finished_job(status: str, project: Project) -> None:
     job = JobFactory.create(project=project, status=status)
 
-    assert job_services.job_claim(job_id=job.id, worker="worker-a") is None
+    assert jobs_services.job_claim(job_id=job.id, worker="worker-a") is None
     job.refresh_from_db()
     assert job.status == status
 
 
 def test_it_does_not_claim_a_job_that_does_not_exist(db: None) -> None:
-    assert job_services.job_claim(job_id=987654, worker="worker-a") is None
+    assert jobs_services.job_claim(job_id=987654, worker="worker-a") is None
 
 
 def test_it_truncates_a_long_worker_name(project: Project) -> None:
     job = JobFactory.create(project=project)
 
-    claimed = job_services.job_claim(job_id=job.id, worker="w" * 500)
+    claimed = jobs_services.job_claim(job_id=job.id, worker="w" * 500)
 
     assert claimed is not None
     assert len(claimed.worker) == 200
@@ -215,8 +216,8 @@ def test_it_records_progress_only_for_a_running_job(project: Project) -> None:
     running = running_job(project, heartbeat_age=timedelta(seconds=30))
     queued = JobFactory.create(project=project)
 
-    job_services.job_progress(job_id=running.id, done=3, total=8, message="Generating")
-    job_services.job_progress(job_id=queued.id, done=3, total=8, message="Generating")
+    jobs_services.job_progress(job_id=running.id, done=3, total=8, message="Generating")
+    jobs_services.job_progress(job_id=queued.id, done=3, total=8, message="Generating")
 
     running.refresh_from_db()
     queued.refresh_from_db()
@@ -234,7 +235,7 @@ def test_it_records_progress_only_for_a_running_job(project: Project) -> None:
 def test_it_marks_the_prompt_step_complete_when_a_trial_succeeds(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1), kind=JobKind.TRIAL)
 
-    job_services.job_succeed(job_id=job.id, result={"rows_done": 5})
+    jobs_services.job_succeed(job_id=job.id, result={"rows_done": 5})
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
@@ -248,16 +249,16 @@ def test_it_marks_the_prompt_step_complete_when_a_trial_succeeds(project: Projec
 def test_a_playground_generation_does_not_complete_the_prompt_step(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1))
 
-    job_services.job_succeed(job_id=job.id, result={"tokens": 5})
+    jobs_services.job_succeed(job_id=job.id, result={"tokens": 5})
 
     assert prompt_step(project).get("status") != StepStatus.COMPLETE
 
 
 def test_it_keeps_a_cancelled_job_cancelled_when_it_later_succeeds(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1))
-    job_services.job_mark_cancelled(job_id=job.id, result={"partial": True})
+    jobs_services.job_mark_cancelled(job_id=job.id, result={"partial": True})
 
-    job_services.job_succeed(job_id=job.id, result={"tokens": 5})
+    jobs_services.job_succeed(job_id=job.id, result={"tokens": 5})
 
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
@@ -268,10 +269,10 @@ def test_it_keeps_a_cancelled_job_cancelled_when_it_later_succeeds(project: Proj
 
 def test_it_keeps_a_failed_job_failed(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1))
-    job_services.job_fail(job_id=job.id, error="Out of memory", traceback="Traceback …")
+    jobs_services.job_fail(job_id=job.id, error="Out of memory", traceback="Traceback …")
 
-    job_services.job_mark_cancelled(job_id=job.id)
-    job_services.job_fail(job_id=job.id, error="Something else")
+    jobs_services.job_mark_cancelled(job_id=job.id)
+    jobs_services.job_fail(job_id=job.id, error="Something else")
 
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
@@ -281,9 +282,9 @@ def test_it_keeps_a_failed_job_failed(project: Project) -> None:
 
 def test_it_keeps_a_succeeded_job_succeeded(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1))
-    job_services.job_succeed(job_id=job.id, result={"tokens": 5})
+    jobs_services.job_succeed(job_id=job.id, result={"tokens": 5})
 
-    job_services.job_fail(job_id=job.id, error="late failure")
+    jobs_services.job_fail(job_id=job.id, error="late failure")
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
@@ -296,23 +297,23 @@ def test_it_keeps_a_succeeded_job_succeeded(project: Project) -> None:
 def test_it_cancels_a_queued_job_so_no_worker_claims_it(project: Project) -> None:
     job = JobFactory.create(project=project)
 
-    job_services.job_cancel(job=job)
+    jobs_services.job_cancel(job=job)
 
     assert job.status == JobStatus.CANCELLED
-    assert job_services.job_claim(job_id=job.id, worker="worker-a") is None
+    assert jobs_services.job_claim(job_id=job.id, worker="worker-a") is None
 
 
 def test_it_asks_a_running_job_to_stop_once(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1))
 
-    job_services.job_cancel(job=job)
+    jobs_services.job_cancel(job=job)
     first_request = job.cancel_requested_at
-    job_services.job_cancel(job=job)
+    jobs_services.job_cancel(job=job)
 
     assert job.status == JobStatus.RUNNING
     assert first_request is not None
     assert job.cancel_requested_at == first_request
-    assert job_services.job_cancel_requested(job_id=job.id) is True
+    assert jobs_services.job_cancel_requested(job_id=job.id) is True
 
 
 # --- Reaper -----------------------------------------------------------------------------
@@ -330,7 +331,7 @@ def test_it_fails_running_jobs_with_a_stale_heartbeat_and_leaves_the_rest(
         heartbeat_at=timezone.now() - STALE * 10,
     )
 
-    assert job_services.job_reap_stale() == 1
+    assert jobs_services.job_reap_stale() == 1
 
     for job in (stale, fresh, queued, old_but_done):
         job.refresh_from_db()
@@ -352,7 +353,7 @@ def test_it_reaps_a_running_job_that_never_sent_a_heartbeat(project: Project) ->
         heartbeat_at=None,
     )
 
-    assert job_services.job_reap_stale() == 1
+    assert jobs_services.job_reap_stale() == 1
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
 
@@ -360,4 +361,4 @@ def test_it_reaps_a_running_job_that_never_sent_a_heartbeat(project: Project) ->
 def test_it_reaps_nothing_when_every_worker_is_alive(project: Project) -> None:
     running_job(project, heartbeat_age=timedelta(seconds=1))
 
-    assert job_services.job_reap_stale() == 0
+    assert jobs_services.job_reap_stale() == 0

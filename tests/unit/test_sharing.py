@@ -13,7 +13,6 @@ from django.test import Client
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from lifecycle_app import wizard
 from lifecycle_app.models import (
     Activity,
     ActivityVerb,
@@ -24,7 +23,8 @@ from lifecycle_app.models import (
     Project,
     ShareLink,
 )
-from lifecycle_app.services.sharing import share_link_create, share_link_revoke
+from lifecycle_app.projects import steps
+from lifecycle_app.teams.services import share_link_create, share_link_revoke
 from tests.factories import JobFactory, make_project, scope_data
 
 
@@ -51,7 +51,7 @@ def _share_pages(link: ShareLink, job: Job) -> list[str]:
         reverse("share_job_status", args=[token, job.id]),
         *(
             reverse("share_step", args=[token, stage.key.value, step.slug])
-            for stage in wizard.STAGES
+            for stage in steps.STAGES
             for step in stage.steps
         ),
     ]

@@ -12,15 +12,15 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from lifecycle_app import wizard
 from lifecycle_app.models import Job, JobStatus, Project, Stage
+from lifecycle_app.projects import steps
 from tests.factories import JobFactory, make_project
 
 
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sent: list[int] = []
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", sent.append)
+    monkeypatch.setattr("lifecycle_app.jobs.services._enqueue", sent.append)
     return sent
 
 
@@ -47,15 +47,12 @@ def _step_url(stage: str, step: str) -> Callable[[Project, Job], str]:
 
 
 AVAILABLE_STEPS = [
-    (stage.key.value, step.slug)
-    for stage in wizard.STAGES
-    for step in stage.steps
-    if step.available
+    (stage.key.value, step.slug) for stage in steps.STAGES for step in stage.steps if step.available
 ]
 # Steps still "coming later" (none once every stage is built): GET only.
 PLANNED_STEPS = [
     (stage.key.value, step.slug)
-    for stage in wizard.STAGES
+    for stage in steps.STAGES
     for step in stage.steps
     if not step.available
 ]

@@ -28,15 +28,15 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 import lifecycle_app
-from lifecycle_app.models import BaseModel, Dataset, Job, JobKind, JobStatus, Project
-from lifecycle_app.services.datasets import (
+from lifecycle_app.common.uploads import MULTIPART_ALLOWANCE, SizeLimitedUploadHandler
+from lifecycle_app.datasets.services import (
     Mapping,
     StagedUpload,
     dataset_create_from_staged,
     dataset_stage_file,
     staged_cleanup,
 )
-from lifecycle_app.uploads import MULTIPART_ALLOWANCE, SizeLimitedUploadHandler
+from lifecycle_app.models import BaseModel, Dataset, Job, JobKind, JobStatus, Project
 from tests.factories import UserFactory, make_project
 
 SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
@@ -92,7 +92,7 @@ def storage(settings: Any, tmp_path: Path) -> Storage:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Ids of the jobs handed to the broker (nothing is really sent)."""
     ids: list[int] = []
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", ids.append)
+    monkeypatch.setattr("lifecycle_app.jobs.services._enqueue", ids.append)
     return ids
 
 
@@ -551,7 +551,7 @@ def test_a_saved_dataset_without_any_model_gets_no_profile_job(
 def test_the_profile_job_uses_the_projects_chosen_model(
     client: Client, project: Project, tiny_model: BaseModel
 ) -> None:
-    from lifecycle_app.services.projects import stage_step_save
+    from lifecycle_app.projects.services import stage_step_save
 
     chosen = BaseModel.objects.create(slug="chosen", name="Chosen model", source="tiny")
     stage_step_save(

@@ -228,7 +228,7 @@ def test_an_invalid_checklist_status_rerenders_with_errors(project: Project, edi
 def test_a_project_with_exported_candidates_can_be_deleted(
     project: Project, owner: User, tiny_model: BaseModel, tmp_path: Path
 ) -> None:
-    from lifecycle_app.services.projects import project_delete
+    from lifecycle_app.wizard.deletion import project_delete
 
     candidate = BaseModel.objects.create(
         slug="cand", name="Candidate", source="local", project=project, parent=tiny_model

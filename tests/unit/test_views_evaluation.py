@@ -18,7 +18,6 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from lifecycle_app import evaluating, scorecard
 from lifecycle_app.models import (
     Activity,
     BaseModel,
@@ -33,9 +32,11 @@ from lifecycle_app.models import (
     PromptTemplate,
     StageKey,
 )
-from lifecycle_app.services.projects import stage_step_save
-from lifecycle_app.services.sharing import share_link_create
-from lifecycle_app.services.trials import template_create
+from lifecycle_app.projects.services import stage_step_save
+from lifecycle_app.stages.evaluate import candidates as evaluating
+from lifecycle_app.stages.evaluate import scorecard
+from lifecycle_app.stages.prompt.services import template_create
+from lifecycle_app.teams.services import share_link_create
 from tests.factories import JobFactory
 from tests.integration.sample_data import sample_dialogues
 

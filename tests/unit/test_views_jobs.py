@@ -23,7 +23,7 @@ TERMINAL = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
 
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lifecycle_app.services.jobs._enqueue", lambda job_id: None)
+    monkeypatch.setattr("lifecycle_app.jobs.services._enqueue", lambda job_id: None)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from django.test import Client
 from django.urls import reverse
 
 from lifecycle_app.models import Activity, ActivityVerb, Job, Membership, Project, Role
-from lifecycle_app.services.projects import ProjectActionRefused
-from lifecycle_app.services.sharing import (
+from lifecycle_app.projects.services import ProjectActionRefused
+from lifecycle_app.teams.services import (
     membership_change_role,
     membership_invite,
     membership_remove,

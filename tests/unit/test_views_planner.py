@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from lifecycle_app.models import BaseModel, Project, Stage, StageKey, StepStatus
-from lifecycle_app.services.projects import stage_step_save
+from lifecycle_app.projects.services import stage_step_save
 from lifecycle_app.templatetags.lifecycle import params as params_filter
 from tests.factories import BaseModelFactory
 from workers.ml import planner

@@ -26,6 +26,7 @@ from django.urls import reverse
 from tokenizers import Tokenizer
 
 import lifecycle_app
+from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.models import (
     BaseModel,
     Dataset,
@@ -39,13 +40,8 @@ from lifecycle_app.models import (
     StageKey,
     TrialExample,
 )
-from lifecycle_app.prompting import snapshot
-from lifecycle_app.services.datasets import (
-    Mapping,
-    dataset_create_from_staged,
-    dataset_stage_file,
-)
-from lifecycle_app.services.trials import (
+from lifecycle_app.stages.prompt.building import snapshot
+from lifecycle_app.stages.prompt.services import (
     template_create,
     trial_examples_init,
     trial_record_batch,

@@ -340,12 +340,12 @@ def planned_step(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     every real step is built, but the wizard still supports announcing one."""
     import dataclasses
 
-    from lifecycle_app import wizard
+    from lifecycle_app.projects import steps
 
-    last = wizard.STAGES[-1]
-    later = wizard.Step("later", "Later", "Something planned.")
-    stages = (*wizard.STAGES[:-1], dataclasses.replace(last, steps=(*last.steps, later)))
-    monkeypatch.setattr(wizard, "STAGES", stages)
+    last = steps.STAGES[-1]
+    later = steps.Step("later", "Later", "Something planned.")
+    stages = (*steps.STAGES[:-1], dataclasses.replace(last, steps=(*last.steps, later)))
+    monkeypatch.setattr(steps, "STAGES", stages)
     return last.key.value, "later"
 
 

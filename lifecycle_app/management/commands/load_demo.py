@@ -9,11 +9,15 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
-from lifecycle_app import prompting, selectors
-from lifecycle_app.models import Dataset, Project, PromptTemplate, StageKey
-from lifecycle_app.services.datasets import Mapping, dataset_create_from_staged, dataset_stage_file
-from lifecycle_app.services.projects import project_create, stage_step_save
-from lifecycle_app.services.trials import template_create
+from lifecycle_app.datasets import selectors as dataset_selectors
+from lifecycle_app.datasets.models import Dataset
+from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged, dataset_stage_file
+from lifecycle_app.projects.models import Project, StageKey
+from lifecycle_app.projects.services import project_create, stage_step_save
+from lifecycle_app.projects.steps import StepSlug
+from lifecycle_app.stages.prompt import building as prompting
+from lifecycle_app.stages.prompt.models import PromptTemplate
+from lifecycle_app.stages.prompt.services import template_create
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 # (file, dataset name, input field, target field, classification)
@@ -44,7 +48,7 @@ class Command(BaseCommand):
             stage_step_save(
                 project=project,
                 stage_key=StageKey.SCOPE,
-                step_slug="use-case",
+                step_slug=StepSlug.USE_CASE,
                 answers={
                     "task_type": "summarization",
                     "use_case": "Support agents get a one-sentence summary of each customer chat so the queue can be triaged at a glance.",
@@ -106,6 +110,6 @@ class Command(BaseCommand):
                     fractions=(0.8, 0.1, 0.1),
                 ),
                 name=name,
-                profile_model=selectors.profile_model_for(project=project),
+                profile_model=dataset_selectors.profile_model_for(project=project),
             )
             self.stdout.write(f"  sample dataset '{name}': {dataset.summary}")

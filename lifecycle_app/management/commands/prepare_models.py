@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from lifecycle_app.services.catalog import basemodel_fields_from_info, basemodel_upsert
+from lifecycle_app.catalog.services import basemodel_fields_from_info, basemodel_upsert
 
 ENTRIES: list[dict[str, Any]] = [
     {

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from django.http import Http404
+
+from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.datasets.models import Dataset
+from lifecycle_app.jobs.models import Job, JobKind
+from lifecycle_app.projects.models import Project
+from lifecycle_app.projects.selectors import MAX_ID, stages_for_project
+from lifecycle_app.stages.select.selectors import picked_model_slug
+
+
+def dataset_list(*, project: Project) -> list[Dataset]:
+    return list(Dataset.objects.filter(project=project).select_related("created_by"))
+
+
+def dataset_get(*, project: Project, dataset_id: int) -> Dataset:
+    if not 0 < dataset_id <= MAX_ID:
+        raise Http404("No such dataset.")
+    dataset = Dataset.objects.filter(project=project, id=dataset_id).first()
+    if dataset is None:
+        raise Http404("No such dataset.")
+    return dataset
+
+
+def latest_profile_job(*, dataset: Dataset) -> Job | None:
+    return (
+        Job.objects.select_related("created_by", "base_model", "project")
+        .filter(dataset=dataset, kind=JobKind.PROFILE)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+BUNDLED_SLUG = "smollm2-135m-instruct"
+
+
+def profile_model_for(*, project: Project) -> BaseModel | None:
+    """The tokenizer to profile with: the project's chosen model, else the bundled one."""
+    slug = picked_model_slug(stages_for_project(project=project))
+    for candidate in (slug, BUNDLED_SLUG):
+        if candidate:
+            model = BaseModel.objects.catalog().filter(slug=candidate).first()
+            if model is not None:
+                return model
+    return BaseModel.objects.catalog().order_by("is_test_model", "id").first()

@@ -1,0 +1,304 @@
+"""Dataset writes: stage an upload, validate it, save it with its split, rename, delete.
+
+Design note. An upload is first *staged*: the streamed file is moved under
+DATASETS_DIR/staged/ with a random token and a small JSON sidecar naming its project and
+detected format. No database row exists yet, so a file the user abandons or that is
+rejected leaves no record; a rejected file is deleted at once, abandoned ones by the
+periodic clean-up. Saving validates again, writes the cleaned and split JSON Lines copy,
+and only then creates the Dataset row (and its profile job) in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.http import Http404
+
+from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.datasets.models import Dataset
+from lifecycle_app.datasets.profiling import job_create_profile
+from lifecycle_app.jobs.services import job_limits_check
+from lifecycle_app.projects.activity import activity_record
+from lifecycle_app.projects.models import ActivityVerb, Project
+from workers.ml import dataset_io
+from workers.ml.dataset_io import DatasetRejected, Inspection, ValidationReport
+
+logger = logging.getLogger(__name__)
+
+STAGED_MAX_AGE_S = 24 * 3600
+PASTED_FILENAME = "pasted.txt"
+
+
+@dataclass
+class StagedUpload:
+    token: str
+    project_id: int
+    user_id: int
+    filename: str
+    name: str
+    size_bytes: int
+    created: float
+    inspection: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return _staged_dir() / f"{self.token}.data"
+
+    @property
+    def format(self) -> str:
+        return str(self.inspection["format"])
+
+    @property
+    def encoding(self) -> str:
+        return str(self.inspection["encoding"])
+
+
+@dataclass(frozen=True)
+class Mapping:
+    input_field: str
+    target_field: str
+    classification: bool
+    seed: int
+    fractions: tuple[float, float, float]
+
+
+def _staged_dir() -> Path:
+    folder = Path(settings.DATASETS_DIR) / "staged"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def dataset_stage_file(
+    *, project: Project, user: User, path: Path, filename: str, name: str = ""
+) -> StagedUpload:
+    """Inspect a streamed upload at `path` and stage it; the file is moved or deleted.
+
+    Raises DatasetRejected (after deleting the file) when the file cannot be used.
+    """
+    token = secrets.token_urlsafe(18)
+    target = _staged_dir() / f"{token}.data"
+    try:
+        inspection: Inspection = dataset_io.inspect(
+            path, filename=filename, max_rows=settings.DATASET_MAX_ROWS
+        )
+        shutil.move(str(path), target)
+    except BaseException:
+        _remove(path)
+        raise
+    staged = StagedUpload(
+        token=token,
+        project_id=project.id,
+        user_id=user.id,
+        filename=Path(filename).name[:200] or PASTED_FILENAME,
+        name=(name or Path(filename).stem or "Pasted rows")[:120],
+        size_bytes=target.stat().st_size,
+        created=time.time(),
+        inspection=asdict(inspection),
+    )
+    (_staged_dir() / f"{token}.json").write_text(json.dumps(asdict(staged)))
+    return staged
+
+
+def dataset_stage_text(*, project: Project, user: User, text: str, name: str = "") -> StagedUpload:
+    tmp = Path(settings.FILE_UPLOAD_TEMP_DIR) / f"paste-{secrets.token_hex(8)}.txt"
+    tmp.write_text(text, encoding="utf-8")
+    return dataset_stage_file(
+        project=project, user=user, path=tmp, filename=PASTED_FILENAME, name=name or "Pasted rows"
+    )
+
+
+def staged_get(*, project: Project, token: str) -> StagedUpload:
+    """The staged upload `token` of this project, or 404 (tokens of other projects too)."""
+    if not token.replace("-", "").replace("_", "").isalnum() or len(token) > 64:
+        raise Http404("No such upload.")
+    meta = _staged_dir() / f"{token}.json"
+    try:
+        data = json.loads(meta.read_text())
+    except (FileNotFoundError, ValueError):
+        raise Http404("This upload has expired or was already saved.") from None
+    staged = StagedUpload(**data)
+    if staged.project_id != project.id or not staged.path.exists():
+        raise Http404("No such upload.")
+    return staged
+
+
+def staged_discard(*, staged: StagedUpload) -> None:
+    _remove(staged.path)
+    _remove(_staged_dir() / f"{staged.token}.json")
+
+
+def staged_cleanup(*, max_age_s: float = STAGED_MAX_AGE_S) -> int:
+    """Delete staged uploads nobody saved within `max_age_s`. Returns how many."""
+    now, removed = time.time(), 0
+    for meta in _staged_dir().glob("*.json"):
+        if now - meta.stat().st_mtime > max_age_s:
+            _remove(meta.with_suffix(".data"))
+            _remove(meta)
+            removed += 1
+    # A .data file without its sidecar (a crash between the two writes) goes too.
+    for data in _staged_dir().glob("*.data"):
+        if not data.with_suffix(".json").exists() and now - data.stat().st_mtime > max_age_s:
+            _remove(data)
+            removed += 1
+    return removed
+
+
+def dataset_validate_staged(*, staged: StagedUpload, mapping: Mapping) -> ValidationReport:
+    return dataset_io.validate(
+        staged.path,
+        fmt=staged.format,
+        encoding=staged.encoding,
+        input_field=mapping.input_field,
+        target_field=mapping.target_field,
+        classification=mapping.classification,
+        max_rows=settings.DATASET_MAX_ROWS,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dataset_create_from_staged(
+    *,
+    project: Project,
+    user: User,
+    staged: StagedUpload,
+    mapping: Mapping,
+    name: str,
+    profile_model: BaseModel | None,
+) -> Dataset:
+    """Validate, split and save a staged upload; start its profile job.
+
+    Raises DatasetRejected when no valid row is left, and JobLimitReached (leaving the
+    upload staged, so it can be saved later) when the profile job may not start now.
+    """
+
+    if profile_model is not None:
+        job_limits_check(project=project, user=user)  # before the slow part; again at create
+    report = dataset_validate_staged(staged=staged, mapping=mapping)
+    if report.valid_rows == 0:
+        raise DatasetRejected("No valid rows are left after validation: " + report.summary())
+    folder = Path(settings.DATASETS_DIR) / str(project.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = secrets.token_hex(12)
+    suffix = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "tsv": ".tsv"}.get(
+        staged.format, ".txt"
+    )
+    original = folder / f"{stem}{suffix}"
+    clean = folder / f"{stem}.clean.jsonl"
+    try:
+        counts = dataset_io.write_clean(
+            staged.path,
+            clean,
+            fmt=staged.format,
+            encoding=staged.encoding,
+            input_field=mapping.input_field,
+            target_field=mapping.target_field,
+            seed=mapping.seed,
+            fractions=mapping.fractions,
+            stratify=mapping.classification,
+            max_rows=settings.DATASET_MAX_ROWS,
+        )
+        shutil.move(str(staged.path), original)
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                project=project,
+                name=name.strip()[:120] or staged.name,
+                original_filename=staged.filename,
+                stored_name=original.name,
+                format=staged.format,
+                encoding=staged.encoding,
+                had_bom=bool(staged.inspection.get("had_bom")),
+                size_bytes=original.stat().st_size,
+                sha256=_sha256(original),
+                input_field=mapping.input_field,
+                target_field=mapping.target_field,
+                classification=mapping.classification,
+                labels=report.labels or {},
+                total_rows=report.total_rows,
+                valid_rows=report.valid_rows,
+                dropped=report.dropped,
+                problems=[asdict(p) for p in report.problems[:100]],
+                summary=report.summary()[:500],
+                split_seed=mapping.seed,
+                split_fractions=list(mapping.fractions),
+                split_counts=counts,
+                created_by=user,
+            )
+            activity_record(
+                project=project,
+                actor=user,
+                verb=ActivityVerb.DATASET_UPLOADED,
+                description=f"uploaded dataset “{dataset.name}” ({dataset.valid_rows} rows)",
+            )
+            if profile_model is not None:
+                job_create_profile(
+                    project=project, user=user, dataset=dataset, base_model=profile_model
+                )
+    except BaseException:
+        _remove(clean)
+        if original.exists() and not staged.path.exists():
+            shutil.move(str(original), staged.path)  # keep the staged upload retryable
+        raise
+    _remove(_staged_dir() / f"{staged.token}.json")
+    return dataset
+
+
+def _remove_all(paths: list[Path]) -> None:
+    for path in paths:
+        _remove(path)
+
+
+def dataset_rename(*, dataset: Dataset, name: str, actor: User | None = None) -> Dataset:
+    old = dataset.name
+    dataset.name = name.strip()[:120]
+    with transaction.atomic():
+        dataset.save(update_fields=["name", "updated_at"])
+        if actor is not None and old != dataset.name:
+            activity_record(
+                project=dataset.project_id,
+                actor=actor,
+                verb=ActivityVerb.DATASET_RENAMED,
+                description=f"renamed dataset “{old}” to “{dataset.name}”",
+            )
+    return dataset
+
+
+def dataset_delete(*, dataset: Dataset, actor: User | None = None) -> None:
+    paths = [dataset.original_path, dataset.clean_path]
+    with transaction.atomic():
+        if actor is not None:
+            activity_record(
+                project=dataset.project_id,
+                actor=actor,
+                verb=ActivityVerb.DATASET_DELETED,
+                description=f"deleted dataset “{dataset.name}”",
+            )
+        dataset.delete()
+        transaction.on_commit(lambda: _remove_all(paths))
+
+
+def dataset_record_profile(*, dataset_id: int, profile: dict[str, Any]) -> None:
+    Dataset.objects.filter(id=dataset_id).update(profile=profile)

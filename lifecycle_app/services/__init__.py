@@ -1,1 +1,0 @@
-"""Writes. Views, forms, tasks and commands change data only through these functions."""

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.db.models import Count
+from django.http import Http404
+
+from lifecycle_app.jobs.models import Job, JobKind
+from lifecycle_app.projects.models import Project
+from lifecycle_app.projects.selectors import MAX_ID
+from lifecycle_app.stages.align.models import FeedbackItem, FeedbackRound, PreferenceSet, Rating
+
+
+def feedback_rounds(*, project: Project) -> list[FeedbackRound]:
+    return list(
+        FeedbackRound.objects.filter(project=project).annotate(
+            n_items=Count("items", distinct=True),
+            n_ratings=Count("items__ratings", distinct=True),
+        )
+    )
+
+
+def feedback_round_get(*, project: Project, round_id: int) -> FeedbackRound:
+    rnd = (
+        FeedbackRound.objects.filter(project=project, id=round_id).first()
+        if 0 < round_id <= MAX_ID
+        else None
+    )
+    if rnd is None:
+        raise Http404("No such rating round.")
+    return rnd
+
+
+def round_ratings(*, rnd: FeedbackRound) -> list[Rating]:
+    return list(Rating.objects.filter(item__round=rnd).select_related("rater"))
+
+
+def next_item_to_rate(*, rnd: FeedbackRound, user: User) -> FeedbackItem | None:
+    """The first item this rater has not rated yet."""
+    return (
+        FeedbackItem.objects.filter(round=rnd)
+        .exclude(ratings__rater=user)
+        .order_by("index")
+        .first()
+    )
+
+
+def preference_sets(*, project: Project) -> list[PreferenceSet]:
+    return list(PreferenceSet.objects.filter(project=project).annotate(n_pairs=Count("pairs")))
+
+
+def preference_set_get(*, project: Project, set_id: int) -> PreferenceSet:
+    pset = (
+        PreferenceSet.objects.filter(project=project, id=set_id).first()
+        if 0 < set_id <= MAX_ID
+        else None
+    )
+    if pset is None:
+        raise Http404("No such preference set.")
+    return pset
+
+
+def align_run_get(*, project: Project, job_id: int) -> Job:
+    if not 0 < job_id <= MAX_ID:
+        raise Http404("No such run.")
+    job = (
+        Job.objects.select_related("base_model", "dataset", "created_by", "project")
+        .filter(project=project, id=job_id, kind=JobKind.ALIGN)
+        .first()
+    )
+    if job is None:
+        raise Http404("No such run.")
+    return job

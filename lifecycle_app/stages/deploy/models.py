@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class VariantKind(models.TextChoices):
+    SAFETENSORS = "safetensors", "Merged safetensors (float32)"
+    INT8 = "int8", "int8 dynamic quantization (CPU)"
+    ONNX = "onnx", "ONNX graph"
+
+
+class ModelVariant(models.Model):
+    """An optimized or exported form of a project's model, made by one export job.
+
+    `measurements` holds what the job measured on its worker, the variant and its parent
+    side by side under the same conditions: {"variant": {...}, "parent": {...},
+    "settings": {...}} with size_bytes, load_s, tokens_per_s, latency_ms and scores.
+    At most one variant per project is deployed (it answers the project's API).
+    """
+
+    project = models.ForeignKey(
+        "lifecycle_app.Project", on_delete=models.CASCADE, related_name="variants"
+    )
+    job = models.OneToOneField(
+        "lifecycle_app.Job", on_delete=models.CASCADE, related_name="variant"
+    )
+    kind = models.CharField(max_length=12, choices=VariantKind.choices)
+    parent = models.ForeignKey(
+        "lifecycle_app.BaseModel", on_delete=models.PROTECT, related_name="variants_made"
+    )
+    # The candidate row for a loadable variant (safetensors, int8); None for ONNX.
+    candidate = models.OneToOneField(
+        "lifecycle_app.BaseModel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="variant",
+    )
+    path = models.CharField(max_length=500)
+    bundle_path = models.CharField(max_length=500, blank=True)
+    measurements = models.JSONField(default=dict, blank=True)
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=models.Q(deployed_at__isnull=False),
+                name="one_deployed_variant_per_project",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.parent} (job {self.job_id})"
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.deployed_at is not None
+
+    @property
+    def servable(self) -> bool:
+        return self.kind in (VariantKind.SAFETENSORS, VariantKind.INT8)
+
+
+class ApiToken(models.Model):
+    """A per-project API token. Only its SHA-256 is stored: the token is shown once, when
+    it is created. `prefix` (its first characters) lets owners tell tokens apart."""
+
+    project = models.ForeignKey(
+        "lifecycle_app.Project", on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=12)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"API token {self.prefix}… of {self.project}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from lifecycle_app.jobs.models import Job, JobStatus, MetricPoint
+from lifecycle_app.stages.finetune.services import LOG_TAIL
+
+
+def run_dir(job_id: int) -> Path:
+    """Where a fine-tuning job's checkpoints and final weights live (shared storage)."""
+    return Path(settings.JOBS_DIR) / str(job_id) / "run"
+
+
+def metric_record(*, job_id: int, step: int, values: dict[str, float]) -> None:
+    """Store curve points; a resumed run writing a step again replaces its value."""
+    for name, value in values.items():
+        MetricPoint.objects.update_or_create(
+            job_id=job_id, name=name, step=step, defaults={"value": float(value)}
+        )
+
+
+def finetune_live(*, job_id: int, step: int, total: int, live: dict[str, Any], line: str) -> None:
+    """The dashboard's live figures and log tail, and measured progress (steps)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(id=job_id, status=JobStatus.RUNNING).first()
+        if job is None:
+            return
+        result = dict(job.result or {})
+        result["live"] = live
+        result["log"] = [*(result.get("log") or []), line][-LOG_TAIL:]
+        Job.objects.filter(id=job_id).update(
+            result=result,
+            progress_done=step,
+            progress_total=total,
+            message=line[:300],
+            heartbeat_at=timezone.now(),
+        )
+
+
+def finetune_log(*, job_id: int, line: str) -> None:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(id=job_id).first()
+        if job is None:
+            return
+        result = dict(job.result or {})
+        result["log"] = [*(result.get("log") or []), line][-LOG_TAIL:]
+        Job.objects.filter(id=job_id).update(result=result)

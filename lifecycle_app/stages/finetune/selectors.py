@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from django.http import Http404
+
+from lifecycle_app.jobs.models import Job, JobKind, MetricPoint
+from lifecycle_app.projects.models import Project
+from lifecycle_app.projects.selectors import MAX_ID
+
+# --- Fine-tuning --------------------------------------------------------------------------
+
+
+def finetune_get(*, project: Project, job_id: int) -> Job:
+    if not 0 < job_id <= MAX_ID:
+        raise Http404("No such run.")
+    job = (
+        Job.objects.select_related("base_model", "dataset", "created_by", "project")
+        .filter(project=project, id=job_id, kind__in=(JobKind.FINETUNE, JobKind.ALIGN))
+        .first()
+    )
+    if job is None:
+        raise Http404("No such run.")
+    return job
+
+
+def metric_series(*, job: Job) -> dict[str, list[list[float]]]:
+    """Each curve of a job as [[step, value], ...] in step order."""
+    series: dict[str, list[list[float]]] = {}
+    points = MetricPoint.objects.filter(job=job).order_by("name", "step")
+    for name, step, value in points.values_list("name", "step", "value"):
+        series.setdefault(name, []).append([step, value])
+    return series

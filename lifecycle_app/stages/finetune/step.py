@@ -1,0 +1,84 @@
+"""The Fine-tuning step's web side: plan a run and start it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+from django.urls import reverse
+
+from lifecycle_app.common.forms import StepForm
+from lifecycle_app.datasets.selectors import dataset_list
+from lifecycle_app.jobs.models import Job, JobKind
+from lifecycle_app.jobs.selectors import job_list, latest_job_for_step
+from lifecycle_app.projects.handlers import StepHandler
+from lifecycle_app.projects.models import Project, Stage
+from lifecycle_app.stages.finetune.forms import FineTuneForm
+from lifecycle_app.stages.finetune.planning import finetune_plan
+from lifecycle_app.stages.finetune.services import finetune_create
+from lifecycle_app.stages.prompt import selectors as prompt_selectors
+from lifecycle_app.stages.prompt.step import prompt_defaults
+from lifecycle_app.stages.select.selectors import picked_model_slug
+
+
+class FinetuneStep(StepHandler):
+    form_class = FineTuneForm
+    template = "finetune/step.html"
+    starts_job = True
+    live = True
+
+    def initial(
+        self, *, project: Project, answers: dict[str, Any], stages: dict[str, Stage]
+    ) -> dict[str, Any]:
+        """The last run's settings, else: the model picked in Select, the dataset that suits
+        the task, and the template of the best prompt trial (so training sees its text)."""
+        last = latest_job_for_step(project=project, kind=JobKind.FINETUNE)
+        defaults = prompt_defaults(project=project, stages=stages)
+        initial: dict[str, Any] = {
+            "base_model": picked_model_slug(stages),
+            "dataset": defaults.get("dataset"),
+            "template": defaults.get("template"),
+        }
+        best_id = prompt_selectors.best_trial_id(stages)
+        best = prompt_selectors.trials_by_ids(project=project, ids=[best_id]) if best_id else []
+        if best and best[0].prompt_template_id:
+            initial["template"] = best[0].prompt_template_id
+            initial["base_model"] = best[0].params.get("model_ref") or initial["base_model"]
+        if last is not None:
+            params = {k: v for k, v in last.params.items() if k != "template"}
+            initial.update(params)
+            initial["base_model"] = params.get("model_ref")
+            initial["dataset"] = params.get("dataset_id")
+            initial["template"] = (last.params.get("template") or {}).get("id", initial["template"])
+        return {k: v for k, v in initial.items() if v is not None}
+
+    def extra(
+        self,
+        *,
+        request: HttpRequest | None,
+        project: Project,
+        stages: dict[str, Stage],
+        form: StepForm | None,
+    ) -> dict[str, Any]:
+        assert isinstance(form, FineTuneForm | None)
+        return {
+            "datasets": dataset_list(project=project),
+            "templates": prompt_selectors.template_latest(project=project),
+            "recent_runs": job_list(user=None, project=project, kind=JobKind.FINETUNE, limit=5),
+            **(finetune_plan(form) if form is not None else {}),
+        }
+
+    def start_job(self, *, form: FineTuneForm, project: Project, user: User) -> Job | None:
+        assert form.params is not None
+        return finetune_create(
+            project=project,
+            user=user,
+            base_model=form.cleaned_data["base_model"],
+            dataset=form.cleaned_data["dataset"],
+            params=form.params,
+            total_steps=form.plan["steps"],
+        )
+
+    def job_url(self, *, project: Project, job: Job) -> str:
+        return reverse("finetune_detail", args=[project.slug, job.id])

@@ -1,0 +1,68 @@
+"""The fine-tuning dashboard: status, curves, speed, memory and log tail, live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from lifecycle_app.catalog import selectors as catalog_selectors
+from lifecycle_app.common.http import HtmxHttpRequest
+from lifecycle_app.jobs.models import Job, JobKind
+from lifecycle_app.projects import selectors as projects_selectors
+from lifecycle_app.stages.finetune import selectors
+from lifecycle_app.stages.finetune.services import METHOD_LABELS
+
+ARTIFACT_LABELS = {
+    "lora_adapter": "LoRA adapter",
+    "prompt_adapter": "Prompt-tuning adapter",
+    "model": "Full model weights",
+    "dpo_adapter": "DPO LoRA adapter",
+}
+
+
+_FINETUNE_TITLES = {
+    "run_title": "Fine-tuning",
+    "step_title": "Fine-tuning",
+    "step_slug": "fine-tune",
+}
+
+
+def dashboard_context(job: Job, *, titles: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run dashboard's context. Alignment runs use it too, with titles of their own
+    (`run_title`, `step_title`, `step_slug`, `live_url` and what else their header shows)."""
+    artifact = job.artifacts.first()
+    summary = (job.result or {}).get("summary") or {}
+    live = (job.result or {}).get("live") or {}
+    return {
+        "job": job,
+        "curves": selectors.metric_series(job=job),
+        "live": live,
+        "summary": summary,
+        "log": (job.result or {}).get("log") or [],
+        "artifact": artifact,
+        "artifact_label": ARTIFACT_LABELS.get(artifact.kind, artifact.kind) if artifact else "",
+        "method_label": METHOD_LABELS.get((job.params or {}).get("method", ""), ""),
+        "live_url": reverse("finetune_detail", args=[job.project.slug, job.id]),
+        **(titles if titles is not None else _FINETUNE_TITLES),
+        "candidate": catalog_selectors.candidate_of(job=job),
+        "peak_mb": (live.get("peak_memory_bytes") or 0) / 2**20,
+    }
+
+
+@login_required
+@require_GET
+def finetune_detail(request: HtmxHttpRequest, slug: str, run_id: int) -> HttpResponse:
+    project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
+    job = selectors.finetune_get(project=project, job_id=run_id)
+    if job.kind == JobKind.ALIGN:  # alignment runs have a dashboard of their own
+        return redirect("align_run_detail", slug=project.slug, run_id=job.id)
+    context = {"project": project, "membership": membership, **dashboard_context(job)}
+    template = "finetune/detail.html"
+    if request.htmx and request.htmx.target == "ft-live":  # the page's own polling
+        template += "#live"
+    return render(request, template, context)

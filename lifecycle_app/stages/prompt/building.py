@@ -1,0 +1,151 @@
+"""Builds a trial's prompts from database rows, for the web preview/check and the worker.
+
+Both sides call `build_for_trial`, so the preview, the context-window check and the trial
+run see the same rows, shots and text. Tokenizing goes through `workers.ml.prompts`
+(the `tokenizers` package and a jinja chat template: no torch in the web process).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.datasets.models import Dataset
+from lifecycle_app.stages.prompt.models import PromptTemplate
+from workers.ml import prompts as ml_prompts
+from workers.ml.dataset_io import read_clean
+from workers.ml.models import ModelSpec, prepared_path
+from workers.ml.params import TemplateSnapshot, TrialParams
+
+
+class PromptingError(Exception):
+    """Something the person can fix (the message says what)."""
+
+
+def snapshot(template: PromptTemplate) -> TemplateSnapshot:
+    return TemplateSnapshot(
+        id=template.id,
+        name=template.name,
+        version=template.version,
+        instruction=template.instruction,
+        example_format=template.example_format,
+        body=template.body,
+        use_chat_template=template.use_chat_template,
+    )
+
+
+def spec_of(template: PromptTemplate | TemplateSnapshot) -> ml_prompts.TemplateSpec:
+    return ml_prompts.TemplateSpec(
+        instruction=template.instruction,
+        example_format=template.example_format,
+        body=template.body,
+        use_chat_template=template.use_chat_template,
+    )
+
+
+def kit_for(base_model: BaseModel) -> ml_prompts.PromptKit:
+    spec = ModelSpec(source=base_model.source, location=base_model.location)  # type: ignore[arg-type]
+    folder = prepared_path(spec, Path(settings.MODELS_DIR))
+    if folder is None:
+        raise PromptingError(
+            f"{base_model.name} is not prepared on this machine yet; run "
+            "`python manage.py prepare_models` (the bundled model converts once, ~30 s)."
+        )
+    try:
+        return ml_prompts.load_kit(folder, base_model.context_length or 0)
+    except ml_prompts.KitUnavailable as exc:
+        raise PromptingError(str(exc)) from exc
+
+
+def split_rows(dataset: Dataset, split: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The split's rows in file order (the first `limit` of them)."""
+    if not dataset.clean_path.is_file():
+        raise PromptingError(f"The file of dataset '{dataset.name}' is missing; upload it again.")
+    rows: list[dict[str, Any]] = []
+    for row in read_clean(dataset.clean_path, split):
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+def shots_for(dataset: Dataset, params: TrialParams) -> list[dict[str, Any]]:
+    if params.shots == 0:
+        return []
+    train = split_rows(dataset, "train")
+    try:
+        return ml_prompts.select_shots(
+            train,
+            params.shots,
+            mode=params.shot_mode,
+            seed=params.shot_seed,
+            lines=params.shot_lines,
+        )
+    except ValueError as exc:
+        raise PromptingError(str(exc)) from exc
+
+
+@dataclass
+class BuiltTrial:
+    prompts: list[ml_prompts.BuiltPrompt]
+    report: ml_prompts.OverflowReport
+    shots: list[dict[str, Any]]
+    kit: ml_prompts.PromptKit
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts)
+
+
+def build_for_trial(*, base_model: BaseModel, dataset: Dataset, params: TrialParams) -> BuiltTrial:
+    kit = kit_for(base_model)
+    rows = split_rows(dataset, params.split, params.n_rows)
+    if not rows:
+        raise PromptingError(
+            f"The {params.split} split of '{dataset.name}' has no rows; pick the other split."
+        )
+    shots = shots_for(dataset, params)
+    built, report = ml_prompts.build_prompts(
+        kit,
+        spec_of(params.template),
+        rows,
+        shots,
+        max_new_tokens=params.max_new_tokens,
+        overflow=params.overflow,
+    )
+    return BuiltTrial(built, report, shots, kit)
+
+
+def suggested_template(*, task_type: str, dataset: Dataset | None) -> dict[str, Any]:
+    """Starting values for a new template, from the Scope task type and the dataset."""
+    if (dataset is not None and dataset.classification) or task_type == "classification":
+        labels = sorted((dataset.labels or {}).keys()) if dataset is not None else []
+        choices = f" Answer with one of: {', '.join(labels)}." if labels else ""
+        return {
+            "name": "Classify",
+            "instruction": f"Classify the message into the right category.{choices} "
+            "Answer with the category only.",
+            "example_format": "Message: {input}\nCategory: {target}",
+            "body": "{instruction}\n\n{examples}Message: {input}\nCategory:",
+            "use_chat_template": True,
+        }
+    if task_type in ("summarization", ""):
+        d = ml_prompts.DEFAULT_TEMPLATE
+        return {
+            "name": "Summarize",
+            "instruction": d.instruction,
+            "example_format": d.example_format,
+            "body": d.body,
+            "use_chat_template": True,
+        }
+    return {
+        "name": "Answer",
+        "instruction": "Answer the input as in the examples.",
+        "example_format": "Input: {input}\nOutput: {target}",
+        "body": "{instruction}\n\n{examples}Input: {input}\nOutput:",
+        "use_chat_template": True,
+    }
