@@ -227,7 +227,7 @@ def test_a_valid_folder_queues_one_register_job_and_the_worker_adds_the_model(
     assert enqueued == [job.id]
     assert not BaseModel.objects.exists()
 
-    from workers.tasks import _register_model
+    from workers.tasks.register_model import _register_model
 
     claimed = job_claim(job_id=job.id, worker="t")
     assert claimed is not None
@@ -267,7 +267,7 @@ def test_an_unsupported_architecture_fails_on_the_worker_and_adds_nothing(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     from workers.ml.errors import ModelNotAvailable
-    from workers.tasks import _register_model
+    from workers.tasks.register_model import _register_model
 
     folder = model_folder(tiny_config(tiny_dir, model_type="frobnicator"), name="frob")
     with django_capture_on_commit_callbacks(execute=True):
