@@ -172,7 +172,7 @@ urlpatterns = [
         name="api_token_revoke",
     ),
     path("p/<slug:slug>/<str:stage>/<slug:step>/", wizard_views.step_view, name="wizard_step"),
-    # Read-only share pages: anyone holding the token, no login (views/sharing.py).
+    # Read-only share pages: anyone holding the token, no login (wizard/share_views.py).
     path("s/<str:share_token>/", share_views.share_project, name="share_project"),
     path("s/<str:share_token>/jobs/", share_views.share_jobs, name="share_jobs"),
     path("s/<str:share_token>/jobs/<int:job_id>/", share_views.share_job, name="share_job"),
@@ -182,7 +182,7 @@ urlpatterns = [
         name="share_job_status",
     ),
     path("s/<str:share_token>/<str:stage>/<slug:step>/", share_views.share_step, name="share_step"),
-    # The generation API: token auth, JSON in and out (views/api.py).
+    # The generation API: token auth, JSON in and out (stages/deploy/api.py).
     path("api/projects/<slug:slug>/generate", api.generate, name="api_generate"),
     path("admin/", admin.site.urls),
 ]

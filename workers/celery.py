@@ -47,7 +47,25 @@ else:
         "polling_interval": 0.05,
     }
 
-app = Celery("lifecycle")
+# Every task module, imported by the worker at start-up (reap.py also connects the
+# reap-on-start hook to worker_ready).
+TASK_MODULES = [
+    f"workers.tasks.{name}"
+    for name in (
+        "generate",
+        "trial",
+        "finetune",
+        "align",
+        "evaluate",
+        "export",
+        "profile",
+        "register_model",
+        "serve",
+        "reap",
+    )
+]
+
+app = Celery("lifecycle", include=TASK_MODULES)
 app.conf.update(
     broker_url=broker_url,
     broker_transport_options=transport_options,
@@ -72,4 +90,3 @@ app.conf.update(
     beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
     timezone="UTC",
 )
-app.autodiscover_tasks(["workers"], related_name="tasks", force=True)

@@ -1,3 +1,5 @@
+"""Adding a model to the catalog from a local folder or a cached Hugging Face id."""
+
 from __future__ import annotations
 
 import json

@@ -1,3 +1,5 @@
+"""The model catalog (base models and the project's own candidates) and job artifacts."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""Catalog reads: the models a project may pick, and a trained job's candidate."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet

@@ -1,3 +1,5 @@
+"""Catalog writes: add, register and update base models."""
+
 from __future__ import annotations
 
 from typing import Any

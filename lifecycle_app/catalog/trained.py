@@ -1,3 +1,7 @@
+"""Recording a trained model (fine-tuned or aligned) as a candidate of its project.
+
+Shared by the stages that train: fine-tuning and alignment."""
+
 from __future__ import annotations
 
 from pathlib import Path

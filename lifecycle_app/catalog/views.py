@@ -1,3 +1,5 @@
+"""Adding a model to the catalog."""
+
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required

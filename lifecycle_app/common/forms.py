@@ -1,3 +1,5 @@
+"""The base of every wizard step form."""
+
 from __future__ import annotations
 
 from typing import Any

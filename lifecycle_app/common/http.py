@@ -1,3 +1,5 @@
+"""Request typing and the signed-in user, for every view."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import User

@@ -1,3 +1,5 @@
+"""Dataset forms: upload or paste, field mapping, rename."""
+
 from __future__ import annotations
 
 from typing import Any

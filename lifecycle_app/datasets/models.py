@@ -1,3 +1,5 @@
+"""Uploaded datasets with their mapping, splits and profile."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,3 +1,5 @@
+"""Starting the token-length profile job of a dataset."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import User

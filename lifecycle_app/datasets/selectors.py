@@ -1,3 +1,5 @@
+"""Dataset reads: a project's datasets, one dataset, its profile job, the profiling tokenizer."""
+
 from __future__ import annotations
 
 from django.http import Http404

@@ -1,3 +1,5 @@
+"""Dataset pages: list, upload, mapping and validation report, detail, rename, delete, download."""
+
 from __future__ import annotations
 
 from pathlib import Path

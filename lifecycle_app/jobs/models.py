@@ -1,3 +1,5 @@
+"""The job engine's records: Job (the source of truth) and its metric points."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -27,7 +29,7 @@ ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Job(models.Model):
-    """The source of truth for a unit of background work (see workers/tasks.py)."""
+    """The source of truth for a unit of background work (see workers/tasks/)."""
 
     project = models.ForeignKey(
         "lifecycle_app.Project", on_delete=models.CASCADE, related_name="jobs"

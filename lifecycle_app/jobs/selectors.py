@@ -1,3 +1,5 @@
+"""Job reads: one job for a project member, job lists for the dashboards."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import User

@@ -1,3 +1,5 @@
+"""The job dashboards: all jobs, a project's jobs, one job's live status, cancel."""
+
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required

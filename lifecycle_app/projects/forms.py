@@ -1,3 +1,5 @@
+"""Creating a project."""
+
 from __future__ import annotations
 
 from django import forms

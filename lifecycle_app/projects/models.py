@@ -1,3 +1,5 @@
+"""Projects, memberships, stages (with each step's answers and status) and the activity feed."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""Project reads: access checks, stages and their saved answers, the activity feed."""
+
 from __future__ import annotations
 
 from typing import Any

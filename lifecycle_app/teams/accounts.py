@@ -1,3 +1,5 @@
+"""Sign-up."""
+
 from __future__ import annotations
 
 from django.contrib.auth import login

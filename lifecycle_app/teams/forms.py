@@ -1,4 +1,4 @@
-"""Forms of the members and sharing page (kept apart from the wizard's forms.py)."""
+"""Forms of the members and sharing page: invitations, roles, share links."""
 
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+"""Read-only share links."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -1,3 +1,5 @@
+"""Team reads: members and share links of a project."""
+
 from __future__ import annotations
 
 import re

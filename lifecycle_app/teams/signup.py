@@ -1,3 +1,5 @@
+"""The sign-up form."""
+
 from __future__ import annotations
 
 from django import forms

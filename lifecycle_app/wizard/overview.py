@@ -1,3 +1,5 @@
+"""The project list and the project page (the lifecycle at a glance)."""
+
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required

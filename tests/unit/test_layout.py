@@ -46,12 +46,30 @@ def test_every_declared_step_names_a_handler_that_resolves(step: steps.Step) -> 
 
 
 # Every model the app had before the models moved into packages (table names unchanged).
-MODEL_NAMES = (
-    "Project Membership Stage BaseModel Dataset PromptTemplate Job GenerationOutput "
-    "TrialExample ShareLink Activity MetricPoint Artifact EvaluationCandidate "
-    "EvaluationExample FeedbackRound FeedbackItem Rating PreferenceSet PreferencePair "
-    "ModelVariant ApiToken"
-).split()
+MODEL_NAMES = [
+    "Project",
+    "Membership",
+    "Stage",
+    "BaseModel",
+    "Dataset",
+    "PromptTemplate",
+    "Job",
+    "GenerationOutput",
+    "TrialExample",
+    "ShareLink",
+    "Activity",
+    "MetricPoint",
+    "Artifact",
+    "EvaluationCandidate",
+    "EvaluationExample",
+    "FeedbackRound",
+    "FeedbackItem",
+    "Rating",
+    "PreferenceSet",
+    "PreferencePair",
+    "ModelVariant",
+    "ApiToken",
+]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

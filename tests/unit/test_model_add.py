@@ -14,8 +14,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
+from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.jobs.models import Job, JobKind, JobStatus
 from lifecycle_app.jobs.services import job_claim
-from lifecycle_app.models import BaseModel, Job, JobKind, JobStatus, Project
+from lifecycle_app.projects.models import Project
 from workers.ml.models import build_tiny
 
 
@@ -227,7 +229,7 @@ def test_a_valid_folder_queues_one_register_job_and_the_worker_adds_the_model(
     assert enqueued == [job.id]
     assert not BaseModel.objects.exists()
 
-    from workers.tasks import _register_model
+    from workers.tasks.register_model import _register_model
 
     claimed = job_claim(job_id=job.id, worker="t")
     assert claimed is not None
@@ -267,7 +269,7 @@ def test_an_unsupported_architecture_fails_on_the_worker_and_adds_nothing(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     from workers.ml.errors import ModelNotAvailable
-    from workers.tasks import _register_model
+    from workers.tasks.register_model import _register_model
 
     folder = model_folder(tiny_config(tiny_dir, model_type="frobnicator"), name="frob")
     with django_capture_on_commit_callbacks(execute=True):

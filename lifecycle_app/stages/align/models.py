@@ -1,3 +1,5 @@
+"""Alignment records: rating rounds, their items and ratings, preference sets and pairs."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -1,3 +1,5 @@
+"""Alignment reads: rating rounds, ratings, preference sets, alignment runs."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import User

@@ -1,3 +1,5 @@
+"""The export form of the Optimize-and-deploy step."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""Deploy records: exported model variants and API tokens."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -1,3 +1,5 @@
+"""Deploy reads: variants, API tokens and the size / speed / quality trade-off table."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""Evaluation records: each candidate of an evaluation and its per-row outputs."""
+
 from __future__ import annotations
 
 from django.db import models

@@ -1,3 +1,5 @@
+"""Evaluation reads: evaluations, their candidates and per-row outputs."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet

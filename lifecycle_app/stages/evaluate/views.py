@@ -1,8 +1,8 @@
 """Evaluation: the project's scorecard, one evaluation's scorecard (live while it runs),
 two candidates side by side, and CSV / JSON exports. Starting an evaluation happens on the
-wizard's Adapt / Evaluate step (views/wizard_steps.py).
+wizard's Adapt / Evaluate step (lifecycle_app/wizard/views.py with this stage's step.py).
 
-The member pages and the share pages (views/sharing.py) render the same templates through
+The member pages and the share pages (lifecycle_app/wizard/share_views.py) render the same templates through
 `scorecard_response` / `compare_response`; share pages leave out exports and controls.
 """
 

@@ -1,3 +1,5 @@
+"""The fine-tuning step's plan: trainable parameters, memory and the fits verdict."""
+
 from __future__ import annotations
 
 from typing import Any

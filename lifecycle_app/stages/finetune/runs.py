@@ -1,3 +1,6 @@
+"""Run bookkeeping shared by the training stages (fine-tuning, alignment): the run folder,
+metric points, live figures and the log tail."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,3 +1,5 @@
+"""Fine-tuning reads: a run and its curves."""
+
 from __future__ import annotations
 
 from django.http import Http404

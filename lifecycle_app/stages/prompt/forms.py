@@ -1,3 +1,5 @@
+"""The Prompt stage's forms: generation settings, the playground, templates and trials."""
+
 from __future__ import annotations
 
 import re

@@ -1,3 +1,5 @@
+"""Prompt records: versioned templates, trial rows and playground outputs."""
+
 from __future__ import annotations
 
 from django.conf import settings

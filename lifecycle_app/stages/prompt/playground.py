@@ -1,3 +1,5 @@
+"""The single-prompt playground's writes: start a generation job, record its output."""
+
 from __future__ import annotations
 
 from typing import Any

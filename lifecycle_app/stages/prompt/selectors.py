@@ -1,3 +1,5 @@
+"""Prompt reads: templates and their versions, trials, their rows, the best trial."""
+
 from __future__ import annotations
 
 from django.db.models import Count, QuerySet

@@ -1,6 +1,6 @@
 """Prompt templates, prompt trials (table, detail, side by side, best) and the playground.
 
-Starting a trial happens on the wizard's Adapt / Prompt step (views/wizard_steps.py).
+Starting a trial happens on the wizard's Adapt / Prompt step (lifecycle_app/wizard/views.py with this stage's step.py).
 """
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+"""The Scope step's form: task type, examples, success metric, constraints."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""The Select stage's forms: pick a model, plan compute and memory."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""Select reads: the model the project picked."""
+
 from __future__ import annotations
 
 from lifecycle_app.projects.models import Stage

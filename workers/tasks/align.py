@@ -1,0 +1,73 @@
+"""Alignment (DPO) on a preference set, resumed from its last checkpoint when
+redelivered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from lifecycle_app.jobs import services as job_services
+from lifecycle_app.jobs.models import Job
+from lifecycle_app.stages.align import services as fb
+from lifecycle_app.stages.finetune import runs as ft
+from workers.ml.errors import UserFacingError
+from workers.tasks.base import job_task, model_spec_for
+from workers.tasks.training import FINETUNE_SOFT_LIMIT_S, _training_end, _training_progress
+
+
+def _align(job: Job) -> None:
+    from workers.ml import align, models
+    from workers.ml.params import AlignParams
+
+    params = AlignParams(**job.params)
+    if job.base_model is None:
+        raise UserFacingError("The model this run starts from was deleted.")
+    pairs = [align.Pair(**p) for p in fb.align_pairs(job=job)]
+    if not pairs:
+        raise UserFacingError("The preference set of this run was deleted or is empty.")
+    out_dir = ft.run_dir(job.id)
+    resume = job.attempt > 1 and align.latest_checkpoint(out_dir) is not None
+    job_services.job_progress(
+        job_id=job.id,
+        done=job.progress_done if resume else 0,
+        total=params.max_steps,
+        message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
+    )
+    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    if resume:
+        checkpoint = align.latest_checkpoint(out_dir)
+        name = checkpoint.name if checkpoint else "the start"
+        ft.finetune_log(job_id=job.id, line=f"attempt {job.attempt}: resuming from {name}")
+    else:
+        ft.finetune_log(job_id=job.id, line="measuring preference accuracy before alignment")
+
+    def on_score(when: str, score: align.PreferenceScore) -> None:
+        fresh = Job.objects.get(id=job.id)
+        preference = {**(fresh.result or {}).get("preference", {}), when: score.as_dict()}
+        Job.objects.filter(id=job.id).update(result={**fresh.result, "preference": preference})
+        ft.finetune_log(
+            job_id=job.id,
+            line=f"preference accuracy {when} alignment: {score.accuracy:.1%} of "
+            f"{score.pairs} held-out pairs (mean log-likelihood margin {score.margin:+.3f})",
+        )
+
+    result = align.align(
+        loaded,
+        params,
+        pairs,
+        out_dir=out_dir,
+        on_step=_training_progress(job),
+        on_score=on_score,
+        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        resume=resume,
+    )
+    _training_end(job, result, fb.align_finish)
+
+
+align_job = job_task(
+    _align,
+    name="jobs.align",
+    soft_time_limit=FINETUNE_SOFT_LIMIT_S,
+    time_limit=FINETUNE_SOFT_LIMIT_S + 300,
+)

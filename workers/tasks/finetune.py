@@ -1,0 +1,79 @@
+"""Fine-tuning (supervised, full or with adapters), resumed from its last checkpoint when
+redelivered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from lifecycle_app.jobs import services as job_services
+from lifecycle_app.jobs.models import Job
+from lifecycle_app.stages.finetune import runs as finetune_runs
+from lifecycle_app.stages.finetune import services as finetune_services
+from lifecycle_app.stages.prompt.building import PromptingError, kit_for, split_rows
+from workers.ml.errors import UserFacingError
+from workers.tasks.base import job_task, model_spec_for
+from workers.tasks.training import FINETUNE_SOFT_LIMIT_S, _training_end, _training_progress
+
+
+def _finetune(job: Job) -> None:
+    from workers.ml import models, train
+    from workers.ml.params import TrainParams
+
+    params = TrainParams(**job.params)
+    if job.dataset is None or job.base_model is None:
+        raise UserFacingError("The dataset or model of this run was deleted.")
+    try:
+        kit = kit_for(job.base_model)
+        train_rows = split_rows(job.dataset, "train")
+        eval_rows = split_rows(job.dataset, "validation", params.eval_rows)
+    except PromptingError as exc:
+        raise UserFacingError(str(exc)) from exc
+    render = train.make_render(kit, train.template_spec(params.template))
+    out_dir = finetune_runs.run_dir(job.id)
+    resume = job.attempt > 1 and bool(train.checkpoints(out_dir))
+    total = job.progress_total or params.max_steps or 0
+    job_services.job_progress(
+        job_id=job.id,
+        done=job.progress_done if resume else 0,
+        total=total,
+        message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
+    )
+    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    if resume:
+        finetune_runs.finetune_log(
+            job_id=job.id,
+            line=f"attempt {job.attempt}: resuming from {train.checkpoints(out_dir)[-1].name}",
+        )
+
+    on_step = _training_progress(job)
+
+    def on_eval(e: train.EvalLog) -> None:
+        finetune_runs.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
+        finetune_runs.finetune_log(
+            job_id=job.id,
+            line=f"step {e.step}: validation loss {e.loss:.4f} on {e.rows} rows",
+        )
+
+    result = train.train(
+        loaded,
+        params,
+        train_rows,
+        eval_rows,
+        out_dir=out_dir,
+        render=render,
+        on_step=on_step,
+        on_eval=on_eval,
+        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        resume=resume,
+    )
+    _training_end(job, result, finetune_services.finetune_finish)
+
+
+finetune_job = job_task(
+    _finetune,
+    name="jobs.finetune",
+    soft_time_limit=FINETUNE_SOFT_LIMIT_S,
+    time_limit=FINETUNE_SOFT_LIMIT_S + 300,
+)
