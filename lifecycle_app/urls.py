@@ -98,7 +98,7 @@ urlpatterns = [
         name="evaluation_export",
     ),
     path(
-        "p/<slug:slug>/align/runs/<int:run_id>/",
+        "p/<slug:slug>/align/runs/<int:align_run_id>/",
         align_views.align_run_detail,
         name="align_run_detail",
     ),

@@ -193,6 +193,7 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["trial"].id,
     "template_id": lambda w: w.extra["template"].id,
     "run_id": lambda w: w.extra["run"].id,
+    "align_run_id": lambda w: w.extra["align_run"].id,
     "eval_id": lambda w: w.extra["evaluation"].id,
     "round_id": lambda w: w.extra["round"].id,
     "set_id": lambda w: w.extra["set"].id,
@@ -209,6 +210,7 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "trial_id": lambda w: w.extra["other_trial"].id,
     "template_id": lambda w: w.extra["other_template"].id,
     "run_id": lambda w: w.extra["other_run"].id,
+    "align_run_id": lambda w: w.extra["other_align_run"].id,
     "eval_id": lambda w: w.extra["other_evaluation"].id,
     "round_id": lambda w: w.extra["other_round"].id,
     "set_id": lambda w: w.extra["other_set"].id,
@@ -433,6 +435,21 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             kind=JobKind.FINETUNE,
             status=JobStatus.RUNNING,
             params={"method": "lora", "template": {"name": "Summarize", "version": 1}},
+        )
+        extra[f"{key}align_run"] = JobFactory.create(
+            project=proj,
+            created_by=owner,
+            kind=JobKind.ALIGN,
+            status=JobStatus.RUNNING,
+            params={
+                "beta": 0.1,
+                "lora_r": 8,
+                "target_modules": ["q_proj"],
+                "batch_size": 2,
+                "max_length": 256,
+                "heldout_fraction": 0.1,
+                "seed": 0,
+            },
         )
         rnd = FeedbackRound.objects.create(
             project=proj, name="Round", label_a="A", label_b="B", created_by=owner

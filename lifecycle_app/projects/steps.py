@@ -32,8 +32,12 @@ class StepSlug:
     FINETUNE = "fine-tune"
     ALIGN = "align"
     EVALUATE = "evaluate"
-    DEPLOY = "optimize"
-    APP = "augment"
+    DEPLOY = "deploy"
+    APP = "app"
+
+
+# Slugs that were renamed (old URL -> new slug): old links and bookmarks redirect.
+RENAMED_SLUGS = {("integrate", "optimize"): StepSlug.DEPLOY, ("integrate", "augment"): StepSlug.APP}
 
 
 def has(*keys: str) -> Callable[[dict[str, Any]], bool]:

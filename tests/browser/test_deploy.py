@@ -63,7 +63,7 @@ def test_export_measure_deploy_and_call_the_api(
     base = live_server.url
     log_in(context, base, owner)
     page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(f"{base}/p/{project.slug}/integrate/optimize/")
+    page.goto(f"{base}/p/{project.slug}/integrate/deploy/")
 
     expect(page.get_by_role("heading", name="Optimize and deploy")).to_be_visible()
     page.select_option("#id_base_model", model.slug)
@@ -114,7 +114,7 @@ def test_export_measure_deploy_and_call_the_api(
         == 401
     )
 
-    page.goto(f"{base}/p/{project.slug}/integrate/augment/")
+    page.goto(f"{base}/p/{project.slug}/integrate/app/")
     for key, status in [
         ("retrieval", "not_needed"),
         ("reasoning", "planned"),

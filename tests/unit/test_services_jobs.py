@@ -23,6 +23,7 @@ from lifecycle_app.models import (
     StepStatus,
 )
 from lifecycle_app.stages.prompt import playground as prompt_playground
+from lifecycle_app.stages.prompt.services import trial_succeed
 from tests.factories import JobFactory
 from workers.ml.params import GenerateParams
 
@@ -232,10 +233,20 @@ def test_it_records_progress_only_for_a_running_job(project: Project) -> None:
 # --- Finish -----------------------------------------------------------------------------
 
 
+def test_the_job_engine_saves_no_step_when_a_trial_succeeds(project: Project) -> None:
+    """The engine knows no stage: the prompt stage's own trial_succeed marks its step."""
+    job = running_job(project, heartbeat_age=timedelta(seconds=1), kind=JobKind.TRIAL)
+
+    assert jobs_services.job_succeed(job_id=job.id, result={"rows_done": 5}) is True
+
+    assert prompt_step(project).get("status") != StepStatus.COMPLETE
+    assert jobs_services.job_succeed(job_id=job.id, result={}) is False  # already finished
+
+
 def test_it_marks_the_prompt_step_complete_when_a_trial_succeeds(project: Project) -> None:
     job = running_job(project, heartbeat_age=timedelta(seconds=1), kind=JobKind.TRIAL)
 
-    jobs_services.job_succeed(job_id=job.id, result={"rows_done": 5})
+    trial_succeed(job_id=job.id, result={"rows_done": 5}, message="5 rows")
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED

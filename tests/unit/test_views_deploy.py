@@ -25,7 +25,7 @@ from lifecycle_app.models import (
 )
 from tests.factories import JobFactory
 
-STEP = ("integrate", "optimize")
+STEP = ("integrate", "deploy")
 MEASURED = {
     "settings": {"rows": 20, "split": "test", "dataset": "Dialogues", "max_new_tokens": 32},
     "parent": {
@@ -121,7 +121,7 @@ def test_starting_an_export_queues_a_job_and_returns_to_the_step(
 
     job = Job.objects.get(kind=JobKind.EXPORT)
     assert response.status_code == 302
-    assert response["Location"].endswith("/integrate/optimize/#exports")
+    assert response["Location"].endswith("/integrate/deploy/#exports")
     assert job.params["kind"] == "int8" and job.params["dataset_id"] is None
     assert job.progress_total == 6 and enqueued == [job.id]
 
@@ -203,22 +203,20 @@ def test_the_checklist_saves_each_item_and_shows_on_the_project_page(
     data["monitoring_notes"] = "Log every answer; weekly ROUGE on sampled traffic."
     client = _client(editor)
 
-    response = client.post(
-        reverse("wizard_step", args=[project.slug, "integrate", "augment"]), data
-    )
+    response = client.post(reverse("wizard_step", args=[project.slug, "integrate", "app"]), data)
 
     assert response.status_code == 302
     overview = client.get(reverse("project_detail", args=[project.slug])).content.decode()
     assert "weekly ROUGE on sampled traffic" in overview
     assert "Done" in overview and "Planned" in overview
-    step = client.get(reverse("wizard_step", args=[project.slug, "integrate", "augment"]))
+    step = client.get(reverse("wizard_step", args=[project.slug, "integrate", "app"]))
     assert "weekly ROUGE" in step.content.decode()
     assert "status-complete" in overview or "Complete" in overview
 
 
 def test_an_invalid_checklist_status_rerenders_with_errors(project: Project, editor: User) -> None:
     response = _client(editor).post(
-        reverse("wizard_step", args=[project.slug, "integrate", "augment"]),
+        reverse("wizard_step", args=[project.slug, "integrate", "app"]),
         {"retrieval_status": "maybe"},
     )
     assert response.status_code == 200

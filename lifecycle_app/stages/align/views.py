@@ -289,10 +289,10 @@ def prefset_import(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def align_run_detail(request: HtmxHttpRequest, slug: str, run_id: int) -> HttpResponse:
+def align_run_detail(request: HtmxHttpRequest, slug: str, align_run_id: int) -> HttpResponse:
     """An alignment run's live dashboard: the fine-tuning one, with the run's preference set."""
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
-    job = selectors.align_run_get(project=project, job_id=run_id)
+    job = selectors.align_run_get(project=project, job_id=align_run_id)
     set_id = (job.params or {}).get("preference_set_id") or 0
     titles = {
         "run_title": "Alignment",

@@ -60,7 +60,7 @@ def finetune_detail(request: HtmxHttpRequest, slug: str, run_id: int) -> HttpRes
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
     job = selectors.finetune_get(project=project, job_id=run_id)
     if job.kind == JobKind.ALIGN:  # alignment runs have a dashboard of their own
-        return redirect("align_run_detail", slug=project.slug, run_id=job.id)
+        return redirect("align_run_detail", slug=project.slug, align_run_id=job.id)
     context = {"project": project, "membership": membership, **dashboard_context(job)}
     template = "finetune/detail.html"
     if request.htmx and request.htmx.target == "ft-live":  # the page's own polling
