@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from lifecycle_app.teams.signup import SignupForm
+from lifecycle_app.teams.forms import SignupForm
 
 
 @require_http_methods(["GET", "POST"])

@@ -1,10 +1,12 @@
-"""Forms of the members and sharing page: invitations, roles, share links."""
+"""Forms of the people around a project: sign-up, invitations, roles, share links."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
 
 from lifecycle_app.projects.models import Role
 from lifecycle_app.teams.services import SHARE_LIFETIMES
@@ -61,3 +63,11 @@ class ProjectDeleteForm(forms.Form):
         if value != self.project_name:
             raise forms.ValidationError("That is not the project's name.")
         return value
+
+
+class SignupForm(UserCreationForm):  # type: ignore[type-arg]
+    email = forms.EmailField(required=False, help_text="Optional; used for nothing yet.")
+
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]
+        model = User
+        fields = ("username", "email")
