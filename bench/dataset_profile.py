@@ -95,10 +95,10 @@ def child(mode: str, data: Path, tokenizer_dir: Path, work: Path) -> dict[str, A
     if mode == "build":
         import transformers
 
-        from workers.ml import models
+        from workers.ml import bundled
 
         transformers.utils.logging.disable_progress_bar()
-        models.build_tiny(tokenizer_dir)
+        bundled.build_tiny(tokenizer_dir)
         return {}
     import transformers
     from transformers import AutoTokenizer

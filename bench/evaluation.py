@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import transformers
 
-from workers.ml import evaluation, metrics, models, prompts
+from workers.ml import evaluation, loading, metrics, prompts
 from workers.ml.generate import generation_kwargs, pad_token_id
 from workers.ml.params import GenerationSettings
 
@@ -39,7 +39,7 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     models_dir = Path(os.environ.get("LIFECYCLE_MODELS_DIR") or ROOT / "var" / "models")
-    loaded = models.load(models.ModelSpec(source="bundled"), models_dir)
+    loaded = loading.load(loading.ModelSpec(source="bundled"), models_dir)
     kit = prompts.load_kit(Path(loaded.path), loaded.context_length)
     records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     rows = [

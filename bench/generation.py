@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import transformers
 
-from workers.ml import models, prompts, trials
+from workers.ml import loading, prompts, trials
 from workers.ml.generate import generation_kwargs, pad_token_id
 from workers.ml.params import GenerationSettings
 
@@ -35,7 +35,7 @@ SAMPLE = ROOT / "lifecycle_app" / "samples" / "dialogue_summaries.jsonl"
 def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    loaded = models.load(models.ModelSpec(source="bundled"), ROOT / "var" / "models")
+    loaded = loading.load(loading.ModelSpec(source="bundled"), ROOT / "var" / "models")
     kit = prompts.load_kit(Path(loaded.path), loaded.context_length)
     records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     rows = [

@@ -68,14 +68,14 @@ def child(case: str, which: str) -> dict[str, Any]:
         import peft  # noqa: F401
 
         return {"rss": _peak_rss()}
-    from workers.ml import models
+    from workers.ml import bundled
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     if which == "tiny":
-        path = models.build_tiny(MODELS_DIR / models.TINY_DIRNAME)
+        path = bundled.build_tiny(MODELS_DIR / bundled.TINY_DIRNAME)
     else:
-        path = models.convert_bundled(MODELS_DIR / models.BUNDLED_DIRNAME)
+        path = bundled.convert_bundled(MODELS_DIR / bundled.BUNDLED_DIRNAME)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     model: Any = transformers.AutoModelForCausalLM.from_pretrained(

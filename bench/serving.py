@@ -9,7 +9,7 @@ filesystem broker, or PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set) it
    and stops the CPU worker so it does not compete for the cores;
 3. sends 20 sequential requests to POST /api/projects/<slug>/generate (32 new tokens,
    greedy), interleaved with 20 calls of the same generation in this process
-   (`workers.ml.serve.complete` on the same folder), after one warm-up each, so both
+   (`workers.ml.serving.complete` on the same folder), after one warm-up each, so both
    see the same machine load.
 Prints p50/p95 of both and the overhead ratio (endpoint p50 / direct p50; target <= 1.3),
 and ends with `RESULT p50_ms=<endpoint p50> p95_ms=<endpoint p95> overhead=<ratio>`.
@@ -106,11 +106,11 @@ def main() -> int:
     from lifecycle_app.models import BaseModel, Job, JobStatus, ModelVariant
     from lifecycle_app.services.deploy import api_token_create, export_create, variant_deploy
     from lifecycle_app.services.projects import project_create
-    from workers.ml import models, planner
+    from workers.ml import loading, planner
     from workers.ml.params import ExportParams, ServeRequest
 
-    bundled_path = models.resolve(models.ModelSpec("bundled"), Path(models_dir))
-    info = models.describe(bundled_path)
+    bundled_path = loading.resolve(loading.ModelSpec("bundled"), Path(models_dir))
+    info = loading.describe(bundled_path)
     bundled, _ = BaseModel.objects.get_or_create(
         slug="smollm2-135m-instruct",
         defaults={
@@ -235,14 +235,14 @@ def main() -> int:
                     raise
                 time.sleep(0.5)
 
-        from workers.ml import serve as ml_serve
+        from workers.ml import serving as ml_serving
 
-        loaded = ml_serve.warm_model(variant.path, Path(models_dir))
+        loaded = ml_serving.warm_model(variant.path, Path(models_dir))
         request = ServeRequest(messages=MESSAGES, max_tokens=MAX_TOKENS)
 
         def call_direct() -> tuple[float, dict[str, object]]:
             start = time.perf_counter()
-            out = ml_serve.complete(loaded, request)
+            out = ml_serving.complete(loaded, request)
             return time.perf_counter() - start, out
 
         direct_first = call_direct()[1]  # warm-up

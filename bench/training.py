@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import transformers
 
-from workers.ml import models, prompts, train
+from workers.ml import loading, prompts, train
 from workers.ml.params import TemplateSnapshot, TrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ LR = 2e-4
 
 
 def runner_speed(
-    loaded: models.LoadedModel, rows: list[dict[str, Any]], render: Any, steps: int
+    loaded: loading.LoadedModel, rows: list[dict[str, Any]], render: Any, steps: int
 ) -> tuple[float, int, float]:
     """(tokens/s, timed tokens, padding share) of this project's loop."""
     spec = prompts.DEFAULT_TEMPLATE
@@ -91,7 +91,7 @@ def runner_speed(
 
 
 def plain_speed(
-    loaded: models.LoadedModel, examples: list[train.Example], steps: int
+    loaded: loading.LoadedModel, examples: list[train.Example], steps: int
 ) -> tuple[float, int, float]:
     """(tokens/s, timed tokens, padding share) of a plain Trainer + peft script."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -173,7 +173,7 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 
-    loaded = models.load(models.ModelSpec(source="bundled"), ROOT / "var" / "models")
+    loaded = loading.load(loading.ModelSpec(source="bundled"), ROOT / "var" / "models")
     kit = prompts.load_kit(Path(loaded.path), loaded.context_length)
     render = train.make_render(kit, prompts.DEFAULT_TEMPLATE)
     records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]

@@ -27,7 +27,7 @@ from lifecycle_app.models import (
 )
 from workers.ml import prompts as ml_prompts
 from workers.ml.evaluation import sample_indices
-from workers.ml.models import adapter_base
+from workers.ml.loading import adapter_base
 from workers.ml.params import CandidateSpec, EvaluateParams, GenerationSettings, TrialParams
 
 MAX_TRIAL_OPTIONS = 20

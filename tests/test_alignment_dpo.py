@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from workers.ml import align, models, train
+from workers.ml import align, loading, train
 from workers.ml.params import AlignParams
 
 WORDS = [
@@ -52,7 +52,7 @@ def pairs(n: int, seed: int, chosen: str, rejected: str) -> list[align.Pair]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> models.LoadedModel:
+def tiny(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> loading.LoadedModel:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -76,11 +76,11 @@ def tiny(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> models.
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=1)
     model.save_pretrained(str(folder))
-    return models.load(models.ModelSpec("local", str(folder)), folder.parent, device="cpu")
+    return loading.load(loading.ModelSpec("local", str(folder)), folder.parent, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def PAIRS(tiny: models.LoadedModel) -> list[align.Pair]:
+def PAIRS(tiny: loading.LoadedModel) -> list[align.Pair]:
     """60 pairs whose chosen ending is the one the untrained model prefers less."""
     one_way = pairs(60, seed=1, chosen=" z q", rejected=" q z")
     prior = align.preference_accuracy(tiny.model, tiny.tokenizer, one_way, device="cpu")
@@ -106,7 +106,7 @@ def params(**overrides: Any) -> AlignParams:
 
 
 def test_dpo_raises_the_held_out_preference_accuracy(
-    tiny: models.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
+    tiny: loading.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
 ) -> None:
     steps: list[train.StepLog] = []
     scores: dict[str, align.PreferenceScore] = {}
@@ -142,7 +142,7 @@ def test_dpo_raises_the_held_out_preference_accuracy(
     assert config["result"]["after"]["accuracy"] == result.after.accuracy
     assert not (tmp_path / "checkpoints").exists()
     # The aligned adapter loads as a candidate (merged on load) and keeps its preference.
-    aligned = models.load(models.ModelSpec("local", str(final)), tmp_path, device="cpu")
+    aligned = loading.load(loading.ModelSpec("local", str(final)), tmp_path, device="cpu")
     reloaded = align.preference_accuracy(
         aligned.model,
         aligned.tokenizer,
@@ -154,7 +154,7 @@ def test_dpo_raises_the_held_out_preference_accuracy(
 
 
 def test_cancel_stops_within_a_step_and_resume_continues_from_the_checkpoint(
-    tiny: models.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
+    tiny: loading.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
 ) -> None:
     seen: list[train.StepLog] = []
 
@@ -192,7 +192,7 @@ def test_cancel_stops_within_a_step_and_resume_continues_from_the_checkpoint(
 
 
 def test_too_few_pairs_are_refused_with_the_reason(
-    tiny: models.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
+    tiny: loading.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
 ) -> None:
     with pytest.raises(align.AlignmentError, match="at least 2 training pairs"):
         align.align(tiny, params(), PAIRS[:2], out_dir=tmp_path)

@@ -26,7 +26,7 @@ from lifecycle_app.models import Job
 from lifecycle_app.services import jobs as job_services
 from workers.celery import app
 from workers.ml.errors import UserFacingError
-from workers.ml.models import ModelSpec
+from workers.ml.loading import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def model_spec_for(job: Job) -> ModelSpec:
 
 
 def _generate(job: Job) -> None:
-    from workers.ml import models
+    from workers.ml import loading
     from workers.ml.generate import generate
     from workers.ml.params import GenerateParams
 
@@ -108,7 +108,7 @@ def _generate(job: Job) -> None:
     job_services.job_progress(
         job_id=job.id, done=0, total=params.max_new_tokens, message="Loading the model"
     )
-    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    loaded = loading.load(model_spec_for(job), Path(settings.MODELS_DIR))
     job_services.job_progress(
         job_id=job.id, done=0, total=params.max_new_tokens, message="Generating"
     )
@@ -164,7 +164,7 @@ TRIAL_SOFT_LIMIT_S = 60 * 60
 def _trial(job: Job) -> None:
     from lifecycle_app.prompting import PromptingError, build_for_trial
     from lifecycle_app.services import trials as trial_services
-    from workers.ml import models
+    from workers.ml import loading
     from workers.ml.params import TrialParams
     from workers.ml.trials import RowOutcome, TrialStats, run_trial
 
@@ -180,7 +180,7 @@ def _trial(job: Job) -> None:
     job_services.job_progress(
         job_id=job.id, done=0, total=total, message=f"Loading the model for {total} rows"
     )
-    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    loaded = loading.load(model_spec_for(job), Path(settings.MODELS_DIR))
     extra = {"device": loaded.device, "shots": len(built.shots)}
     job_services.job_progress(job_id=job.id, done=0, total=total, message="Generating")
 
@@ -271,7 +271,7 @@ def _training_end(job: Job, result: Any, finish: Callable[..., Any]) -> None:
 def _finetune(job: Job) -> None:
     from lifecycle_app.prompting import PromptingError, kit_for, split_rows
     from lifecycle_app.services import finetune as ft
-    from workers.ml import models, train
+    from workers.ml import loading, train
     from workers.ml.params import TrainParams
 
     params = TrainParams(**job.params)
@@ -293,7 +293,7 @@ def _finetune(job: Job) -> None:
         total=total,
         message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
     )
-    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    loaded = loading.load(model_spec_for(job), Path(settings.MODELS_DIR))
     if resume:
         ft.finetune_log(
             job_id=job.id,
@@ -352,7 +352,7 @@ def _evaluate(job: Job) -> None:
     from lifecycle_app.models import CandidateStatus, EvaluationCandidate
     from lifecycle_app.prompting import PromptingError
     from lifecycle_app.services import evaluation as ev
-    from workers.ml import models
+    from workers.ml import errors, loading
     from workers.ml.evaluation import run_candidate, run_general
     from workers.ml.params import EvaluateParams
 
@@ -404,8 +404,8 @@ def _evaluate(job: Job) -> None:
                 source=candidate.base_model.source,  # type: ignore[arg-type]
                 location=candidate.base_model.location,
             )
-            loaded = models.load(model_spec, Path(settings.MODELS_DIR))
-        except (PromptingError, models.ModelNotAvailable) as exc:
+            loaded = loading.load(model_spec, Path(settings.MODELS_DIR))
+        except (PromptingError, errors.ModelNotAvailable) as exc:
             skip(candidate, CandidateStatus.UNAVAILABLE, str(exc))
             continue
         job_services.job_progress_message(job_id=job.id, message=f"{step}: generating")
@@ -477,7 +477,7 @@ def evaluate_job(self: Task, job_id: int) -> None:
 def _align(job: Job) -> None:
     from lifecycle_app.services import feedback as fb
     from lifecycle_app.services import finetune as ft
-    from workers.ml import align, models
+    from workers.ml import align, loading
     from workers.ml.params import AlignParams
 
     params = AlignParams(**job.params)
@@ -494,7 +494,7 @@ def _align(job: Job) -> None:
         total=params.max_steps,
         message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
     )
-    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    loaded = loading.load(model_spec_for(job), Path(settings.MODELS_DIR))
     if resume:
         checkpoint = align.latest_checkpoint(out_dir)
         name = checkpoint.name if checkpoint else "the start"
@@ -537,7 +537,7 @@ def align_job(self: Task, job_id: int) -> None:
 
 def _profile(job: Job) -> None:
     from lifecycle_app.services.datasets import dataset_record_profile
-    from workers.ml import models
+    from workers.ml import loading
     from workers.ml.profile import profile
 
     dataset = job.dataset
@@ -546,7 +546,7 @@ def _profile(job: Job) -> None:
     job_services.job_progress(
         job_id=job.id, done=0, total=dataset.valid_rows, message="Loading the tokenizer"
     )
-    tokenizer, context_length, _ = models.load_tokenizer(
+    tokenizer, context_length, _ = loading.load_tokenizer(
         model_spec_for(job), Path(settings.MODELS_DIR)
     )
 
@@ -591,12 +591,12 @@ def profile_job(self: Task, job_id: int) -> None:
 
 def _register_model(job: Job) -> None:
     from lifecycle_app.services.catalog import basemodel_register_result
-    from workers.ml import models, planner
+    from workers.ml import loading, planner
 
     source, location = job.params["source"], job.params["location"]
-    spec = models.ModelSpec(source=source, location=location)
-    path = models.resolve(spec, Path(settings.MODELS_DIR))
-    info = models.describe(path)
+    spec = loading.ModelSpec(source=source, location=location)
+    path = loading.resolve(spec, Path(settings.MODELS_DIR))
+    info = loading.describe(path)
     shape = planner.shape_from_config(path)
     model = basemodel_register_result(
         name=job.params.get("name") or location,
@@ -604,7 +604,7 @@ def _register_model(job: Job) -> None:
         location=location,
         info=info,
         shape=shape.to_json(),
-        weights_present=models.weights_present(path),
+        weights_present=loading.weights_present(path),
     )
     job_services.job_succeed(
         job_id=job.id,
@@ -632,10 +632,10 @@ def _export(job: Job) -> None:
 
     from lifecycle_app.prompting import PromptingError, kit_for, spec_of, split_rows
     from lifecycle_app.services import deploy
-    from workers.ml import export, models
+    from workers.ml import export, loading
     from workers.ml import prompts as ml_prompts
     from workers.ml.params import ExportParams
-    from workers.ml.serve import prompt_text
+    from workers.ml.serving import prompt_text
 
     params = ExportParams(**job.params)
     source = job.base_model
@@ -652,7 +652,7 @@ def _export(job: Job) -> None:
             return True
         return False
 
-    source_path = models.resolve(model_spec_for(job), Path(settings.MODELS_DIR))
+    source_path = loading.resolve(model_spec_for(job), Path(settings.MODELS_DIR))
     root = deploy.export_dir(job.id)
     out_dir = root / "variant"
     if out_dir.exists():  # a redelivered job starts its folder again
@@ -692,7 +692,7 @@ def _export(job: Job) -> None:
     }
     parent_files = export.folder_files(Path(source_path))
     parent_size = export.weights_size(parent_files)
-    base = models.adapter_base(Path(source_path))
+    base = loading.adapter_base(Path(source_path))
     if base:  # an adapter is served with its base weights
         parent_size += export.weights_size(export.folder_files(Path(base)))
     variant_size = export.weights_size(files)
@@ -772,14 +772,14 @@ def serve_generate(reply_key: str, path: str, request: dict[str, object]) -> Non
     """Answer one API request with the deployed model at `path` (kept loaded). Touches no
     database row: the web process already checked the token and found the model."""
     from workers import serve_reply
-    from workers.ml import serve
+    from workers.ml import serving
     from workers.ml.params import ServeRequest
 
     reply: dict[str, object]
     try:
-        loaded = serve.warm_model(path, Path(settings.MODELS_DIR))
-        reply = {"ok": True, **serve.complete(loaded, ServeRequest(**request))}  # type: ignore[arg-type]
-    except serve.PromptTooLong as exc:
+        loaded = serving.warm_model(path, Path(settings.MODELS_DIR))
+        reply = {"ok": True, **serving.complete(loaded, ServeRequest(**request))}  # type: ignore[arg-type]
+    except serving.PromptTooLong as exc:
         reply = {"ok": False, "status": 400, "type": "invalid_request_error", "message": str(exc)}
     except UserFacingError as exc:
         reply = {"ok": False, "status": 503, "type": "model_unavailable", "message": str(exc)}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from workers.ml import models
+from workers.ml import loading
 from workers.ml.generate import generate
 from workers.ml.params import GenerateParams
 
@@ -17,7 +17,7 @@ COMMON_WORDS = {"the", "is", "of", "and", "a", "in", "capital", "city", "france"
 
 @pytest.mark.bundled_model
 def test_the_bundled_model_answers_in_english() -> None:
-    loaded = models.load(models.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
+    loaded = loading.load(loading.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
     result = generate(
         loaded,
         GenerateParams(
@@ -42,7 +42,7 @@ def test_the_bundled_model_can_be_aligned_although_it_came_from_gguf(tmp_path: P
     from workers.ml import align
     from workers.ml.params import AlignParams
 
-    loaded = models.load(models.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
+    loaded = loading.load(loading.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
     pairs = [align.Pair(f"Say hi {i}:", f"Hello there {i}.", f"Go away {i}.") for i in range(6)]
     params = AlignParams(
         model_ref="smollm2-135m-instruct",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workers.ml import dataset_io, models
+from workers.ml import bundled, dataset_io
 from workers.ml.profile import profile
 
 
@@ -16,7 +16,7 @@ from workers.ml.profile import profile
 def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from transformers import AutoTokenizer
 
-    path = models.build_tiny(tmp_path_factory.mktemp("models") / "tiny")
+    path = bundled.build_tiny(tmp_path_factory.mktemp("models") / "tiny")
     return AutoTokenizer.from_pretrained(str(path))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.ml import evaluation, models
+from workers.ml import evaluation, loading
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
 
@@ -18,11 +18,11 @@ SAMPLING = GenerationSettings(max_new_tokens=6, decoding="sampling", temperature
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_folder: Path) -> models.LoadedModel:
-    return models.load(models.ModelSpec("tiny"), tiny_folder.parent, device="cpu")
+def tiny(tiny_folder: Path) -> loading.LoadedModel:
+    return loading.load(loading.ModelSpec("tiny"), tiny_folder.parent, device="cpu")
 
 
-def prompts(loaded: models.LoadedModel, n: int = 5) -> list[BuiltPrompt]:
+def prompts(loaded: loading.LoadedModel, n: int = 5) -> list[BuiltPrompt]:
     out = []
     for i in range(n):
         text = f"Dialogue: person {i} asks about the bill number {i * 7} twice.\nSummary:"
@@ -32,7 +32,7 @@ def prompts(loaded: models.LoadedModel, n: int = 5) -> list[BuiltPrompt]:
 
 
 def test_perplexity_is_the_mean_nll_of_the_reference_tokens_given_the_prompt(
-    tiny: models.LoadedModel,
+    tiny: loading.LoadedModel,
 ) -> None:
     import torch
 
@@ -50,7 +50,7 @@ def test_perplexity_is_the_mean_nll_of_the_reference_tokens_given_the_prompt(
     assert evaluation.corpus_perplexity([got, got]) == pytest.approx(got.perplexity, rel=1e-6)
 
 
-def test_batched_perplexity_equals_one_row_at_a_time(tiny: models.LoadedModel) -> None:
+def test_batched_perplexity_equals_one_row_at_a_time(tiny: loading.LoadedModel) -> None:
     rows = prompts(tiny)
     texts, refs = [p.text for p in rows], [p.reference for p in rows]
     batched = evaluation.target_nll(tiny, texts, refs, batch_size=4) or []
@@ -60,13 +60,13 @@ def test_batched_perplexity_equals_one_row_at_a_time(tiny: models.LoadedModel) -
         assert a.nll == pytest.approx(b.nll, rel=1e-4)
 
 
-def test_perplexity_stops_when_cancelled(tiny: models.LoadedModel) -> None:
+def test_perplexity_stops_when_cancelled(tiny: loading.LoadedModel) -> None:
     assert evaluation.target_nll(tiny, ["a"], ["b"], should_cancel=lambda: True) is None
 
 
 @pytest.mark.parametrize("gen", [GREEDY, SAMPLING], ids=["greedy", "seeded-sampling"])
 def test_a_candidate_scores_the_same_twice(
-    tiny: models.LoadedModel, gen: GenerationSettings
+    tiny: loading.LoadedModel, gen: GenerationSettings
 ) -> None:
     first = evaluation.run_candidate(tiny, prompts(tiny), gen, task="text")
     second = evaluation.run_candidate(tiny, prompts(tiny), gen, task="text")
@@ -84,7 +84,7 @@ def test_a_candidate_scores_the_same_twice(
     assert all("perplexity" in r.scores and "bleu" in r.scores for r in first.rows)
 
 
-def test_greedy_scores_do_not_depend_on_the_batch_size(tiny: models.LoadedModel) -> None:
+def test_greedy_scores_do_not_depend_on_the_batch_size(tiny: loading.LoadedModel) -> None:
     batched = evaluation.run_candidate(tiny, prompts(tiny), GREEDY, task="text", batch_size=4)
     single = evaluation.run_candidate(tiny, prompts(tiny), GREEDY, task="text", batch_size=1)
     assert [r.output for r in batched.rows] == [r.output for r in single.rows]
@@ -92,13 +92,13 @@ def test_greedy_scores_do_not_depend_on_the_batch_size(tiny: models.LoadedModel)
         assert single.scores[key] == pytest.approx(value, rel=1e-4)
 
 
-def test_a_classification_candidate_has_accuracy_and_macro_f1(tiny: models.LoadedModel) -> None:
+def test_a_classification_candidate_has_accuracy_and_macro_f1(tiny: loading.LoadedModel) -> None:
     result = evaluation.run_candidate(tiny, prompts(tiny, 3), GREEDY, task="label")
     assert set(result.scores) == {"accuracy", "macro_f1", "perplexity"}
 
 
 def test_the_general_set_ships_40_questions_and_scores_answer_match(
-    tiny: models.LoadedModel,
+    tiny: loading.LoadedModel,
 ) -> None:
     rows = evaluation.general_rows()
     assert len(rows) == 40 and all(r["input"] and r["target"] for r in rows)

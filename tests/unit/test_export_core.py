@@ -13,7 +13,7 @@ import pytest
 
 from workers.ml import export
 from workers.ml.generate import generate_batch
-from workers.ml.models import ModelSpec, load
+from workers.ml.loading import ModelSpec, load
 from workers.ml.params import GenerationSettings
 
 PROMPTS = [f"Summarize the dialogue number {i}: the agent answers the customer." for i in range(20)]
@@ -112,7 +112,7 @@ def test_the_int8_variant_is_smaller_and_reloads(
 
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in loaded.model.modules())
     # The reloaded model is the quantized one: same greedy outputs as quantizing in memory.
-    from workers.ml.models import LoadedModel
+    from workers.ml.loading import LoadedModel
 
     model, tokenizer = export.load_for_export(str(tiny_folder))
     in_memory = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -16,7 +16,7 @@ from django.utils.html import escape
 
 from lifecycle_app.models import BaseModel, Job, JobKind, JobStatus, Project
 from lifecycle_app.services.jobs import job_claim
-from workers.ml.models import build_tiny
+from workers.ml.bundled import build_tiny
 
 
 @pytest.fixture(scope="module")

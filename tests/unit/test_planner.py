@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import BaseModelFactory
-from workers.ml import models, planner
+from workers.ml import bundled, loading, planner
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = ROOT / "var" / "models"
@@ -19,8 +19,8 @@ GB = 10**9
 
 def model_path(which: str) -> Path:
     if which == "bundled":
-        return models.convert_bundled(MODELS_DIR / models.BUNDLED_DIRNAME)
-    return models.build_tiny(MODELS_DIR / models.TINY_DIRNAME)
+        return bundled.convert_bundled(MODELS_DIR / bundled.BUNDLED_DIRNAME)
+    return bundled.build_tiny(MODELS_DIR / bundled.TINY_DIRNAME)
 
 
 def load(which: str):
@@ -70,7 +70,7 @@ def test_prompt_tuning_trainable_params_equal_peft(which: str) -> None:
 @pytest.mark.bundled_model
 def test_bundled_shape_matches_the_model_and_round_trips_json() -> None:
     shape = planner.shape_from_config(str(model_path("bundled")))
-    assert shape.n_params == models.describe(str(model_path("bundled"))).n_params
+    assert shape.n_params == loading.describe(str(model_path("bundled"))).n_params
     assert 134_000_000 < shape.n_params < 135_000_000  # tied embeddings counted once
     assert (shape.n_layers, shape.hidden_size, shape.n_kv_heads) == (30, 576, 3)
     assert shape.linear_modules["lm_head"] == [(576, 49152, 1)]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from workers.ml import models, train
+from workers.ml import loading, train
 from workers.ml.params import DEFAULT_LEARNING_RATES, TemplateSnapshot, TrainParams
 from workers.ml.prompts import TemplateSpec, load_kit
 
@@ -73,7 +73,7 @@ def params(**overrides: Any) -> TrainParams:
 
 
 @pytest.fixture(scope="module")
-def learnable(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> models.LoadedModel:
+def learnable(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> loading.LoadedModel:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -98,7 +98,7 @@ def learnable(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> mo
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=1)
     model.save_pretrained(str(folder))
-    return models.load(models.ModelSpec("local", str(folder)), folder.parent, device="cpu")
+    return loading.load(loading.ModelSpec("local", str(folder)), folder.parent, device="cpu")
 
 
 class Recorder:
@@ -120,7 +120,7 @@ class Recorder:
 
 
 def run(
-    loaded: models.LoadedModel, out: Path, p: TrainParams, rec: Recorder | None = None, **kw: Any
+    loaded: loading.LoadedModel, out: Path, p: TrainParams, rec: Recorder | None = None, **kw: Any
 ) -> train.TrainResult:
     rec = rec or Recorder()
     return train.train(
@@ -139,7 +139,7 @@ def run(
 
 @pytest.fixture(scope="module")
 def runs(
-    learnable: models.LoadedModel, tmp_path_factory: pytest.TempPathFactory
+    learnable: loading.LoadedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[train.TrainResult, Recorder, Path]]:
     """One 30-step run per method, shared by the tests that read their records."""
     out = {}
@@ -155,7 +155,7 @@ def runs(
 
 
 def test_labels_mask_the_prompt_and_count_only_target_tokens(
-    learnable: models.LoadedModel,
+    learnable: loading.LoadedModel,
 ) -> None:
     tok = learnable.tokenizer
     data = train.prepare_examples(tok, TRAIN_ROWS[:5], render=render, max_seq_len=64)
@@ -174,7 +174,7 @@ def test_a_target_after_a_newline_gets_no_extra_space() -> None:
 
 
 def test_a_long_input_loses_its_end_and_a_row_whose_target_cannot_fit_is_dropped(
-    learnable: models.LoadedModel,
+    learnable: loading.LoadedModel,
 ) -> None:
     tok = learnable.tokenizer
     long_input = "count: " + " ".join("abcde" * 20)
@@ -262,7 +262,7 @@ def test_the_trainable_parameters_are_the_methods(runs: dict[str, Any]) -> None:
 
 
 def test_training_leaves_the_cached_inference_model_alone(
-    learnable: models.LoadedModel, runs: dict[str, Any]
+    learnable: loading.LoadedModel, runs: dict[str, Any]
 ) -> None:
     from safetensors.torch import load_file
 
@@ -273,7 +273,7 @@ def test_training_leaves_the_cached_inference_model_alone(
 
 
 def test_progress_is_reported_every_step_with_measured_figures(
-    learnable: models.LoadedModel, runs: dict[str, Any]
+    learnable: loading.LoadedModel, runs: dict[str, Any]
 ) -> None:
     result, rec, _ = runs["lora"]
     assert [s.step for s in rec.steps] == list(range(1, 31))
@@ -300,7 +300,7 @@ def test_progress_is_reported_every_step_with_measured_figures(
 
 
 def test_a_run_by_epochs_takes_each_micro_batch_once(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     p = params(max_steps=None, epochs=1.0, batch_size=16, grad_accum=3, eval_rows=0)
     result = run(learnable, tmp_path, p)
@@ -329,7 +329,7 @@ def test_artifact_files_list_sizes_and_hashes(runs: dict[str, Any]) -> None:
 
 
 def test_cancel_stops_at_the_next_step_and_keeps_only_complete_checkpoints(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     rec = Recorder(cancel_after=7)
     result = run(learnable, tmp_path, params(checkpoint_every=2), rec)
@@ -354,7 +354,7 @@ def test_cancel_stops_at_the_next_step_and_keeps_only_complete_checkpoints(
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_a_resumed_run_continues_and_matches_an_uninterrupted_one(
-    learnable: models.LoadedModel, tmp_path: Path, method: str
+    learnable: loading.LoadedModel, tmp_path: Path, method: str
 ) -> None:
     # 26 steps of 8 rows cross into the second epoch; dropout exercises the RNG state.
     p = params(method=method, max_steps=26, checkpoint_every=5, eval_every=10, lora_dropout=0.1)
@@ -379,7 +379,7 @@ def test_a_resumed_run_continues_and_matches_an_uninterrupted_one(
 
 
 def test_resuming_a_finished_run_returns_its_result_without_training(
-    learnable: models.LoadedModel, runs: dict[str, Any]
+    learnable: loading.LoadedModel, runs: dict[str, Any]
 ) -> None:
     result, _, folder = runs["prompt_tuning"]
     rec = Recorder()
@@ -390,7 +390,7 @@ def test_resuming_a_finished_run_returns_its_result_without_training(
 
 
 def test_resume_refuses_a_checkpoint_written_with_other_parameters(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     run(learnable, tmp_path, params(checkpoint_every=2), Recorder(cancel_after=2))
     with pytest.raises(train.TrainingError, match="other parameters"):
@@ -398,7 +398,7 @@ def test_resume_refuses_a_checkpoint_written_with_other_parameters(
 
 
 def test_resume_without_a_checkpoint_starts_afresh(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     result = run(learnable, tmp_path, params(max_steps=3, eval_rows=0), resume=True)
     assert result.status == "succeeded" and result.resumed_from_step is None
@@ -441,13 +441,13 @@ def test_prompt_tuning_needs_no_target_modules() -> None:
 
 @pytest.mark.cuda
 def test_on_a_cuda_gpu_lora_trains_with_bf16_autocast(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    on_gpu = models.load(models.ModelSpec("local", learnable.path), tmp_path, device="cuda")
+    on_gpu = loading.load(loading.ModelSpec("local", learnable.path), tmp_path, device="cuda")
     result = run(on_gpu, tmp_path / "run", params(method="lora"))
     assert result.status == "succeeded" and result.device.startswith("cuda")
     assert result.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")

@@ -32,7 +32,7 @@ from typing import Any
 
 from workers.ml import train
 from workers.ml.errors import UserFacingError
-from workers.ml.models import LoadedModel
+from workers.ml.loading import LoadedModel
 from workers.ml.params import AlignParams, heldout_count
 
 logger = logging.getLogger(__name__)

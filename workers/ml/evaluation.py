@@ -26,7 +26,7 @@ from typing import Any
 
 from workers.ml import metrics
 from workers.ml.generate import CancelFn, build_prompt
-from workers.ml.models import LoadedModel
+from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
 from workers.ml.trials import RowOutcome, TrialStats, _dtype_bytes, row_bytes, run_trial

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workers.ml.errors import UserFacingError
-from workers.ml.models import INT8_MARKER, INT8_WEIGHTS, LoadedModel, adapter_base, load_int8
+from workers.ml.loading import INT8_MARKER, INT8_WEIGHTS, LoadedModel, adapter_base, load_int8
 
 VariantKind = Literal["safetensors", "int8", "onnx"]
 ProgressFn = Callable[[int, int, str], None]
@@ -317,7 +317,7 @@ def load_folder(path: str) -> LoadedModel:
     """Load a variant (or its parent) fresh from disk on CPU, with no warm cache."""
     from transformers import AutoTokenizer
 
-    from workers.ml.models import context_length_of, read_config
+    from workers.ml.loading import context_length_of, read_config
 
     folder = Path(path)
     if (folder / INT8_MARKER).is_file():

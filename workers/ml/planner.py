@@ -134,7 +134,7 @@ def shape_from_model(model: Any) -> ModelShape:
     """Read a (possibly meta-device) transformers model's shape. Imports torch lazily."""
     from torch import nn
 
-    from workers.ml.models import context_length_of
+    from workers.ml.loading import context_length_of
 
     groups: dict[str, dict[tuple[int, int], int]] = {}
     for name, module in model.named_modules():
@@ -177,7 +177,7 @@ def shape_from_config(path_or_id: str) -> ModelShape:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from workers.ml.models import family_of, read_config
+    from workers.ml.loading import family_of, read_config
 
     config = read_config(path_or_id)
     auto = {

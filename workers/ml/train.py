@@ -26,7 +26,7 @@ Design notes:
 - Resume regenerates the data order from the seed and continues from the micro-batch
   after the last one consumed, with the model, optimizer, scheduler and RNG states of the
   checkpoint: on CPU a resumed run reproduces an uninterrupted one exactly.
-- `workers.ml.models.load` keeps one inference model warm per worker; training loads its
+- `workers.ml.loading.load` keeps one inference model warm per worker; training loads its
   own float32 copy, so trials in the same worker keep the base weights. On CUDA the
   weights stay float32 and the forward runs under bf16 autocast where the GPU supports it.
 """
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.ml.errors import UserFacingError
-from workers.ml.models import LoadedModel
+from workers.ml.loading import LoadedModel
 from workers.ml.params import TemplateSnapshot, TrainParams
 from workers.ml.prompts import PromptKit, TemplateSpec, render_user_text
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from workers.ml import metrics
 from workers.ml.generate import BatchOutput, CancelFn, generate_batch
-from workers.ml.models import LoadedModel
+from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
 
