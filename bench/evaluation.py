@@ -26,7 +26,7 @@ import torch
 import transformers
 
 from workers.ml import evaluation, loading, metrics, prompts
-from workers.ml.generate import generation_kwargs, pad_token_id
+from workers.ml.generation.stream import generation_kwargs, pad_token_id
 from workers.ml.params import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]

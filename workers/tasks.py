@@ -101,7 +101,7 @@ def model_spec_for(job: Job) -> ModelSpec:
 
 def _generate(job: Job) -> None:
     from workers.ml import loading
-    from workers.ml.generate import generate
+    from workers.ml.generation.stream import generate
     from workers.ml.params import GenerateParams
 
     params = GenerateParams(**job.params)
@@ -165,8 +165,8 @@ def _trial(job: Job) -> None:
     from lifecycle_app.prompting import PromptingError, build_for_trial
     from lifecycle_app.services import trials as trial_services
     from workers.ml import loading
+    from workers.ml.generation.batch import RowOutcome, TrialStats, run_trial
     from workers.ml.params import TrialParams
-    from workers.ml.trials import RowOutcome, TrialStats, run_trial
 
     params = TrialParams(**job.params)
     if job.dataset is None or job.base_model is None:

@@ -25,9 +25,9 @@ from lifecycle_app.models import (
 from lifecycle_app.services.jobs import job_create
 from lifecycle_app.services.projects import stage_step_save
 from workers.ml.evaluation import CandidateResult
+from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import CandidateSpec, EvaluateParams
 from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import RowOutcome, TrialStats
 
 
 def evaluation_create(

@@ -24,9 +24,9 @@ from lifecycle_app.models import (
 from lifecycle_app.services.activity import activity_record
 from lifecycle_app.services.jobs import job_create
 from lifecycle_app.services.projects import stage_step_save
+from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import TrialParams
 from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import RowOutcome, TrialStats
 
 TEMPLATE_FIELDS = ("instruction", "example_format", "body", "use_chat_template")
 

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from workers.ml import loading
-from workers.ml.generate import generate
+from workers.ml.generation.stream import generate
 from workers.ml.params import GenerateParams
 
 COMMON_WORDS = {"the", "is", "of", "and", "a", "in", "capital", "city", "france", "paris"}

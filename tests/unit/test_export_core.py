@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from workers.ml import export
-from workers.ml.generate import generate_batch
+from workers.ml.generation.stream import generate_batch
 from workers.ml.loading import ModelSpec, load
 from workers.ml.params import GenerationSettings
 

@@ -10,7 +10,7 @@ import pytest
 
 from workers.ml import bundled, loading
 from workers.ml.errors import GenerationError, ModelNotAvailable
-from workers.ml.generate import generate
+from workers.ml.generation.stream import generate
 from workers.ml.params import GenerateParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_params_reject_bad_values() -> None:
 
 def test_the_ml_core_does_not_import_django_and_the_web_side_does_not_import_torch() -> None:
     code_ml = (
-        "import sys, workers.ml.loading, workers.ml.bundled, workers.ml.generate, workers.ml.params;"
+        "import sys, workers.ml.loading, workers.ml.bundled, workers.ml.generation.stream, workers.ml.params;"
         "assert 'django' not in sys.modules, 'ml imported django'"
     )
     code_web = (

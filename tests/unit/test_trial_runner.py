@@ -17,11 +17,8 @@ from typing import Any
 import pytest
 
 from workers.ml import loading, metrics
-from workers.ml import trials as ml_trials
-from workers.ml.generate import BatchOutput, generate_batch, generation_kwargs
-from workers.ml.params import GenerationSettings
-from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import (
+from workers.ml.generation import batch as ml_batch
+from workers.ml.generation.batch import (
     CPU_MAX_BATCH,
     RowOutcome,
     TrialStats,
@@ -29,6 +26,9 @@ from workers.ml.trials import (
     row_bytes,
     run_trial,
 )
+from workers.ml.generation.stream import BatchOutput, generate_batch, generation_kwargs
+from workers.ml.params import GenerationSettings
+from workers.ml.prompts import BuiltPrompt
 
 TEXTS = [
     "Summarize the dialogue.",
@@ -298,7 +298,7 @@ def test_a_row_that_fails_is_recorded_and_the_others_go_on(
             raise RuntimeError("boom in the tokenizer")
         return generate_batch(loaded, batch, settings, **kwargs)
 
-    monkeypatch.setattr(ml_trials, "generate_batch", failing)
+    monkeypatch.setattr(ml_batch, "generate_batch", failing)
     recorder = Recorder()
 
     stats = run_trial(
@@ -330,7 +330,7 @@ def test_out_of_memory_halves_the_batch_and_retries(
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return generate_batch(loaded, batch, settings, **kwargs)
 
-    monkeypatch.setattr(ml_trials, "generate_batch", small_memory)
+    monkeypatch.setattr(ml_batch, "generate_batch", small_memory)
 
     stats = run_trial(tiny, built(tiny, TEXTS), GREEDY, score_kind="rouge", batch_size=5)
 

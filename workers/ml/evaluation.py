@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from workers.ml import metrics
-from workers.ml.generate import CancelFn, build_prompt
+from workers.ml.generation.batch import RowOutcome, TrialStats, _dtype_bytes, row_bytes, run_trial
+from workers.ml.generation.stream import CancelFn, build_prompt
 from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import RowOutcome, TrialStats, _dtype_bytes, row_bytes, run_trial
 
 GENERAL_SET = Path(__file__).parent / "data" / "general_ability.jsonl"
 GENERAL_INSTRUCTION = "Answer in a few words."

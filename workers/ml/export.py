@@ -344,9 +344,9 @@ def measure(
 ) -> Measurement:
     """Load time, one-request latency (median of `repeats`), generation tokens/s and
     ROUGE on `prompts` (BuiltPrompt rows with references), greedy, on CPU."""
-    from workers.ml.generate import generate_batch
+    from workers.ml.generation.batch import run_trial
+    from workers.ml.generation.stream import generate_batch
     from workers.ml.params import GenerationSettings
-    from workers.ml.trials import run_trial
 
     started = time.perf_counter()
     loaded = load_folder(path)

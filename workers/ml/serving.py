@@ -15,7 +15,7 @@ from typing import Any
 
 from workers.ml import loading
 from workers.ml.errors import UserFacingError
-from workers.ml.generate import generate_batch
+from workers.ml.generation.stream import generate_batch
 from workers.ml.params import GenerationSettings, ServeRequest
 
 MAX_WARM = 2

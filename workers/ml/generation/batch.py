@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workers.ml import metrics
-from workers.ml.generate import BatchOutput, CancelFn, generate_batch
+from workers.ml.generation.stream import BatchOutput, CancelFn, generate_batch
 from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
