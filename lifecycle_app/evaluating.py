@@ -26,7 +26,7 @@ from lifecycle_app.models import (
     PromptTemplate,
 )
 from workers.ml import prompts as ml_prompts
-from workers.ml.evaluation import sample_indices
+from workers.ml.evaluation.runner import sample_indices
 from workers.ml.loading import adapter_base
 from workers.ml.params import CandidateSpec, EvaluateParams, GenerationSettings, TrialParams
 

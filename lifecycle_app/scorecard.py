@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle_app.models import CandidateStatus, EvaluationCandidate, EvaluationExample
-from workers.ml.metrics import EVAL_LABELS, LOWER_IS_BETTER, TASK_METRICS
+from workers.ml.evaluation.metrics import EVAL_LABELS, LOWER_IS_BETTER, TASK_METRICS
 
 GENERAL_KEYS = ("answer_match", "perplexity")
 GENERAL_LABELS = {"answer_match": "General answers", "perplexity": "General perplexity"}

@@ -353,7 +353,7 @@ def _evaluate(job: Job) -> None:
     from lifecycle_app.prompting import PromptingError
     from lifecycle_app.services import evaluation as ev
     from workers.ml import errors, loading
-    from workers.ml.evaluation import run_candidate, run_general
+    from workers.ml.evaluation.runner import run_candidate, run_general
     from workers.ml.params import EvaluateParams
 
     params = EvaluateParams(**job.params)

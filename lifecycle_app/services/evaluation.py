@@ -24,7 +24,7 @@ from lifecycle_app.models import (
 )
 from lifecycle_app.services.jobs import job_create
 from lifecycle_app.services.projects import stage_step_save
-from workers.ml.evaluation import CandidateResult
+from workers.ml.evaluation.runner import CandidateResult
 from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import CandidateSpec, EvaluateParams
 from workers.ml.prompts import BuiltPrompt

@@ -8,7 +8,7 @@ from django_htmx.middleware import HtmxDetails
 
 from lifecycle_app import selectors, wizard
 from lifecycle_app.models import Membership, Project, Stage, StepStatus
-from workers.ml.metrics import LABELS as METRIC_LABELS
+from workers.ml.evaluation.metrics import LABELS as METRIC_LABELS
 
 
 class HtmxHttpRequest(HttpRequest):

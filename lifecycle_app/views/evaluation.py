@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 from lifecycle_app import scorecard, selectors
 from lifecycle_app.models import Job, Membership, Project, ShareLink, StageKey
 from lifecycle_app.views.common import HtmxHttpRequest
-from workers.ml.metrics import EVAL_LABELS, LOWER_IS_BETTER
+from workers.ml.evaluation.metrics import EVAL_LABELS, LOWER_IS_BETTER
 
 SORTS = ("diff", "-diff", "row")
 

@@ -24,7 +24,7 @@ from lifecycle_app.services.trials import (
     trial_mark_best,
 )
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user
-from workers.ml.metrics import LABELS
+from workers.ml.evaluation.metrics import LABELS
 
 MAX_COMPARE = 6
 PREVIEW_TRAIN_ROWS = 20

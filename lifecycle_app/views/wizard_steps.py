@@ -35,7 +35,7 @@ from lifecycle_app.services.jobs import JobLimitReached
 from lifecycle_app.services.projects import stage_step_save
 from lifecycle_app.services.trials import trial_create
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user, wizard_context
-from workers.ml.metrics import LABELS as METRIC_LABELS
+from workers.ml.evaluation.metrics import LABELS as METRIC_LABELS
 
 
 def _initial_for(

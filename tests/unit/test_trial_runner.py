@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from workers.ml import loading, metrics
+from workers.ml import loading
+from workers.ml.evaluation import metrics
 from workers.ml.generation import batch as ml_batch
 from workers.ml.generation.batch import (
     CPU_MAX_BATCH,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workers.ml import metrics
+from workers.ml.evaluation import metrics
 from workers.ml.generation.stream import BatchOutput, CancelFn, generate_batch
 from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
