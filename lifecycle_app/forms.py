@@ -542,7 +542,7 @@ class TrialForm(GenerationSettingsForm):
 class DatasetUploadForm(forms.Form):
     file = forms.FileField(
         required=False,
-        allow_empty_file=True,  # dataset_io names the problem ("The file is empty")
+        allow_empty_file=True,  # data.validation names the problem ("The file is empty")
         help_text="JSON Lines, JSON (an array of objects), CSV or TSV, UTF-8.",
     )
     text = forms.CharField(

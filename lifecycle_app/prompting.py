@@ -15,7 +15,7 @@ from django.conf import settings
 
 from lifecycle_app.models import BaseModel, Dataset, PromptTemplate
 from workers.ml import prompts as ml_prompts
-from workers.ml.dataset_io import read_clean
+from workers.ml.data.validation import read_clean
 from workers.ml.loading import ModelSpec, prepared_path
 from workers.ml.params import TemplateSnapshot, TrialParams
 

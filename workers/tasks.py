@@ -538,7 +538,7 @@ def align_job(self: Task, job_id: int) -> None:
 def _profile(job: Job) -> None:
     from lifecycle_app.services.datasets import dataset_record_profile
     from workers.ml import loading
-    from workers.ml.profile import profile
+    from workers.ml.data.profile import profile
 
     dataset = job.dataset
     if dataset is None:

@@ -28,8 +28,9 @@ from django.http import Http404
 
 from lifecycle_app.models import ActivityVerb, BaseModel, Dataset, Project
 from lifecycle_app.services.activity import activity_record
-from workers.ml import dataset_io
-from workers.ml.dataset_io import DatasetRejected, Inspection, ValidationReport
+from workers.ml.data import validation
+from workers.ml.data.records import DatasetRejected
+from workers.ml.data.validation import Inspection, ValidationReport
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def dataset_stage_file(
     token = secrets.token_urlsafe(18)
     target = _staged_dir() / f"{token}.data"
     try:
-        inspection: Inspection = dataset_io.inspect(
+        inspection: Inspection = validation.inspect(
             path, filename=filename, max_rows=settings.DATASET_MAX_ROWS
         )
         shutil.move(str(path), target)
@@ -157,7 +158,7 @@ def staged_cleanup(*, max_age_s: float = STAGED_MAX_AGE_S) -> int:
 
 
 def dataset_validate_staged(*, staged: StagedUpload, mapping: Mapping) -> ValidationReport:
-    return dataset_io.validate(
+    return validation.validate(
         staged.path,
         fmt=staged.format,
         encoding=staged.encoding,
@@ -206,7 +207,7 @@ def dataset_create_from_staged(
     original = folder / f"{stem}{suffix}"
     clean = folder / f"{stem}.clean.jsonl"
     try:
-        counts = dataset_io.write_clean(
+        counts = validation.write_clean(
             staged.path,
             clean,
             fmt=staged.format,

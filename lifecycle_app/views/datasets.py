@@ -20,7 +20,7 @@ from lifecycle_app.services import datasets as dataset_services
 from lifecycle_app.services.jobs import JobLimitReached
 from lifecycle_app.uploads import SizeLimitedUploadHandler
 from lifecycle_app.views.common import HtmxHttpRequest, authed_user
-from workers.ml.dataset_io import DatasetRejected
+from workers.ml.data.records import DatasetRejected
 
 
 def _list_context(project: Project, membership: Membership, **extra: Any) -> dict[str, Any]:
