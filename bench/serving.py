@@ -106,8 +106,9 @@ def main() -> int:
     from lifecycle_app.models import BaseModel, Job, JobStatus, ModelVariant
     from lifecycle_app.services.deploy import api_token_create, export_create, variant_deploy
     from lifecycle_app.services.projects import project_create
-    from workers.ml import loading, planner
+    from workers.ml import loading
     from workers.ml.params import ExportParams, ServeRequest
+    from workers.ml.planner.shape import shape_from_config
 
     bundled_path = loading.resolve(loading.ModelSpec("bundled"), Path(models_dir))
     info = loading.describe(bundled_path)
@@ -121,7 +122,7 @@ def main() -> int:
             "n_params": info.n_params,
             "context_length": info.context_length,
             "weights_present": True,
-            "shape": planner.shape_from_config(bundled_path).to_json(),
+            "shape": shape_from_config(bundled_path).to_json(),
         },
     )
     user = User.objects.create_user("bench")

@@ -12,8 +12,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from lifecycle_app.forms import StepForm
 from lifecycle_app.models import BaseModel, Dataset, PromptTemplate
-from workers.ml import planner
 from workers.ml.params import MAX_TRAIN_STEPS, TrainParams
+from workers.ml.planner.memory import memory_plan, verdict
+from workers.ml.planner.shape import ModelShape
 
 GB = 1024**3
 
@@ -194,9 +195,9 @@ def total_steps(params: TrainParams, train_rows: int) -> int:
 
 def plan_for(model: BaseModel, params: TrainParams, dataset: Dataset | None) -> dict[str, Any]:
     """Trainable parameters, the memory estimate and verdict, and the steps planned."""
-    shape = planner.ModelShape.from_json(model.shape)
+    shape = ModelShape.from_json(model.shape)
     gpu = bool(settings.GPU_QUEUE)
-    plan = planner.memory_plan(
+    plan = memory_plan(
         shape,
         dtype="bf16" if gpu else "fp32",
         method=params.method,
@@ -207,7 +208,7 @@ def plan_for(model: BaseModel, params: TrainParams, dataset: Dataset | None) -> 
         num_virtual_tokens=params.num_virtual_tokens,
     )
     available = worker_memory_bytes()
-    fits, advice = planner.verdict(plan, available)
+    fits, advice = verdict(plan, available)
     train_rows = int((dataset.split_counts or {}).get("train", 0)) if dataset else 0
     return {
         "trainable": plan.trainable_params,

@@ -125,7 +125,7 @@ class BaseModel(models.Model):
     hidden_size = models.PositiveIntegerField(null=True, blank=True)
     vocab_size = models.PositiveIntegerField(null=True, blank=True)
     weights_present = models.BooleanField(default=False)
-    # workers.ml.planner.ModelShape.to_json(): the sizes the compute planner works from.
+    # workers.ml.planner.shape.ModelShape.to_json(): the sizes the compute planner works from.
     shape = models.JSONField(default=dict, blank=True)
     is_test_model = models.BooleanField(default=False)
     # A fine-tuned candidate belongs to the project that trained it (other projects do not

@@ -9,7 +9,9 @@ from django.http import QueryDict
 from lifecycle_app.finetune_forms import FineTuneForm
 from lifecycle_app.forms import PlannerForm
 from lifecycle_app.models import BaseModel
-from workers.ml import planner
+from workers.ml.planner.memory import memory_plan, verdict
+from workers.ml.planner.pretraining import pretraining_plan
+from workers.ml.planner.shape import ModelShape
 
 GB = 1024**3
 
@@ -34,9 +36,9 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
     else:
         return {}
     model: BaseModel = cleaned["base_model"]
-    shape = planner.ModelShape.from_json(model.shape)
+    shape = ModelShape.from_json(model.shape)
     try:
-        plan = planner.memory_plan(
+        plan = memory_plan(
             shape,
             dtype=cleaned["dtype"],
             method=cleaned["method"],
@@ -51,8 +53,8 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
     except ValueError as exc:
         return {"plan_error": str(exc)}
     available = int(cleaned["memory_gb"] * GB)
-    fits, advice = planner.verdict(plan, available)
-    pretrain = planner.pretraining_plan(
+    fits, advice = verdict(plan, available)
+    pretrain = pretraining_plan(
         shape.n_params,
         accelerator=cleaned["accelerator"],
         efficiency=cleaned["efficiency"],

@@ -591,13 +591,14 @@ def profile_job(self: Task, job_id: int) -> None:
 
 def _register_model(job: Job) -> None:
     from lifecycle_app.services.catalog import basemodel_register_result
-    from workers.ml import loading, planner
+    from workers.ml import loading
+    from workers.ml.planner.shape import shape_from_config
 
     source, location = job.params["source"], job.params["location"]
     spec = loading.ModelSpec(source=source, location=location)
     path = loading.resolve(spec, Path(settings.MODELS_DIR))
     info = loading.describe(path)
-    shape = planner.shape_from_config(path)
+    shape = shape_from_config(path)
     model = basemodel_register_result(
         name=job.params.get("name") or location,
         source=source,
