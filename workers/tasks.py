@@ -255,7 +255,7 @@ def _training_end(job: Job, result: Any, finish: Callable[..., Any]) -> None:
     """The end of a training job (fine-tuning, alignment): cancelled with what it did, or
     finished with its final folder as the artifact (`finish` records the candidate)."""
     from lifecycle_app.services import finetune as ft
-    from workers.ml import train
+    from workers.ml.training import sft
 
     summary = {k: v for k, v in result.as_dict().items() if k not in ("history", "evals")}
     if result.status == "cancelled":
@@ -265,14 +265,16 @@ def _training_end(job: Job, result: Any, finish: Callable[..., Any]) -> None:
         return
     assert result.final_dir is not None
     final_dir = Path(result.final_dir)
-    finish(job=job, summary=summary, final_dir=final_dir, files=train.artifact_files(final_dir))
+    finish(job=job, summary=summary, final_dir=final_dir, files=sft.artifact_files(final_dir))
 
 
 def _finetune(job: Job) -> None:
     from lifecycle_app.prompting import PromptingError, kit_for, split_rows
     from lifecycle_app.services import finetune as ft
-    from workers.ml import loading, train
+    from workers.ml import loading
     from workers.ml.params import TrainParams
+    from workers.ml.training import common as ml_common
+    from workers.ml.training import sft
 
     params = TrainParams(**job.params)
     if job.dataset is None or job.base_model is None:
@@ -283,9 +285,9 @@ def _finetune(job: Job) -> None:
         eval_rows = split_rows(job.dataset, "validation", params.eval_rows)
     except PromptingError as exc:
         raise UserFacingError(str(exc)) from exc
-    render = train.make_render(kit, train.template_spec(params.template))
+    render = ml_common.make_render(kit, ml_common.template_spec(params.template))
     out_dir = ft.run_dir(job.id)
-    resume = job.attempt > 1 and bool(train.checkpoints(out_dir))
+    resume = job.attempt > 1 and bool(ml_common.checkpoints(out_dir))
     total = job.progress_total or params.max_steps or 0
     job_services.job_progress(
         job_id=job.id,
@@ -297,19 +299,19 @@ def _finetune(job: Job) -> None:
     if resume:
         ft.finetune_log(
             job_id=job.id,
-            line=f"attempt {job.attempt}: resuming from {train.checkpoints(out_dir)[-1].name}",
+            line=f"attempt {job.attempt}: resuming from {ml_common.checkpoints(out_dir)[-1].name}",
         )
 
     on_step = _training_progress(job)
 
-    def on_eval(e: train.EvalLog) -> None:
+    def on_eval(e: ml_common.EvalLog) -> None:
         ft.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
         ft.finetune_log(
             job_id=job.id,
             line=f"step {e.step}: validation loss {e.loss:.4f} on {e.rows} rows",
         )
 
-    result = train.train(
+    result = sft.train(
         loaded,
         params,
         train_rows,
@@ -477,17 +479,18 @@ def evaluate_job(self: Task, job_id: int) -> None:
 def _align(job: Job) -> None:
     from lifecycle_app.services import feedback as fb
     from lifecycle_app.services import finetune as ft
-    from workers.ml import align, loading
+    from workers.ml import loading
     from workers.ml.params import AlignParams
+    from workers.ml.training import dpo
 
     params = AlignParams(**job.params)
     if job.base_model is None:
         raise UserFacingError("The model this run starts from was deleted.")
-    pairs = [align.Pair(**p) for p in fb.align_pairs(job=job)]
+    pairs = [dpo.Pair(**p) for p in fb.align_pairs(job=job)]
     if not pairs:
         raise UserFacingError("The preference set of this run was deleted or is empty.")
     out_dir = ft.run_dir(job.id)
-    resume = job.attempt > 1 and align.latest_checkpoint(out_dir) is not None
+    resume = job.attempt > 1 and dpo.latest_checkpoint(out_dir) is not None
     job_services.job_progress(
         job_id=job.id,
         done=job.progress_done if resume else 0,
@@ -496,13 +499,13 @@ def _align(job: Job) -> None:
     )
     loaded = loading.load(model_spec_for(job), Path(settings.MODELS_DIR))
     if resume:
-        checkpoint = align.latest_checkpoint(out_dir)
+        checkpoint = dpo.latest_checkpoint(out_dir)
         name = checkpoint.name if checkpoint else "the start"
         ft.finetune_log(job_id=job.id, line=f"attempt {job.attempt}: resuming from {name}")
     else:
         ft.finetune_log(job_id=job.id, line="measuring preference accuracy before alignment")
 
-    def on_score(when: str, score: align.PreferenceScore) -> None:
+    def on_score(when: str, score: dpo.PreferenceScore) -> None:
         fresh = Job.objects.get(id=job.id)
         preference = {**(fresh.result or {}).get("preference", {}), when: score.as_dict()}
         Job.objects.filter(id=job.id).update(result={**fresh.result, "preference": preference})
@@ -512,7 +515,7 @@ def _align(job: Job) -> None:
             f"{score.pairs} held-out pairs (mean log-likelihood margin {score.margin:+.3f})",
         )
 
-    result = align.align(
+    result = dpo.align(
         loaded,
         params,
         pairs,

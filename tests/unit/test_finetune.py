@@ -32,8 +32,8 @@ from lifecycle_app.services import finetune as ft
 from lifecycle_app.services.jobs import job_reap_stale
 from lifecycle_app.services.trials import template_create
 from tests.integration.sample_data import sample_dialogues
-from workers.ml import train
 from workers.ml.params import TrainParams
+from workers.ml.training import sft
 
 FIELDS: dict[str, Any] = {
     "instruction": "Summarize the dialogue in one sentence.",
@@ -226,8 +226,8 @@ def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     final.mkdir(parents=True)
     (final / "adapter_model.safetensors").write_bytes(b"weights" * 100)
     (final / "adapter_config.json").write_text("{}")
-    (final / train.CONFIG_NAME).write_text("{}")
-    files = train.artifact_files(final)
+    (final / sft.CONFIG_NAME).write_text("{}")
+    files = sft.artifact_files(final)
     summary = {"steps": 30, "final_train_loss": 1.5, "final_eval_loss": 1.6}
 
     first = ft.finetune_finish(job=job, summary=summary, final_dir=final, files=files)

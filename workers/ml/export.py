@@ -55,7 +55,7 @@ def load_for_export(path: str) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from workers.ml.train import load_base_copy
+    from workers.ml.training.adapters import load_base_copy
 
     folder = Path(path)
     base = adapter_base(folder)
