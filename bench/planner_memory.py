@@ -1,4 +1,4 @@
-"""The memory planner (workers/ml/planner.py) checked against measured peaks.
+"""The memory planner (workers/ml/planner/memory.py) checked against measured peaks.
 
 Runs standalone: `.venv/bin/python bench/planner_memory.py`. For the tiny model and the
 bundled SmolLM2-135M it measures, each in a FRESH subprocess so peaks never mix:

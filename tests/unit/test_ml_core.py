@@ -129,7 +129,8 @@ def test_params_reject_bad_values() -> None:
 
 def test_the_ml_core_does_not_import_django_and_the_web_side_does_not_import_torch() -> None:
     code_ml = (
-        "import sys, workers.ml.loading, workers.ml.bundled, workers.ml.generation.stream, workers.ml.params;"
+        "import sys, workers.ml.loading, workers.ml.bundled, workers.ml.generation.stream, "
+        "workers.ml.params;"
         "assert 'django' not in sys.modules, 'ml imported django'"
     )
     code_web = (

@@ -23,7 +23,8 @@ from workers.ml.errors import ModelNotAvailable
 
 Source = Literal["bundled", "tiny", "local", "hub"]
 
-# An int8 variant (workers/ml/export/variants.py): dynamic-quantized state dict beside the config.
+# An int8 variant (workers/ml/export/variants.py): dynamic-quantized state dict beside
+# the config.
 INT8_MARKER = "lifecycle_int8.json"
 INT8_WEIGHTS = "model_int8.pt"
 
