@@ -1,2 +1,1 @@
-"""Evaluation: metrics through `evaluate` (with the metric modules kept here) and the runner
-that scores one candidate and checks general ability."""
+"""Evaluation: metrics (with their evaluate modules), the candidate runner, its data."""

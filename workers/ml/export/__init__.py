@@ -1,2 +1,1 @@
-"""Export for deployment: variants (merged, int8, ONNX), their measurements, the download
-bundle."""
+"""Export for deployment: variants (merged, int8, ONNX), measurements, the bundle."""

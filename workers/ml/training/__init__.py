@@ -1,2 +1,1 @@
-"""Training: supervised fine-tuning (`sft`) and DPO alignment (`dpo`) over shared parts
-(`common`: examples, batches, records, checkpoints; `adapters`: the trainable model)."""
+"""Training: fine-tuning (sft) and DPO alignment (dpo) over common parts and adapters."""
