@@ -95,16 +95,16 @@ def child(mode: str, data: Path, tokenizer_dir: Path, work: Path) -> dict[str, A
     if mode == "build":
         import transformers
 
-        from workers.ml import models
+        from workers.ml import bundled
 
         transformers.utils.logging.disable_progress_bar()
-        models.build_tiny(tokenizer_dir)
+        bundled.build_tiny(tokenizer_dir)
         return {}
     import transformers
     from transformers import AutoTokenizer
 
-    from workers.ml import dataset_io
-    from workers.ml.profile import profile
+    from workers.ml.data import validation
+    from workers.ml.data.profile import profile
 
     transformers.utils.logging.set_verbosity_error()
     if mode == "imports":
@@ -129,7 +129,7 @@ def child(mode: str, data: Path, tokenizer_dir: Path, work: Path) -> dict[str, A
         return result
 
     found = timed(
-        "inspect", lambda: dataset_io.inspect(data, filename=data.name, max_rows=1_000_000)
+        "inspect", lambda: validation.inspect(data, filename=data.name, max_rows=1_000_000)
     )
     mapping: dict[str, Any] = {
         "fmt": found.format,
@@ -138,11 +138,11 @@ def child(mode: str, data: Path, tokenizer_dir: Path, work: Path) -> dict[str, A
         "target_field": found.suggested_target,
         "max_rows": 1_000_000,
     }
-    report = timed("validate", lambda: dataset_io.validate(data, **mapping))
+    report = timed("validate", lambda: validation.validate(data, **mapping))
     clean = work / f"clean-{data.stem}.jsonl"
     splits = timed(
         "write_clean",
-        lambda: dataset_io.write_clean(
+        lambda: validation.write_clean(
             data, clean, seed=0, fractions=(0.8, 0.1, 0.1), stratify=False, **mapping
         ),
     )

@@ -3,7 +3,7 @@
 Runs standalone: `.venv/bin/python bench/evaluation.py`. With the bundled SmolLM2-135M it
 builds zero-shot prompts for 48 rows of the shipped sample dialogues (the default template
 and chat template), then in the same process
-(1) evaluates them with `workers.ml.evaluation.run_candidate`: length-sorted, left-padded
+(1) evaluates them with `workers.ml.evaluation.runner.run_candidate`: length-sorted, left-padded
     generation batches sized to memory, every metric, and the references' perplexity in
     batched forward passes, and
 (2) evaluates them one row at a time: `model.generate` on one prompt, the same metrics,
@@ -25,9 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import transformers
 
-from workers.ml import evaluation, metrics, models, prompts
-from workers.ml.generate import generation_kwargs, pad_token_id
+from workers.ml import loading, prompts
+from workers.ml.evaluation import runner
+from workers.ml.generation.stream import generation_kwargs, pad_token_id
 from workers.ml.params import GenerationSettings
+from workers.ml.scoring import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ROWS = 48
@@ -39,7 +41,7 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     models_dir = Path(os.environ.get("LIFECYCLE_MODELS_DIR") or ROOT / "var" / "models")
-    loaded = models.load(models.ModelSpec(source="bundled"), models_dir)
+    loaded = loading.load(loading.ModelSpec(source="bundled"), models_dir)
     kit = prompts.load_kit(Path(loaded.path), loaded.context_length)
     records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     rows = [
@@ -53,7 +55,7 @@ def main() -> None:
     tokenizer, model = loaded.tokenizer, loaded.model
     kwargs = generation_kwargs(settings)
 
-    def one_row(p: prompts.BuiltPrompt) -> tuple[str, dict[str, float], evaluation.TargetNll]:
+    def one_row(p: prompts.BuiltPrompt) -> tuple[str, dict[str, float], runner.TargetNll]:
         inputs = tokenizer(p.text, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             out = model.generate(**inputs, **kwargs, pad_token_id=pad_token_id(tokenizer))
@@ -61,13 +63,13 @@ def main() -> None:
             tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         )
         per, _ = metrics.score_eval("text", [text], [p.reference])
-        [nll] = evaluation.target_nll(loaded, [p.text], [p.reference], batch_size=1) or []
+        [nll] = runner.target_nll(loaded, [p.text], [p.reference], batch_size=1) or []
         return text, per[0], nll
 
     one_row(built[0])  # warm up kernels, caches and the metric modules for both runs
 
     start = time.perf_counter()
-    batched = evaluation.run_candidate(loaded, built, settings, task="text")
+    batched = runner.run_candidate(loaded, built, settings, task="text")
     batched_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -77,7 +79,7 @@ def main() -> None:
     outputs = {o.index: o.output for o in batched.rows}
     same = sum(outputs.get(p.index) == text for p, (text, _, _) in zip(built, plain, strict=True))
     plain_scores = metrics.aggregate([s for _, s, _ in plain])
-    plain_ppl = evaluation.corpus_perplexity([n for _, _, n in plain]) or 0.0
+    plain_ppl = runner.corpus_perplexity([n for _, _, n in plain]) or 0.0
     rouge_gap = abs(plain_scores["rougeL"] - batched.scores["rougeL"])
     ppl_gap = abs(plain_ppl - batched.scores["perplexity"]) / plain_ppl
     n = len(built)

@@ -3,8 +3,8 @@
 Runs standalone: `.venv/bin/python bench/generation.py`. With the bundled SmolLM2-135M it
 builds 64 zero-shot prompts from the shipped sample dialogues (the trial's own template
 and chat template), then in the same process
-(1) runs them through the prompt-trial runner (`workers.ml.trials.run_trial`: length-sorted,
-    left-padded batches sized to memory, scoring included), and
+(1) runs them through the prompt-trial runner (`workers.ml.generation.batch.run_trial`:
+    length-sorted, left-padded batches sized to memory, scoring included), and
 (2) runs a plain loop: `model.generate` on one prompt at a time with the same settings,
 and compares greedy outputs text for text. Output tokens are counted up to the end token,
 never padding. Target (issue 5): speedup >= 2.5 with identical greedy outputs.
@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import transformers
 
-from workers.ml import models, prompts, trials
-from workers.ml.generate import generation_kwargs, pad_token_id
+from workers.ml import loading, prompts
+from workers.ml.generation import batch
+from workers.ml.generation.stream import generation_kwargs, pad_token_id
 from workers.ml.params import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ SAMPLE = ROOT / "lifecycle_app" / "samples" / "dialogue_summaries.jsonl"
 def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    loaded = models.load(models.ModelSpec(source="bundled"), ROOT / "var" / "models")
+    loaded = loading.load(loading.ModelSpec(source="bundled"), ROOT / "var" / "models")
     kit = prompts.load_kit(Path(loaded.path), loaded.context_length)
     records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     rows = [
@@ -60,7 +61,7 @@ def main() -> None:
 
     runner_outputs: dict[int, str] = {}
     start = time.perf_counter()
-    stats = trials.run_trial(
+    stats = batch.run_trial(
         loaded,
         built,
         settings,

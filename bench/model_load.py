@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import transformers
 
-from workers.ml import models
+from workers.ml import bundled, loading
 
 
 def timed(fn: object) -> float:
@@ -33,7 +33,7 @@ def timed(fn: object) -> float:
 def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    gguf = models.bundled_gguf_path()
+    gguf = bundled.bundled_gguf_path()
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = Path(tmp)
 
@@ -45,13 +45,13 @@ def main() -> None:
 
         gguf_load_s = timed(load_gguf)
         first_conversion_s = timed(
-            lambda: models.convert_bundled(models_dir / models.BUNDLED_DIRNAME)
+            lambda: bundled.convert_bundled(models_dir / bundled.BUNDLED_DIRNAME)
         )
         cached: list[float] = []
         for _ in range(3):
-            models._cache.clear()  # force a real load each time
+            loading._cache.clear()  # force a real load each time
             cached.append(
-                timed(lambda: models.load(models.ModelSpec("bundled"), models_dir, device="cpu"))
+                timed(lambda: loading.load(loading.ModelSpec("bundled"), models_dir, device="cpu"))
             )
         cached_load_s = statistics.median(cached)
     print(f"GGUF load (baseline, no cache): {gguf_load_s:.2f} s")

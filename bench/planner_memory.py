@@ -1,4 +1,4 @@
-"""The memory planner (workers/ml/planner.py) checked against measured peaks.
+"""The memory planner (workers/ml/planner/memory.py) checked against measured peaks.
 
 Runs standalone: `.venv/bin/python bench/planner_memory.py`. For the tiny model and the
 bundled SmolLM2-135M it measures, each in a FRESH subprocess so peaks never mix:
@@ -42,7 +42,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers.ml import planner  # noqa: E402  (plain arithmetic; imports no torch)
+# Plain arithmetic; imports no torch.
+from workers.ml.planner.memory import DEFAULT_RUNTIME_OVERHEAD, MB, memory_plan  # noqa: E402
+from workers.ml.planner.shape import ModelShape, shape_from_model  # noqa: E402
 
 MODELS_DIR = ROOT / "var" / "models"
 MODELS = {"tiny": "tiny-llama", "bundled": "smollm2-135m-instruct"}
@@ -68,21 +70,21 @@ def child(case: str, which: str) -> dict[str, Any]:
         import peft  # noqa: F401
 
         return {"rss": _peak_rss()}
-    from workers.ml import models
+    from workers.ml import bundled
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     if which == "tiny":
-        path = models.build_tiny(MODELS_DIR / models.TINY_DIRNAME)
+        path = bundled.build_tiny(MODELS_DIR / bundled.TINY_DIRNAME)
     else:
-        path = models.convert_bundled(MODELS_DIR / models.BUNDLED_DIRNAME)
+        path = bundled.convert_bundled(MODELS_DIR / bundled.BUNDLED_DIRNAME)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     model: Any = transformers.AutoModelForCausalLM.from_pretrained(
         str(path), dtype=torch.float32, local_files_only=True
     )
     model.to(device)  # type: ignore[arg-type]
-    shape = planner.shape_from_model(model)
+    shape = shape_from_model(model)
     spec = CASES[case]
     batch, seq = int(spec["batch_size"]), int(spec["seq_len"])
     torch.manual_seed(0)
@@ -133,8 +135,8 @@ def main() -> None:
     began = time.perf_counter()
     baseline = int(run_child("imports", "-")["rss"])
     print(
-        f"runtime overhead (imports-only child, peak RSS): {baseline / planner.MB:.0f} MB "
-        f"(planner default {planner.DEFAULT_RUNTIME_OVERHEAD / planner.MB:.0f} MB); "
+        f"runtime overhead (imports-only child, peak RSS): {baseline / MB:.0f} MB "
+        f"(planner default {DEFAULT_RUNTIME_OVERHEAD / MB:.0f} MB); "
         "the measured value is used in every plan below"
     )
     rows: list[tuple[str, float, float, float]] = []
@@ -142,9 +144,9 @@ def main() -> None:
     for which in MODELS:
         for case, spec in CASES.items():
             measured = run_child(case, which)
-            shape = planner.ModelShape.from_json(measured["shape"])
+            shape = ModelShape.from_json(measured["shape"])
             kwargs: dict[str, Any] = {**spec, "lora_targets": TARGETS}
-            plan = planner.memory_plan(shape, dtype="fp32", runtime_overhead=baseline, **kwargs)
+            plan = memory_plan(shape, dtype="fp32", runtime_overhead=baseline, **kwargs)
             name = f"{which}/{case}"
             rows.append((name, plan.total, float(measured["rss"]), plan.total / measured["rss"]))
             if measured.get("cuda_peak"):
@@ -152,14 +154,14 @@ def main() -> None:
                 gpu_rows.append((name, plan.cuda_total, cuda_peak, plan.cuda_total / cuda_peak))
     print(f"\n{'case':<20}{'predicted MB':>14}{'measured MB':>14}{'ratio':>8}   (CPU peak RSS)")
     for name, pred, meas, ratio in rows:
-        print(f"{name:<20}{pred / planner.MB:>14.0f}{meas / planner.MB:>14.0f}{ratio:>8.3f}")
+        print(f"{name:<20}{pred / MB:>14.0f}{meas / MB:>14.0f}{ratio:>8.3f}")
     if gpu_rows:
         print(
             f"\n{'case':<20}{'predicted MB':>14}{'measured MB':>14}{'ratio':>8}   "
             "(CUDA max_memory_allocated vs plan without runtime overhead)"
         )
         for name, pred, meas, ratio in gpu_rows:
-            print(f"{name:<20}{pred / planner.MB:>14.0f}{meas / planner.MB:>14.0f}{ratio:>8.3f}")
+            print(f"{name:<20}{pred / MB:>14.0f}{meas / MB:>14.0f}{ratio:>8.3f}")
     errors = {name: abs(ratio - 1) for name, _, _, ratio in rows + gpu_rows}
     worst = max(errors.values())
     print(
@@ -167,7 +169,7 @@ def main() -> None:
         f"bench took {time.perf_counter() - began:.0f} s"
     )
     per_case = " ".join(f"{name.replace('/', '_')}={err:.3f}" for name, err in errors.items())
-    print(f"RESULT worst_error={worst:.3f} overhead_mb={baseline / planner.MB:.0f} {per_case}")
+    print(f"RESULT worst_error={worst:.3f} overhead_mb={baseline / MB:.0f} {per_case}")
 
 
 if __name__ == "__main__":

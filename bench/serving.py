@@ -9,7 +9,7 @@ filesystem broker, or PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set) it
    and stops the CPU worker so it does not compete for the cores;
 3. sends 20 sequential requests to POST /api/projects/<slug>/generate (32 new tokens,
    greedy), interleaved with 20 calls of the same generation in this process
-   (`workers.ml.serve.complete` on the same folder), after one warm-up each, so both
+   (`workers.ml.serving.complete` on the same folder), after one warm-up each, so both
    see the same machine load.
 Prints p50/p95 of both and the overhead ratio (endpoint p50 / direct p50; target <= 1.3),
 and ends with `RESULT p50_ms=<endpoint p50> p95_ms=<endpoint p95> overhead=<ratio>`.
@@ -112,8 +112,9 @@ def main() -> int:
         export_create,
         variant_deploy,
     )
-    from workers.ml import models, planner
+    from workers.ml import loading as models
     from workers.ml.params import ExportParams, ServeRequest
+    from workers.ml.planner import shape as planner
 
     bundled_path = models.resolve(models.ModelSpec("bundled"), Path(models_dir))
     info = models.describe(bundled_path)
@@ -241,7 +242,7 @@ def main() -> int:
                     raise
                 time.sleep(0.5)
 
-        from workers.ml import serve as ml_serve
+        from workers.ml import serving as ml_serve
 
         loaded = ml_serve.warm_model(variant.path, Path(models_dir))
         request = ServeRequest(messages=MESSAGES, max_tokens=MAX_TOKENS)

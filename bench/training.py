@@ -2,12 +2,12 @@
 
 Runs standalone: `.venv/bin/python bench/training.py [--rounds N] [--steps N]`. With the
 bundled SmolLM2-135M it renders the shipped sample dialogues with the trials' zero-shot
-template and the model's chat template, tokenizes them once (`workers.ml.train.
+template and the model's chat template, tokenizes them once (`workers.ml.training.common.
 prepare_examples`: prompt masked, target + end token, at most 256 tokens), and then, in the
 same process and alternating round by round,
 (1) trains LoRA (r=8, alpha=16, dropout 0.05, q_proj and v_proj, lr 2e-4 linear, AdamW,
-    grad-norm clip 1.0) with `workers.ml.train.train`: length-grouped batches, loss on the
-    target positions only;
+    grad-norm clip 1.0) with `workers.ml.training.sft.train`: length-grouped batches, loss on
+    the target positions only;
 (2) trains the same LoRA on the same examples with `transformers.Trainer`: random order,
     `DataCollatorForSeq2Seq(padding="longest")`, no workers, no evaluation, no saving.
 Each run takes WARMUP steps that are not timed, then STEPS timed steps of batch 4; both
@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import transformers
 
-from workers.ml import models, prompts, train
+from workers.ml import loading, prompts
 from workers.ml.params import TemplateSnapshot, TrainParams
+from workers.ml.training import adapters, common, sft
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "lifecycle_app" / "samples" / "dialogue_summaries.jsonl"
@@ -43,7 +44,7 @@ LR = 2e-4
 
 
 def runner_speed(
-    loaded: models.LoadedModel, rows: list[dict[str, Any]], render: Any, steps: int
+    loaded: loading.LoadedModel, rows: list[dict[str, Any]], render: Any, steps: int
 ) -> tuple[float, int, float]:
     """(tokens/s, timed tokens, padding share) of this project's loop."""
     spec = prompts.DEFAULT_TEMPLATE
@@ -70,7 +71,7 @@ def runner_speed(
     )
     marks: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as out:
-        result = train.train(
+        result = sft.train(
             loaded,
             params,
             rows,
@@ -82,16 +83,16 @@ def runner_speed(
     timed = marks[WARMUP:]
     tokens = sum(n for _, n in timed)
     seconds = timed[-1][0] - marks[WARMUP - 1][0]
-    examples = train.prepare_examples(
+    examples = common.prepare_examples(
         loaded.tokenizer, rows, render=render, max_seq_len=MAX_SEQ_LEN
     ).examples
     lengths = [e.length for e in examples]
-    batches = train.epoch_batches(lengths, BATCH, seed=0, epoch=0)[: result.steps]
-    return tokens / seconds, tokens, train.padding_fraction(batches, lengths)
+    batches = common.epoch_batches(lengths, BATCH, seed=0, epoch=0)[: result.steps]
+    return tokens / seconds, tokens, common.padding_fraction(batches, lengths)
 
 
 def plain_speed(
-    loaded: models.LoadedModel, examples: list[train.Example], steps: int
+    loaded: loading.LoadedModel, examples: list[common.Example], steps: int
 ) -> tuple[float, int, float]:
     """(tokens/s, timed tokens, padding share) of a plain Trainer + peft script."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -104,7 +105,7 @@ def plain_speed(
 
     tokenizer = loaded.tokenizer
     model = get_peft_model(
-        train.load_base_copy(loaded.path),
+        adapters.load_base_copy(loaded.path),
         LoraConfig(
             task_type=TaskType.CAUSAL_LM,
             r=8,
@@ -173,12 +174,12 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 
-    loaded = models.load(models.ModelSpec(source="bundled"), ROOT / "var" / "models")
+    loaded = loading.load(loading.ModelSpec(source="bundled"), ROOT / "var" / "models")
     kit = prompts.load_kit(Path(loaded.path), loaded.context_length)
-    render = train.make_render(kit, prompts.DEFAULT_TEMPLATE)
+    render = common.make_render(kit, prompts.DEFAULT_TEMPLATE)
     records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     rows = [{"input": r["dialogue"], "target": r["summary"]} for r in records]
-    data = train.prepare_examples(loaded.tokenizer, rows, render=render, max_seq_len=MAX_SEQ_LEN)
+    data = common.prepare_examples(loaded.tokenizer, rows, render=render, max_seq_len=MAX_SEQ_LEN)
     print(
         f"{len(data.examples)} examples ({data.truncated} truncated, "
         f"{len(data.dropped_rows)} dropped), device {loaded.device}, "

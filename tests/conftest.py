@@ -108,9 +108,9 @@ def tiny_folder() -> Path:
     side's prompt kit and the worker both look for it."""
     from django.conf import settings
 
-    from workers.ml import models
+    from workers.ml import bundled
 
-    return models.build_tiny(Path(settings.MODELS_DIR) / models.TINY_DIRNAME)
+    return bundled.build_tiny(Path(settings.MODELS_DIR) / bundled.TINY_DIRNAME)
 
 
 @pytest.fixture

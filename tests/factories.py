@@ -41,7 +41,7 @@ class BaseModelFactory(factory.django.DjangoModelFactory):
     vocab_size = 512
     weights_present = True
     is_test_model = True
-    # What prepare_models records for the tiny model (workers.ml.planner.shape_from_config).
+    # What prepare_models records for the tiny model (workers.ml.planner.shape.shape_from_config).
     shape = factory.LazyFunction(
         lambda: {
             "n_params": 106816,

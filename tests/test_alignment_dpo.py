@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from workers.ml import align, models, train
+from workers.ml import loading
 from workers.ml.params import AlignParams
+from workers.ml.training import common, dpo, sft
 
 WORDS = [
     "apple",
@@ -35,14 +36,14 @@ WORDS = [
 ]
 
 
-def pairs(n: int, seed: int, chosen: str, rejected: str) -> list[align.Pair]:
+def pairs(n: int, seed: int, chosen: str, rejected: str) -> list[dpo.Pair]:
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         topic = " ".join(rng.choice(WORDS) for _ in range(3))
         body = " ".join(rng.choice(WORDS) for _ in range(4))
         out.append(
-            align.Pair(
+            dpo.Pair(
                 prompt=f"Reply to: {topic}\nReply:",
                 chosen=f"{body}{chosen}",
                 rejected=f"{body}{rejected}",
@@ -52,7 +53,7 @@ def pairs(n: int, seed: int, chosen: str, rejected: str) -> list[align.Pair]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> models.LoadedModel:
+def tiny(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> loading.LoadedModel:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -76,14 +77,14 @@ def tiny(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> models.
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=1)
     model.save_pretrained(str(folder))
-    return models.load(models.ModelSpec("local", str(folder)), folder.parent, device="cpu")
+    return loading.load(loading.ModelSpec("local", str(folder)), folder.parent, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def PAIRS(tiny: models.LoadedModel) -> list[align.Pair]:
+def PAIRS(tiny: loading.LoadedModel) -> list[dpo.Pair]:
     """60 pairs whose chosen ending is the one the untrained model prefers less."""
     one_way = pairs(60, seed=1, chosen=" z q", rejected=" q z")
-    prior = align.preference_accuracy(tiny.model, tiny.tokenizer, one_way, device="cpu")
+    prior = dpo.preference_accuracy(tiny.model, tiny.tokenizer, one_way, device="cpu")
     if prior.accuracy <= 0.5:
         return one_way
     return pairs(60, seed=1, chosen=" q z", rejected=" z q")
@@ -106,12 +107,12 @@ def params(**overrides: Any) -> AlignParams:
 
 
 def test_dpo_raises_the_held_out_preference_accuracy(
-    tiny: models.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
+    tiny: loading.LoadedModel, tmp_path: Path, PAIRS: list[dpo.Pair]
 ) -> None:
-    steps: list[train.StepLog] = []
-    scores: dict[str, align.PreferenceScore] = {}
+    steps: list[common.StepLog] = []
+    scores: dict[str, dpo.PreferenceScore] = {}
 
-    result = align.align(
+    result = dpo.align(
         tiny,
         params(),
         PAIRS,
@@ -132,21 +133,21 @@ def test_dpo_raises_the_held_out_preference_accuracy(
     assert all(s.precision == "fp32" and s.device == "cpu" for s in steps)
     # LoRA only: a small share of the model trains, and the cached model is untouched.
     assert 0 < result.trainable_params < sum(p.numel() for p in tiny.model.parameters()) // 5
-    again = align.preference_accuracy(tiny.model, tiny.tokenizer, PAIRS[:5], device="cpu")
+    again = dpo.preference_accuracy(tiny.model, tiny.tokenizer, PAIRS[:5], device="cpu")
     assert again.pairs == 5
     final = tmp_path / "final"
-    names = {f["path"] for f in train.artifact_files(final)}
-    assert {"adapter_model.safetensors", "adapter_config.json", align.CONFIG_NAME} <= names
-    config = json.loads((final / align.CONFIG_NAME).read_text())
+    names = {f["path"] for f in sft.artifact_files(final)}
+    assert {"adapter_model.safetensors", "adapter_config.json", dpo.CONFIG_NAME} <= names
+    config = json.loads((final / dpo.CONFIG_NAME).read_text())
     assert config["params"]["beta"] == 0.5
     assert config["result"]["after"]["accuracy"] == result.after.accuracy
     assert not (tmp_path / "checkpoints").exists()
     # The aligned adapter loads as a candidate (merged on load) and keeps its preference.
-    aligned = models.load(models.ModelSpec("local", str(final)), tmp_path, device="cpu")
-    reloaded = align.preference_accuracy(
+    aligned = loading.load(loading.ModelSpec("local", str(final)), tmp_path, device="cpu")
+    reloaded = dpo.preference_accuracy(
         aligned.model,
         aligned.tokenizer,
-        align.split_pairs(PAIRS, 0.25, 0)[1],
+        dpo.split_pairs(PAIRS, 0.25, 0)[1],
         device="cpu",
         max_len=64,
     )
@@ -154,11 +155,11 @@ def test_dpo_raises_the_held_out_preference_accuracy(
 
 
 def test_cancel_stops_within_a_step_and_resume_continues_from_the_checkpoint(
-    tiny: models.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
+    tiny: loading.LoadedModel, tmp_path: Path, PAIRS: list[dpo.Pair]
 ) -> None:
-    seen: list[train.StepLog] = []
+    seen: list[common.StepLog] = []
 
-    cancelled = align.align(
+    cancelled = dpo.align(
         tiny,
         params(max_steps=20, checkpoint_every=5),
         PAIRS,
@@ -172,11 +173,11 @@ def test_cancel_stops_within_a_step_and_resume_continues_from_the_checkpoint(
     assert cancelled.status == "cancelled"
     assert cancelled.steps == 8
     assert not (tmp_path / "final").exists()
-    assert align.latest_checkpoint(tmp_path) is not None
-    assert align.latest_checkpoint(tmp_path).name == "checkpoint-5"  # type: ignore[union-attr]
+    assert dpo.latest_checkpoint(tmp_path) is not None
+    assert dpo.latest_checkpoint(tmp_path).name == "checkpoint-5"  # type: ignore[union-attr]
 
-    resumed_steps: list[train.StepLog] = []
-    resumed = align.align(
+    resumed_steps: list[common.StepLog] = []
+    resumed = dpo.align(
         tiny,
         params(max_steps=20, checkpoint_every=5),
         PAIRS,
@@ -192,15 +193,15 @@ def test_cancel_stops_within_a_step_and_resume_continues_from_the_checkpoint(
 
 
 def test_too_few_pairs_are_refused_with_the_reason(
-    tiny: models.LoadedModel, tmp_path: Path, PAIRS: list[align.Pair]
+    tiny: loading.LoadedModel, tmp_path: Path, PAIRS: list[dpo.Pair]
 ) -> None:
-    with pytest.raises(align.AlignmentError, match="at least 2 training pairs"):
-        align.align(tiny, params(), PAIRS[:2], out_dir=tmp_path)
+    with pytest.raises(dpo.AlignmentError, match="at least 2 training pairs"):
+        dpo.align(tiny, params(), PAIRS[:2], out_dir=tmp_path)
 
 
-def test_held_out_pairs_are_a_seeded_split(PAIRS: list[align.Pair]) -> None:
-    kept, held = align.split_pairs(PAIRS, 0.2, seed=3)
+def test_held_out_pairs_are_a_seeded_split(PAIRS: list[dpo.Pair]) -> None:
+    kept, held = dpo.split_pairs(PAIRS, 0.2, seed=3)
     assert (len(kept), len(held)) == (48, 12)
-    assert align.split_pairs(PAIRS, 0.2, seed=3) == (kept, held)
+    assert dpo.split_pairs(PAIRS, 0.2, seed=3) == (kept, held)
     assert set(kept).isdisjoint(held)
-    assert align.split_pairs(PAIRS[:3], 0.01, seed=0)[1]  # at least one held out
+    assert dpo.split_pairs(PAIRS[:3], 0.01, seed=0)[1]  # at least one held out

@@ -30,7 +30,7 @@ from lifecycle_app.models import (
 from tests.conftest import require_redis_and_postgres
 from tests.integration.conftest import WorkerProcess, start_worker, wait_for_job
 from tests.integration.sample_data import sample_dialogues, start_finetune
-from workers.ml import train
+from workers.ml.training import common
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -90,8 +90,8 @@ def test_a_killed_worker_s_training_job_resumes_from_its_checkpoint(
         lambda j: (
             not j.is_active
             or (
-                bool(train.checkpoints(run))
-                and j.progress_done >= train._step_of(train.checkpoints(run)[-1]) + 3
+                bool(common.checkpoints(run))
+                and j.progress_done >= common._step_of(common.checkpoints(run)[-1]) + 3
             )
         ),
         timeout=120,
@@ -101,7 +101,7 @@ def test_a_killed_worker_s_training_job_resumes_from_its_checkpoint(
     first.kill()
     assert not first.alive()
     killed_at = Job.objects.get(id=job.id).progress_done
-    checkpoint = train._step_of(train.checkpoints(run)[-1])
+    checkpoint = common._step_of(common.checkpoints(run)[-1])
     assert 0 < checkpoint < killed_at < MAX_STEPS, (checkpoint, killed_at)
 
     # Nobody cleaned up: the row still says running, with a heartbeat that goes stale.

@@ -69,7 +69,7 @@ def basemodel_register_result(
 
 
 def basemodel_fields_from_info(info: Any) -> dict[str, Any]:
-    """Catalog fields from a workers.ml.models.ModelInfo (read off the model's config)."""
+    """Catalog fields from a workers.ml.loading.ModelInfo (read off the model's config)."""
     return {
         "family": info.family,
         "architecture": info.architecture,

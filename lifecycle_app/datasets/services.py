@@ -32,8 +32,9 @@ from lifecycle_app.datasets.profiling import job_create_profile
 from lifecycle_app.jobs.services import job_limits_check
 from lifecycle_app.projects.activity import activity_record
 from lifecycle_app.projects.models import ActivityVerb, Project
-from workers.ml import dataset_io
-from workers.ml.dataset_io import DatasetRejected, Inspection, ValidationReport
+from workers.ml.data import validation as dataset_io
+from workers.ml.data.records import DatasetRejected
+from workers.ml.data.validation import Inspection, ValidationReport
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from lifecycle_app.jobs.services import JobLimitReached
 from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import Membership, Project
 from lifecycle_app.projects.steps import StepSlug
-from workers.ml.dataset_io import DatasetRejected
+from workers.ml.data.records import DatasetRejected
 
 
 def _list_context(project: Project, membership: Membership, **extra: Any) -> dict[str, Any]:

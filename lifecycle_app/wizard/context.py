@@ -11,7 +11,7 @@ from lifecycle_app.stages.deploy.serving import deployed_variant
 from lifecycle_app.stages.evaluate import selectors as evaluate_selectors
 from lifecycle_app.stages.integrate.items import checklist_view
 from lifecycle_app.stages.prompt import selectors as prompt_selectors
-from workers.ml.metrics import LABELS as METRIC_LABELS
+from workers.ml.scoring.metrics import LABELS as METRIC_LABELS
 
 
 def wizard_context(

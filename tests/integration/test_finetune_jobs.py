@@ -26,8 +26,8 @@ from lifecycle_app.stages.align.services import align_create
 from lifecycle_app.stages.prompt.playground import job_create_generate
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import sample_dialogues, start_finetune
-from workers.ml import train
 from workers.ml.params import AlignParams, GenerateParams
+from workers.ml.training import common, sft
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -70,7 +70,7 @@ def test_a_lora_run_finishes_with_curves_an_artifact_and_a_candidate(
     artifact = Artifact.objects.get(job=job)
     assert artifact.size_bytes > 0 and len(artifact.sha256) == 64
     folder = Path(artifact.path)
-    assert (folder if folder.is_dir() else folder.parent).joinpath(train.CONFIG_NAME).is_file()
+    assert (folder if folder.is_dir() else folder.parent).joinpath(sft.CONFIG_NAME).is_file()
     candidate = BaseModel.objects.get(trained_by_job=job)
     assert candidate.project_id == project.id and candidate.parent_id == tiny_model.id
 
@@ -99,7 +99,7 @@ def test_cancel_stops_training_within_one_step_and_the_worker_takes_the_next_job
     run = run_folder(live_worker, job)
     assert not (run / "final").exists()
     assert all(p.name.startswith("step-") for p in (run / "checkpoints").iterdir())
-    assert all((p / train.STATE_NAME).is_file() for p in (run / "checkpoints").iterdir())
+    assert all((p / common.STATE_NAME).is_file() for p in (run / "checkpoints").iterdir())
     assert not Artifact.objects.filter(job=job).exists()
     assert not BaseModel.objects.filter(trained_by_job=job).exists()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from workers.ml import models
-from workers.ml.generate import generate
+from workers.ml import loading
+from workers.ml.generation.stream import generate
 from workers.ml.params import GenerateParams
 
 COMMON_WORDS = {"the", "is", "of", "and", "a", "in", "capital", "city", "france", "paris"}
@@ -17,7 +17,7 @@ COMMON_WORDS = {"the", "is", "of", "and", "a", "in", "capital", "city", "france"
 
 @pytest.mark.bundled_model
 def test_the_bundled_model_answers_in_english() -> None:
-    loaded = models.load(models.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
+    loaded = loading.load(loading.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
     result = generate(
         loaded,
         GenerateParams(
@@ -39,11 +39,11 @@ def test_the_bundled_model_answers_in_english() -> None:
 def test_the_bundled_model_can_be_aligned_although_it_came_from_gguf(tmp_path: Path) -> None:
     """The converted weights are plain float32, but the loaded model still names the GGUF
     quantizer; alignment must train a copy anyway (Trainer refuses GGUF models)."""
-    from workers.ml import align
     from workers.ml.params import AlignParams
+    from workers.ml.training import dpo
 
-    loaded = models.load(models.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
-    pairs = [align.Pair(f"Say hi {i}:", f"Hello there {i}.", f"Go away {i}.") for i in range(6)]
+    loaded = loading.load(loading.ModelSpec("bundled"), Path(settings.MODELS_DIR), device="cpu")
+    pairs = [dpo.Pair(f"Say hi {i}:", f"Hello there {i}.", f"Go away {i}.") for i in range(6)]
     params = AlignParams(
         model_ref="smollm2-135m-instruct",
         preference_set_id=1,
@@ -53,7 +53,7 @@ def test_the_bundled_model_can_be_aligned_although_it_came_from_gguf(tmp_path: P
         checkpoint_every=0,
     )
 
-    result = align.align(loaded, params, pairs, out_dir=tmp_path)
+    result = dpo.align(loaded, params, pairs, out_dir=tmp_path)
 
     assert result.status == "succeeded" and result.steps == 2
     assert (tmp_path / "final" / "adapter_model.safetensors").is_file()

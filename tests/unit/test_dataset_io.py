@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from tests.unit.bad_files import MAX_ROWS, bad_files, jsonl, pair
-from workers.ml import dataset_io
-from workers.ml.dataset_io import DatasetRejected, Problem, inspect, read_clean, validate
+from workers.ml.data import json_array, validation
+from workers.ml.data.records import DatasetRejected, Problem
+from workers.ml.data.validation import inspect, read_clean, validate
 
 CASES = bad_files()
 
@@ -29,7 +30,7 @@ def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
     return path
 
 
-def check(path: Path, **options: Any) -> dataset_io.ValidationReport:
+def check(path: Path, **options: Any) -> validation.ValidationReport:
     """Inspect the file, then validate it with the suggested mapping."""
     found = inspect(path, filename=path.name, max_rows=MAX_ROWS)
     return validate(
@@ -54,7 +55,7 @@ def clean(path: Path, out: Path, **options: Any) -> dict[str, int]:
         "stratify": False,
         "max_rows": 100_000,
     }
-    return dataset_io.write_clean(path, out, **(settings | options))
+    return validation.write_clean(path, out, **(settings | options))
 
 
 # --- Malformed files ------------------------------------------------------------------
@@ -284,7 +285,7 @@ def test_it_splits_json_arrays_exactly_as_json_loads_whatever_the_reads(tmp_path
             ensure_ascii=rng.random() < 0.5,
             separators=rng.choice([None, (" ,\r\n ", " :\t"), (",", ":")]),
         )
-        reader = dataset_io._JsonArray(ShortReads(text, rng), 10**6, 1000, tmp_path / "x")
+        reader = json_array._JsonArray(ShortReads(text, rng), 10**6, 1000, tmp_path / "x")
         rows = list(reader.rows())
         assert len(rows) == len(elements)
         assert [
@@ -442,10 +443,10 @@ def test_it_splits_each_label_in_proportion_when_stratifying(tmp_path: Path) -> 
     counts = clean(path, out, fractions=fractions, stratify=True)
     per_split = Counter((r["target"], r["split"]) for r in read_clean(out))
     for label, n in {"pos": 50, "neg": 31, "neutral": 9}.items():
-        for split, fraction in zip(dataset_io.SPLITS, fractions, strict=True):
+        for split, fraction in zip(validation.SPLITS, fractions, strict=True):
             assert abs(per_split[label, split] - fraction * n) <= 1, (label, split)
     assert sum(counts.values()) == 90
-    assert counts == {s: len(list(read_clean(out, s))) for s in dataset_io.SPLITS}
+    assert counts == {s: len(list(read_clean(out, s))) for s in validation.SPLITS}
 
 
 @pytest.mark.parametrize(

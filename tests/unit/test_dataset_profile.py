@@ -8,15 +8,16 @@ from typing import Any
 
 import pytest
 
-from workers.ml import dataset_io, models
-from workers.ml.profile import profile
+from workers.ml import bundled
+from workers.ml.data import validation
+from workers.ml.data.profile import profile
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from transformers import AutoTokenizer
 
-    path = models.build_tiny(tmp_path_factory.mktemp("models") / "tiny")
+    path = bundled.build_tiny(tmp_path_factory.mktemp("models") / "tiny")
     return AutoTokenizer.from_pretrained(str(path))
 
 
@@ -28,7 +29,7 @@ def clean_file(tmp_path: Path) -> Path:
             words = " ".join(["summarize the dialogue"] * (1 + i % 7))
             f.write(json.dumps({"input": f"{words} {i}", "target": "ok " * (1 + i % 3)}) + "\n")
     out = tmp_path / "clean.jsonl"
-    dataset_io.write_clean(
+    validation.write_clean(
         raw,
         out,
         fmt="jsonl",
@@ -60,7 +61,7 @@ def test_it_counts_rows_per_split_and_histograms_every_row(
         on_progress=lambda *a: progress.append(a),
     )
     assert result["rows"] == {"train": 20, "validation": 10, "test": 10}
-    records = list(dataset_io.read_clean(clean_file))
+    records = list(validation.read_clean(clean_file))
     inputs = lengths(tokenizer, [r["input"] for r in records])
     for key, expected in (("input_tokens", inputs), ("target_tokens", None)):
         stats = result[key]
@@ -79,7 +80,7 @@ def test_it_counts_rows_per_split_and_histograms_every_row(
 
 
 def test_it_counts_rows_longer_than_the_context(tokenizer: Any, clean_file: Path) -> None:
-    records = list(dataset_io.read_clean(clean_file))
+    records = list(validation.read_clean(clean_file))
     totals = [
         a + b
         for a, b in zip(

@@ -10,7 +10,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from workers.ml import metrics
+from workers.ml.scoring import metrics
 
 
 def test_rouge_matches_hand_computed_unigrams_bigrams_and_lcs() -> None:
@@ -52,7 +52,7 @@ def test_rouge_matches_the_rouge_score_package_on_100_random_pairs() -> None:
     refs = [" ".join(sentence() for _ in range(rng.randint(1, 3))) for _ in range(100)]
     per, overall = metrics.score_eval("text", preds, refs)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
-    from workers.ml.metric_modules.rouge_scores.rouge_scores import sentences_per_line
+    from workers.ml.scoring.metric_modules.rouge_scores.rouge_scores import sentences_per_line
 
     for i, (p, r) in enumerate(zip(preds, refs, strict=True)):
         expected = scorer.score(r, p)

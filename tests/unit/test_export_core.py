@@ -1,4 +1,4 @@
-"""workers/ml/export.py on the tiny model: merge, int8, ONNX, measure, bundle."""
+"""workers/ml/export/ on the tiny model: merge, int8, ONNX, measure, bundle."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from workers.ml import export
-from workers.ml.generate import generate_batch
-from workers.ml.models import ModelSpec, load
+from workers.ml.export.bundle import write_bundle
+from workers.ml.export.measure import measure
+from workers.ml.export.variants import ONNX_NAME, build_variant, load_for_export, weights_size
+from workers.ml.generation.stream import generate_batch
+from workers.ml.loading import ModelSpec, load
 from workers.ml.params import GenerationSettings
 
 PROMPTS = [f"Summarize the dialogue number {i}: the agent answers the customer." for i in range(20)]
@@ -55,7 +57,7 @@ def test_the_merged_model_generates_what_the_adapter_model_does(
     adapter: Path, tiny_folder: Path, tmp_path: Path, settings: Any
 ) -> None:
     out = tmp_path / "merged"
-    files = export.build_variant("safetensors", str(adapter), out, card="# card")
+    files = build_variant("safetensors", str(adapter), out, card="# card")
 
     adapter_model = load(
         ModelSpec("local", str(adapter)), Path(settings.MODELS_DIR), device="cpu", keep_warm=False
@@ -78,7 +80,7 @@ def test_the_exported_folder_loads_with_plain_transformers_in_a_fresh_process(
     adapter: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "export"
-    export.build_variant("safetensors", str(adapter), out, card="# card")
+    build_variant("safetensors", str(adapter), out, card="# card")
     script = (
         "import sys, torch\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
@@ -103,18 +105,18 @@ def test_the_int8_variant_is_smaller_and_reloads(
     tiny_folder: Path, tmp_path: Path, settings: Any
 ) -> None:
     full, q8 = tmp_path / "full", tmp_path / "int8"
-    full_files = export.build_variant("safetensors", str(tiny_folder), full, card="# card")
-    q8_files = export.build_variant("int8", str(tiny_folder), q8, card="# card")
+    full_files = build_variant("safetensors", str(tiny_folder), full, card="# card")
+    q8_files = build_variant("int8", str(tiny_folder), q8, card="# card")
 
-    assert export.weights_size(q8_files) < export.weights_size(full_files)
+    assert weights_size(q8_files) < weights_size(full_files)
     loaded = load(ModelSpec("local", str(q8)), Path(settings.MODELS_DIR), keep_warm=False)
     import torch
 
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in loaded.model.modules())
     # The reloaded model is the quantized one: same greedy outputs as quantizing in memory.
-    from workers.ml.models import LoadedModel
+    from workers.ml.loading import LoadedModel
 
-    model, tokenizer = export.load_for_export(str(tiny_folder))
+    model, tokenizer = load_for_export(str(tiny_folder))
     in_memory = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     fresh = LoadedModel(in_memory, tokenizer, "cpu", str(tiny_folder), 4096)
     assert _outputs(loaded) == _outputs(fresh)
@@ -123,12 +125,12 @@ def test_the_int8_variant_is_smaller_and_reloads(
 def test_onnx_export_matches_pytorch_logits(tiny_folder: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
     out = tmp_path / "onnx"
-    files = export.build_variant("onnx", str(tiny_folder), out, card="# card")
-    assert (out / export.ONNX_NAME).is_file()
-    assert export.weights_size(files) > 0
+    files = build_variant("onnx", str(tiny_folder), out, card="# card")
+    assert (out / ONNX_NAME).is_file()
+    assert weights_size(files) > 0
     import onnx
 
-    onnx.checker.check_model(str(out / export.ONNX_NAME))
+    onnx.checker.check_model(str(out / ONNX_NAME))
 
 
 def test_measure_reports_size_speed_latency_and_rouge(tiny_folder: Path) -> None:
@@ -138,7 +140,7 @@ def test_measure_reports_size_speed_latency_and_rouge(tiny_folder: Path) -> None
         BuiltPrompt(index=i, line=i, input="x", text=p, reference="the agent answers", tokens=10)
         for i, p in enumerate(PROMPTS[:4])
     ]
-    m = export.measure(
+    m = measure(
         str(tiny_folder), size_bytes=123, prompts=rows, latency_prompt=PROMPTS[0], max_new_tokens=8
     )
     assert m.size_bytes == 123
@@ -151,8 +153,8 @@ def test_the_bundle_holds_the_model_card_and_a_serving_script(
     tiny_folder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "full"
-    export.build_variant("safetensors", str(tiny_folder), out, card="# Tiny card")
-    zpath = export.write_bundle(out, tmp_path / "bundle.zip")
+    build_variant("safetensors", str(tiny_folder), out, card="# Tiny card")
+    zpath = write_bundle(out, tmp_path / "bundle.zip")
     with zipfile.ZipFile(zpath) as zf:
         names = set(zf.namelist())
         assert {"serve.py", "SERVING.md", "model/README.md", "model/model.safetensors"} <= names

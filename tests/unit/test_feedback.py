@@ -35,8 +35,8 @@ from lifecycle_app.models import (
 from lifecycle_app.stages.align import agreement as feedback
 from lifecycle_app.stages.align import services
 from tests.factories import JobFactory
-from workers.ml import train
 from workers.ml.params import AlignParams
+from workers.ml.training import sft
 
 
 def client_for(user: User) -> Client:
@@ -409,7 +409,7 @@ def test_a_finished_alignment_is_a_candidate_with_one_artifact(
     final = tmp_path / "final"
     final.mkdir()
     (final / "adapter_model.safetensors").write_bytes(b"w" * 64)
-    files = train.artifact_files(final)
+    files = sft.artifact_files(final)
     summary = {"steps": 30, "before": {"accuracy": 0.4}, "after": {"accuracy": 0.8}}
 
     for _ in range(2):  # a redelivered task changes nothing

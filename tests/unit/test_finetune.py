@@ -33,8 +33,8 @@ from lifecycle_app.stages.finetune import services as finetune_services
 from lifecycle_app.stages.prompt.building import snapshot
 from lifecycle_app.stages.prompt.services import template_create
 from tests.integration.sample_data import sample_dialogues
-from workers.ml import train
 from workers.ml.params import TrainParams
+from workers.ml.training import sft
 
 FIELDS: dict[str, Any] = {
     "instruction": "Summarize the dialogue in one sentence.",
@@ -227,8 +227,8 @@ def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     final.mkdir(parents=True)
     (final / "adapter_model.safetensors").write_bytes(b"weights" * 100)
     (final / "adapter_config.json").write_text("{}")
-    (final / train.CONFIG_NAME).write_text("{}")
-    files = train.artifact_files(final)
+    (final / sft.CONFIG_NAME).write_text("{}")
+    files = sft.artifact_files(final)
     summary = {"steps": 30, "final_train_loss": 1.5, "final_eval_loss": 1.6}
 
     first = finetune_services.finetune_finish(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workers.ml import models
+from workers.ml import bundled, loading
 from workers.ml.errors import GenerationError, ModelNotAvailable
-from workers.ml.generate import generate
+from workers.ml.generation.stream import generate
 from workers.ml.params import GenerateParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,8 +22,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(models_dir: Path) -> models.LoadedModel:
-    return models.load(models.ModelSpec("tiny"), models_dir, device="cpu")
+def tiny(models_dir: Path) -> loading.LoadedModel:
+    return loading.load(loading.ModelSpec("tiny"), models_dir, device="cpu")
 
 
 def params(**overrides: object) -> GenerateParams:
@@ -36,20 +36,20 @@ def params(**overrides: object) -> GenerateParams:
 
 
 def test_it_builds_the_tiny_model_once_and_describes_it(
-    models_dir: Path, tiny: models.LoadedModel
+    models_dir: Path, tiny: loading.LoadedModel
 ) -> None:
-    path = models.build_tiny(models_dir / models.TINY_DIRNAME)
+    path = bundled.build_tiny(models_dir / bundled.TINY_DIRNAME)
     before = sorted(p.stat().st_mtime for p in path.iterdir())
-    assert models.build_tiny(path) == path
+    assert bundled.build_tiny(path) == path
     assert sorted(p.stat().st_mtime for p in path.iterdir()) == before
-    info = models.describe(str(path))
+    info = loading.describe(str(path))
     assert info.family == "decoder-only"
     assert info.n_params == sum(p.numel() for p in tiny.model.parameters())
     assert info.context_length == 4096
     assert (info.n_layers, info.hidden_size) == (2, 64)
 
 
-def test_greedy_generation_is_deterministic_and_reports_counts(tiny: models.LoadedModel) -> None:
+def test_greedy_generation_is_deterministic_and_reports_counts(tiny: loading.LoadedModel) -> None:
     first = generate(tiny, params())
     second = generate(tiny, params())
     assert first.text == second.text != ""
@@ -58,7 +58,7 @@ def test_greedy_generation_is_deterministic_and_reports_counts(tiny: models.Load
     assert first.prompt_tokens > 0
 
 
-def test_sampling_follows_the_seed(tiny: models.LoadedModel) -> None:
+def test_sampling_follows_the_seed(tiny: loading.LoadedModel) -> None:
     a = generate(tiny, params(decoding="sampling", seed=1, temperature=1.5, max_new_tokens=20))
     b = generate(tiny, params(decoding="sampling", seed=1, temperature=1.5, max_new_tokens=20))
     c = generate(tiny, params(decoding="sampling", seed=2, temperature=1.5, max_new_tokens=20))
@@ -66,7 +66,7 @@ def test_sampling_follows_the_seed(tiny: models.LoadedModel) -> None:
     assert a.text != c.text
 
 
-def test_progress_is_measured_and_ends_at_the_token_count(tiny: models.LoadedModel) -> None:
+def test_progress_is_measured_and_ends_at_the_token_count(tiny: loading.LoadedModel) -> None:
     seen: list[tuple[int, int]] = []
     result = generate(
         tiny,
@@ -79,7 +79,7 @@ def test_progress_is_measured_and_ends_at_the_token_count(tiny: models.LoadedMod
     assert seen[-1] == (result.output_tokens, 30)
 
 
-def test_cancel_is_honoured_at_the_next_step(tiny: models.LoadedModel) -> None:
+def test_cancel_is_honoured_at_the_next_step(tiny: loading.LoadedModel) -> None:
     calls = {"n": 0}
 
     def should_cancel() -> bool:
@@ -91,27 +91,27 @@ def test_cancel_is_honoured_at_the_next_step(tiny: models.LoadedModel) -> None:
     assert result.output_tokens == 5
 
 
-def test_a_prompt_past_the_context_window_is_a_readable_error(tiny: models.LoadedModel) -> None:
+def test_a_prompt_past_the_context_window_is_a_readable_error(tiny: loading.LoadedModel) -> None:
     with pytest.raises(GenerationError, match="context window of 4096 tokens"):
         generate(tiny, params(prompt="xz" * 1995, max_new_tokens=2048))
 
 
 def test_a_missing_local_model_names_the_path(models_dir: Path) -> None:
     with pytest.raises(ModelNotAvailable, match="/nowhere/model"):
-        models.resolve(models.ModelSpec("local", "/nowhere/model"), models_dir)
+        loading.resolve(loading.ModelSpec("local", "/nowhere/model"), models_dir)
 
 
 def test_an_unknown_hub_id_is_not_downloaded(models_dir: Path) -> None:
     with pytest.raises(ModelNotAvailable, match="not on this machine"):
-        models.load(models.ModelSpec("hub", "nobody/no-such-model-xyz"), models_dir)
+        loading.load(loading.ModelSpec("hub", "nobody/no-such-model-xyz"), models_dir)
 
 
 def test_family_comes_from_the_config() -> None:
     from transformers import BertConfig, LlamaConfig, T5Config
 
-    assert models.family_of(T5Config()) == "encoder-decoder"
-    assert models.family_of(BertConfig()) == "encoder-only"
-    assert models.family_of(LlamaConfig(architectures=["LlamaForCausalLM"])) == "decoder-only"
+    assert loading.family_of(T5Config()) == "encoder-decoder"
+    assert loading.family_of(BertConfig()) == "encoder-only"
+    assert loading.family_of(LlamaConfig(architectures=["LlamaForCausalLM"])) == "decoder-only"
 
 
 def test_params_reject_bad_values() -> None:
@@ -129,7 +129,8 @@ def test_params_reject_bad_values() -> None:
 
 def test_the_ml_core_does_not_import_django_and_the_web_side_does_not_import_torch() -> None:
     code_ml = (
-        "import sys, workers.ml.models, workers.ml.generate, workers.ml.params;"
+        "import sys, workers.ml.loading, workers.ml.bundled, workers.ml.generation.stream, "
+        "workers.ml.params;"
         "assert 'django' not in sys.modules, 'ml imported django'"
     )
     code_web = (

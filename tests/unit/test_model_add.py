@@ -18,7 +18,7 @@ from lifecycle_app.catalog.models import BaseModel
 from lifecycle_app.jobs.models import Job, JobKind, JobStatus
 from lifecycle_app.jobs.services import job_claim
 from lifecycle_app.projects.models import Project
-from workers.ml.models import build_tiny
+from workers.ml.bundled import build_tiny
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from workers.ml import models, train
+from workers.ml import loading
 from workers.ml.params import DEFAULT_LEARNING_RATES, TemplateSnapshot, TrainParams
 from workers.ml.prompts import TemplateSpec, load_kit
+from workers.ml.training import common, sft
 
 TEMPLATE = TemplateSnapshot(
     id=1,
@@ -73,7 +74,7 @@ def params(**overrides: Any) -> TrainParams:
 
 
 @pytest.fixture(scope="module")
-def learnable(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> models.LoadedModel:
+def learnable(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> loading.LoadedModel:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -98,20 +99,20 @@ def learnable(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> mo
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=1)
     model.save_pretrained(str(folder))
-    return models.load(models.ModelSpec("local", str(folder)), folder.parent, device="cpu")
+    return loading.load(loading.ModelSpec("local", str(folder)), folder.parent, device="cpu")
 
 
 class Recorder:
     def __init__(self, cancel_after: int | None = None) -> None:
-        self.steps: list[train.StepLog] = []
-        self.evals: list[train.EvalLog] = []
+        self.steps: list[common.StepLog] = []
+        self.evals: list[common.EvalLog] = []
         self.cancel_after = cancel_after
         self.asked = 0
 
-    def on_step(self, log: train.StepLog) -> None:
+    def on_step(self, log: common.StepLog) -> None:
         self.steps.append(log)
 
-    def on_eval(self, log: train.EvalLog) -> None:
+    def on_eval(self, log: common.EvalLog) -> None:
         self.evals.append(log)
 
     def should_cancel(self) -> bool:
@@ -120,10 +121,10 @@ class Recorder:
 
 
 def run(
-    loaded: models.LoadedModel, out: Path, p: TrainParams, rec: Recorder | None = None, **kw: Any
-) -> train.TrainResult:
+    loaded: loading.LoadedModel, out: Path, p: TrainParams, rec: Recorder | None = None, **kw: Any
+) -> common.TrainResult:
     rec = rec or Recorder()
-    return train.train(
+    return sft.train(
         loaded,
         p,
         TRAIN_ROWS,
@@ -139,8 +140,8 @@ def run(
 
 @pytest.fixture(scope="module")
 def runs(
-    learnable: models.LoadedModel, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[train.TrainResult, Recorder, Path]]:
+    learnable: loading.LoadedModel, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[common.TrainResult, Recorder, Path]]:
     """One 30-step run per method, shared by the tests that read their records."""
     out = {}
     for method in ("lora", "full", "prompt_tuning"):
@@ -155,10 +156,10 @@ def runs(
 
 
 def test_labels_mask_the_prompt_and_count_only_target_tokens(
-    learnable: models.LoadedModel,
+    learnable: loading.LoadedModel,
 ) -> None:
     tok = learnable.tokenizer
-    data = train.prepare_examples(tok, TRAIN_ROWS[:5], render=render, max_seq_len=64)
+    data = common.prepare_examples(tok, TRAIN_ROWS[:5], render=render, max_seq_len=64)
     for example, row in zip(data.examples, TRAIN_ROWS[:5], strict=True):
         prompt = tok(render(row["input"]), add_special_tokens=False)["input_ids"]
         target = tok(" " + row["target"], add_special_tokens=False)["input_ids"]
@@ -169,16 +170,16 @@ def test_labels_mask_the_prompt_and_count_only_target_tokens(
 
 
 def test_a_target_after_a_newline_gets_no_extra_space() -> None:
-    assert train.target_text("Summary:", "Done.") == " Done."
-    assert train.target_text("<|im_start|>assistant\n", "Done.") == "Done."
+    assert common.target_text("Summary:", "Done.") == " Done."
+    assert common.target_text("<|im_start|>assistant\n", "Done.") == "Done."
 
 
 def test_a_long_input_loses_its_end_and_a_row_whose_target_cannot_fit_is_dropped(
-    learnable: models.LoadedModel,
+    learnable: loading.LoadedModel,
 ) -> None:
     tok = learnable.tokenizer
     long_input = "count: " + " ".join("abcde" * 20)
-    data = train.prepare_examples(
+    data = common.prepare_examples(
         tok,
         [
             {"input": long_input, "target": "100"},
@@ -201,29 +202,29 @@ def test_a_long_input_loses_its_end_and_a_row_whose_target_cannot_fit_is_dropped
 
 def test_the_zero_shot_render_is_the_trials_prompt_text(tiny_folder: Path) -> None:
     kit = load_kit(tiny_folder, 4096)
-    spec = train.template_spec(TEMPLATE)
+    spec = common.template_spec(TEMPLATE)
     assert spec == TemplateSpec("Count the letters.", "", "{instruction}\n{input}\n=", False)
-    assert train.make_render(kit, spec)("count: a b") == render("count: a b")
+    assert common.make_render(kit, spec)("count: a b") == render("count: a b")
 
 
 def test_length_grouping_wastes_less_padding_than_random_order() -> None:
     rng = random.Random(0)
     lengths = [rng.randint(10, 200) for _ in range(400)]
-    grouped = train.epoch_batches(lengths, 8, seed=0, epoch=0)
+    grouped = common.epoch_batches(lengths, 8, seed=0, epoch=0)
     order = list(range(400))
     random.Random(0).shuffle(order)
     plain = [order[i : i + 8] for i in range(0, 400, 8)]
     assert sorted(i for b in grouped for i in b) == list(range(400))  # every row once
-    assert train.padding_fraction(grouped, lengths) < 0.1
-    assert train.padding_fraction(plain, lengths) > 0.3
+    assert common.padding_fraction(grouped, lengths) < 0.1
+    assert common.padding_fraction(plain, lengths) > 0.3
     assert max(lengths[i] for i in grouped[0]) == max(lengths)  # the longest batch first
 
 
 def test_the_data_order_follows_the_seed_and_changes_each_epoch() -> None:
     lengths = list(range(50))
-    assert train.epoch_batches(lengths, 4, 3, 0) == train.epoch_batches(lengths, 4, 3, 0)
-    assert train.epoch_batches(lengths, 4, 3, 0) != train.epoch_batches(lengths, 4, 3, 1)
-    assert train.epoch_batches(lengths, 4, 3, 0) != train.epoch_batches(lengths, 4, 4, 0)
+    assert common.epoch_batches(lengths, 4, 3, 0) == common.epoch_batches(lengths, 4, 3, 0)
+    assert common.epoch_batches(lengths, 4, 3, 0) != common.epoch_batches(lengths, 4, 3, 1)
+    assert common.epoch_batches(lengths, 4, 3, 0) != common.epoch_batches(lengths, 4, 4, 0)
 
 
 # --- learning ----------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_each_method_learns_the_task(runs: dict[str, Any], method: str) -> None:
     assert result.final_eval_loss == result.evals[-1].loss
     assert rec.evals == result.evals
     final = folder / "final"
-    names = {f["path"] for f in train.artifact_files(final)}
+    names = {f["path"] for f in sft.artifact_files(final)}
     assert {"training_config.json", "tokenizer.json"} <= names
     if method == "full":
         assert "model.safetensors" in names and "config.json" in names
@@ -262,7 +263,7 @@ def test_the_trainable_parameters_are_the_methods(runs: dict[str, Any]) -> None:
 
 
 def test_training_leaves_the_cached_inference_model_alone(
-    learnable: models.LoadedModel, runs: dict[str, Any]
+    learnable: loading.LoadedModel, runs: dict[str, Any]
 ) -> None:
     from safetensors.torch import load_file
 
@@ -273,7 +274,7 @@ def test_training_leaves_the_cached_inference_model_alone(
 
 
 def test_progress_is_reported_every_step_with_measured_figures(
-    learnable: models.LoadedModel, runs: dict[str, Any]
+    learnable: loading.LoadedModel, runs: dict[str, Any]
 ) -> None:
     result, rec, _ = runs["lora"]
     assert [s.step for s in rec.steps] == list(range(1, 31))
@@ -284,9 +285,9 @@ def test_progress_is_reported_every_step_with_measured_figures(
     assert rec.steps[0].learning_rate == pytest.approx(3e-2)
     assert rec.steps[-1].learning_rate == pytest.approx(3e-2 / 30)
     # tokens are the real lengths of the rows each step trained on, never padding
-    data = train.prepare_examples(learnable.tokenizer, TRAIN_ROWS, render=render, max_seq_len=64)
+    data = common.prepare_examples(learnable.tokenizer, TRAIN_ROWS, render=render, max_seq_len=64)
     lengths = [e.length for e in data.examples]
-    batches = train.epoch_batches(lengths, 8, seed=0, epoch=0) + train.epoch_batches(
+    batches = common.epoch_batches(lengths, 8, seed=0, epoch=0) + common.epoch_batches(
         lengths, 8, seed=0, epoch=1
     )
     for log, batch in zip(rec.steps, batches, strict=False):
@@ -300,7 +301,7 @@ def test_progress_is_reported_every_step_with_measured_figures(
 
 
 def test_a_run_by_epochs_takes_each_micro_batch_once(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     p = params(max_steps=None, epochs=1.0, batch_size=16, grad_accum=3, eval_rows=0)
     result = run(learnable, tmp_path, p)
@@ -308,7 +309,7 @@ def test_a_run_by_epochs_takes_each_micro_batch_once(
     assert result.epoch == 1.0
     assert result.tokens == sum(
         e.length
-        for e in train.prepare_examples(
+        for e in common.prepare_examples(
             learnable.tokenizer, TRAIN_ROWS, render=render, max_seq_len=64
         ).examples
     )
@@ -317,7 +318,7 @@ def test_a_run_by_epochs_takes_each_micro_batch_once(
 
 def test_artifact_files_list_sizes_and_hashes(runs: dict[str, Any]) -> None:
     final = runs["lora"][2] / "final"
-    files = train.artifact_files(final)
+    files = sft.artifact_files(final)
     assert files == sorted(files, key=lambda f: f["path"])
     for f in files:
         data = (final / f["path"]).read_bytes()
@@ -329,7 +330,7 @@ def test_artifact_files_list_sizes_and_hashes(runs: dict[str, Any]) -> None:
 
 
 def test_cancel_stops_at_the_next_step_and_keeps_only_complete_checkpoints(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     rec = Recorder(cancel_after=7)
     result = run(learnable, tmp_path, params(checkpoint_every=2), rec)
@@ -354,7 +355,7 @@ def test_cancel_stops_at_the_next_step_and_keeps_only_complete_checkpoints(
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_a_resumed_run_continues_and_matches_an_uninterrupted_one(
-    learnable: models.LoadedModel, tmp_path: Path, method: str
+    learnable: loading.LoadedModel, tmp_path: Path, method: str
 ) -> None:
     # 26 steps of 8 rows cross into the second epoch; dropout exercises the RNG state.
     p = params(method=method, max_steps=26, checkpoint_every=5, eval_every=10, lora_dropout=0.1)
@@ -379,7 +380,7 @@ def test_a_resumed_run_continues_and_matches_an_uninterrupted_one(
 
 
 def test_resuming_a_finished_run_returns_its_result_without_training(
-    learnable: models.LoadedModel, runs: dict[str, Any]
+    learnable: loading.LoadedModel, runs: dict[str, Any]
 ) -> None:
     result, _, folder = runs["prompt_tuning"]
     rec = Recorder()
@@ -390,15 +391,15 @@ def test_resuming_a_finished_run_returns_its_result_without_training(
 
 
 def test_resume_refuses_a_checkpoint_written_with_other_parameters(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     run(learnable, tmp_path, params(checkpoint_every=2), Recorder(cancel_after=2))
-    with pytest.raises(train.TrainingError, match="other parameters"):
+    with pytest.raises(common.TrainingError, match="other parameters"):
         run(learnable, tmp_path, params(checkpoint_every=2, lora_r=4), resume=True)
 
 
 def test_resume_without_a_checkpoint_starts_afresh(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     result = run(learnable, tmp_path, params(max_steps=3, eval_rows=0), resume=True)
     assert result.status == "succeeded" and result.resumed_from_step is None
@@ -441,13 +442,13 @@ def test_prompt_tuning_needs_no_target_modules() -> None:
 
 @pytest.mark.cuda
 def test_on_a_cuda_gpu_lora_trains_with_bf16_autocast(
-    learnable: models.LoadedModel, tmp_path: Path
+    learnable: loading.LoadedModel, tmp_path: Path
 ) -> None:
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    on_gpu = models.load(models.ModelSpec("local", learnable.path), tmp_path, device="cuda")
+    on_gpu = loading.load(loading.ModelSpec("local", learnable.path), tmp_path, device="cuda")
     result = run(on_gpu, tmp_path / "run", params(method="lora"))
     assert result.status == "succeeded" and result.device.startswith("cuda")
     assert result.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")

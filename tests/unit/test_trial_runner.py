@@ -16,12 +16,9 @@ from typing import Any
 
 import pytest
 
-from workers.ml import metrics, models
-from workers.ml import trials as ml_trials
-from workers.ml.generate import BatchOutput, generate_batch, generation_kwargs
-from workers.ml.params import GenerationSettings
-from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import (
+from workers.ml import loading
+from workers.ml.generation import batch as ml_batch
+from workers.ml.generation.batch import (
     CPU_MAX_BATCH,
     RowOutcome,
     TrialStats,
@@ -29,6 +26,10 @@ from workers.ml.trials import (
     row_bytes,
     run_trial,
 )
+from workers.ml.generation.stream import BatchOutput, generate_batch, generation_kwargs
+from workers.ml.params import GenerationSettings
+from workers.ml.prompts import BuiltPrompt
+from workers.ml.scoring import metrics
 
 TEXTS = [
     "Summarize the dialogue.",
@@ -45,12 +46,12 @@ SAMPLING = GenerationSettings(
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_folder: Path) -> models.LoadedModel:
-    return models.load(models.ModelSpec("tiny"), tiny_folder.parent, device="cpu")
+def tiny(tiny_folder: Path) -> loading.LoadedModel:
+    return loading.load(loading.ModelSpec("tiny"), tiny_folder.parent, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def varied(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> models.LoadedModel:
+def varied(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> loading.LoadedModel:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -74,10 +75,10 @@ def varied(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> model
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=1)
     model.save_pretrained(str(folder))
-    return models.load(models.ModelSpec("local", str(folder)), folder.parent, device="cpu")
+    return loading.load(loading.ModelSpec("local", str(folder)), folder.parent, device="cpu")
 
 
-def built(loaded: models.LoadedModel, texts: Sequence[str], **skipped: str) -> list[BuiltPrompt]:
+def built(loaded: loading.LoadedModel, texts: Sequence[str], **skipped: str) -> list[BuiltPrompt]:
     """Prompts as build_prompts makes them; `skipped` maps "row<i>" to a skip reason."""
     tokenizer = loaded.tokenizer
     return [
@@ -110,7 +111,7 @@ class Recorder:
         return {o.index: o for batch in self.batches for o in batch}
 
 
-def one_at_a_time(loaded: models.LoadedModel, texts: Sequence[str]) -> list[str]:
+def one_at_a_time(loaded: loading.LoadedModel, texts: Sequence[str]) -> list[str]:
     outputs = []
     for text in texts:
         result = generate_batch(loaded, [text], GREEDY)
@@ -120,13 +121,13 @@ def one_at_a_time(loaded: models.LoadedModel, texts: Sequence[str]) -> list[str]
 
 
 @pytest.fixture(scope="module")
-def varied_singles(varied: models.LoadedModel) -> list[str]:
+def varied_singles(varied: loading.LoadedModel) -> list[str]:
     """TEXTS' greedy outputs from the varied model, one prompt at a time."""
     return one_at_a_time(varied, TEXTS)
 
 
 @pytest.fixture(scope="module")
-def tiny_singles(tiny: models.LoadedModel) -> list[str]:
+def tiny_singles(tiny: loading.LoadedModel) -> list[str]:
     return one_at_a_time(tiny, TEXTS)
 
 
@@ -134,7 +135,7 @@ def tiny_singles(tiny: models.LoadedModel) -> list[str]:
 
 
 def test_left_padded_batches_give_the_one_at_a_time_greedy_outputs(
-    varied: models.LoadedModel, varied_singles: list[str]
+    varied: loading.LoadedModel, varied_singles: list[str]
 ) -> None:
     singles = varied_singles
     # The premise: outputs differ from prompt to prompt, so a mix-up would show.
@@ -149,7 +150,7 @@ def test_left_padded_batches_give_the_one_at_a_time_greedy_outputs(
 
 @pytest.mark.parametrize("batch_size", [2, 4])
 def test_run_trial_outputs_do_not_depend_on_the_batch_size(
-    varied: models.LoadedModel, varied_singles: list[str], batch_size: int
+    varied: loading.LoadedModel, varied_singles: list[str], batch_size: int
 ) -> None:
     singles = varied_singles
     recorder = Recorder()
@@ -172,7 +173,7 @@ def test_run_trial_outputs_do_not_depend_on_the_batch_size(
 
 
 def test_rows_run_longest_prompt_first_in_batches_of_the_given_size(
-    tiny: models.LoadedModel,
+    tiny: loading.LoadedModel,
 ) -> None:
     prompts = built(tiny, TEXTS)
     recorder = Recorder()
@@ -193,7 +194,7 @@ def test_rows_run_longest_prompt_first_in_batches_of_the_given_size(
 
 
 def test_sampling_with_the_same_seed_reproduces_outputs_and_scores(
-    varied: models.LoadedModel, varied_singles: list[str]
+    varied: loading.LoadedModel, varied_singles: list[str]
 ) -> None:
     def run(settings: GenerationSettings) -> tuple[list[RowOutcome], TrialStats]:
         recorder = Recorder()
@@ -221,7 +222,7 @@ def test_sampling_with_the_same_seed_reproduces_outputs_and_scores(
 # --- Cancellation -------------------------------------------------------------------------
 
 
-def test_cancel_after_the_first_batch_keeps_that_batch(tiny: models.LoadedModel) -> None:
+def test_cancel_after_the_first_batch_keeps_that_batch(tiny: loading.LoadedModel) -> None:
     recorder = Recorder()
 
     stats = run_trial(
@@ -243,7 +244,7 @@ def test_cancel_after_the_first_batch_keeps_that_batch(tiny: models.LoadedModel)
     assert stats.scores == metrics.aggregate([o.scores for o in recorder.batches[0]])
 
 
-def test_a_cancel_during_a_batch_drops_that_batch(tiny: models.LoadedModel) -> None:
+def test_a_cancel_during_a_batch_drops_that_batch(tiny: loading.LoadedModel) -> None:
     asked: list[int] = []
 
     def should_cancel() -> bool:
@@ -262,7 +263,7 @@ def test_a_cancel_during_a_batch_drops_that_batch(tiny: models.LoadedModel) -> N
     assert asked  # it was asked during generation, not before
 
 
-def test_a_cancel_before_anything_ran_runs_nothing(tiny: models.LoadedModel) -> None:
+def test_a_cancel_before_anything_ran_runs_nothing(tiny: loading.LoadedModel) -> None:
     recorder = Recorder()
 
     stats = run_trial(
@@ -285,7 +286,7 @@ MARKER = "FAIL-THIS-ROW"
 
 
 def test_a_row_that_fails_is_recorded_and_the_others_go_on(
-    tiny: models.LoadedModel, tiny_singles: list[str], monkeypatch: pytest.MonkeyPatch
+    tiny: loading.LoadedModel, tiny_singles: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     texts = [*TEXTS[:3], f"{MARKER} please", *TEXTS[3:]]
     expected = dict(enumerate([*tiny_singles[:3], "-", *tiny_singles[3:]]))
@@ -298,7 +299,7 @@ def test_a_row_that_fails_is_recorded_and_the_others_go_on(
             raise RuntimeError("boom in the tokenizer")
         return generate_batch(loaded, batch, settings, **kwargs)
 
-    monkeypatch.setattr(ml_trials, "generate_batch", failing)
+    monkeypatch.setattr(ml_batch, "generate_batch", failing)
     recorder = Recorder()
 
     stats = run_trial(
@@ -320,7 +321,7 @@ def test_a_row_that_fails_is_recorded_and_the_others_go_on(
 
 
 def test_out_of_memory_halves_the_batch_and_retries(
-    tiny: models.LoadedModel, monkeypatch: pytest.MonkeyPatch
+    tiny: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes: list[int] = []
 
@@ -330,7 +331,7 @@ def test_out_of_memory_halves_the_batch_and_retries(
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return generate_batch(loaded, batch, settings, **kwargs)
 
-    monkeypatch.setattr(ml_trials, "generate_batch", small_memory)
+    monkeypatch.setattr(ml_batch, "generate_batch", small_memory)
 
     stats = run_trial(tiny, built(tiny, TEXTS), GREEDY, score_kind="rouge", batch_size=5)
 
@@ -339,7 +340,7 @@ def test_out_of_memory_halves_the_batch_and_retries(
     assert (stats.rows_done, stats.rows_failed) == (6, 0)
 
 
-def test_skipped_prompts_are_counted_and_never_generated(tiny: models.LoadedModel) -> None:
+def test_skipped_prompts_are_counted_and_never_generated(tiny: loading.LoadedModel) -> None:
     prompts = built(tiny, TEXTS, row1="Skipped: 9 tokens over the budget.", row4="Skipped: x")
     recorder = Recorder()
 
@@ -349,7 +350,7 @@ def test_skipped_prompts_are_counted_and_never_generated(tiny: models.LoadedMode
     assert (stats.rows_total, stats.rows_skipped, stats.rows_done) == (6, 2, 4)
 
 
-def test_a_trial_whose_rows_are_all_skipped_generates_nothing(tiny: models.LoadedModel) -> None:
+def test_a_trial_whose_rows_are_all_skipped_generates_nothing(tiny: loading.LoadedModel) -> None:
     recorder = Recorder()
 
     stats = run_trial(
@@ -406,7 +407,7 @@ def test_aggregates_are_means_of_the_examples() -> None:
 
 
 def test_a_trial_scored_against_its_own_outputs_scores_one(
-    tiny: models.LoadedModel, tiny_singles: list[str]
+    tiny: loading.LoadedModel, tiny_singles: list[str]
 ) -> None:
     prompts = built(tiny, TEXTS)
     for prompt, output in zip(prompts, tiny_singles, strict=True):
@@ -422,7 +423,7 @@ def test_a_trial_scored_against_its_own_outputs_scores_one(
 # --- Batch sizing and settings ------------------------------------------------------------
 
 
-def test_row_bytes_counts_cache_prefill_attention_and_logits(tiny: models.LoadedModel) -> None:
+def test_row_bytes_counts_cache_prefill_attention_and_logits(tiny: loading.LoadedModel) -> None:
     # Tiny Llama: 2 layers, 2 KV heads of 16, hidden 64, MLP 128, 4 heads, vocab 512.
     kv_cache = 2 * 2 * 2 * 16 * (10 + 6) * 4
     prefill = 10 * (4 * 64 + 3 * 128) * 4
@@ -432,7 +433,7 @@ def test_row_bytes_counts_cache_prefill_attention_and_logits(tiny: models.Loaded
     assert row_bytes(tiny.model.config, 10, 6, 4) == kv_cache + prefill + attention + logits
 
 
-def test_batch_size_follows_the_memory_budget(tiny: models.LoadedModel) -> None:
+def test_batch_size_follows_the_memory_budget(tiny: loading.LoadedModel) -> None:
     per_row = row_bytes(tiny.model.config, 200, 32, 4)
 
     assert batch_size_for(tiny, 200, 32, budget_bytes=1) == 1
@@ -444,7 +445,7 @@ def test_batch_size_follows_the_memory_budget(tiny: models.LoadedModel) -> None:
 
 
 def test_a_trial_sized_to_memory_uses_the_cpu_cap_for_the_tiny_model(
-    tiny: models.LoadedModel,
+    tiny: loading.LoadedModel,
 ) -> None:
     stats = run_trial(tiny, built(tiny, TEXTS), GREEDY, score_kind="rouge")
 
@@ -479,7 +480,7 @@ def test_stats_report_tokens_per_second() -> None:
     assert TrialStats(rows_total=0).tokens_per_second == 0.0
 
 
-def test_batch_outputs_count_generated_tokens(tiny: models.LoadedModel) -> None:
+def test_batch_outputs_count_generated_tokens(tiny: loading.LoadedModel) -> None:
     result = generate_batch(tiny, TEXTS[:3], GenerationSettings(max_new_tokens=4))
 
     assert result is not None

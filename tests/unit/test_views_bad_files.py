@@ -57,7 +57,7 @@ def test_a_malformed_upload_is_explained_and_leaves_nothing_behind(
         token = response["Location"].rstrip("/").rsplit("/", 1)[-1]
         if message and name in MAPPING_CASES:
             # The web offers only the file's own fields, so a mapping to a missing one is
-            # refused by the form before dataset_io ever sees it.
+            # refused by the form before data.validation ever sees it.
             check = client.post(response["Location"], {**MAPPING, "action": "check"})
             assert "is not one of the available choices" in html.unescape(check.content.decode())
         elif message:

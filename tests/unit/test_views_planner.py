@@ -15,7 +15,7 @@ from lifecycle_app.models import BaseModel, Project, Stage, StageKey, StepStatus
 from lifecycle_app.projects.services import stage_step_save
 from lifecycle_app.templatetags.lifecycle import params as params_filter
 from tests.factories import BaseModelFactory
-from workers.ml import planner
+from workers.ml.planner.shape import ModelShape, lora_trainable_params
 
 HTMX = {"HX-Request": "true"}
 TOTAL = re.compile(r'data-testid="plan-total">([0-9.]+) GB<')
@@ -111,9 +111,7 @@ def test_the_trainable_parameters_of_lora_match_the_planner(
 ) -> None:
     response = client.get(plan_url(project), plan_params(method="lora", lora_r="8"))
 
-    expected = planner.lora_trainable_params(
-        planner.ModelShape.from_json(picked.shape), 8, ("q_proj", "v_proj")
-    )
+    expected = lora_trainable_params(ModelShape.from_json(picked.shape), 8, ("q_proj", "v_proj"))
     assert expected == 3584  # 8 x (64+64) x 2 layers + 8 x (64+32) x 2 layers
     assert response.context["plan"].trainable_params == expected
     assert f"{params_filter(expected)} trainable parameters" in response.content.decode()

@@ -47,9 +47,9 @@ from lifecycle_app.stages.prompt.services import (
     trial_record_batch,
 )
 from tests.factories import BaseModelFactory, make_project, prompt_data
+from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import TrialParams
 from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import RowOutcome, TrialStats
 
 SAMPLES = Path(lifecycle_app.__file__).resolve().parent / "samples"
 HTMX = {"HX-Request": "true"}

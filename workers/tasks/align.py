@@ -17,8 +17,9 @@ from workers.tasks.training import FINETUNE_SOFT_LIMIT_S, _training_end, _traini
 
 
 def _align(job: Job) -> None:
-    from workers.ml import align, models
+    from workers.ml import loading as models
     from workers.ml.params import AlignParams
+    from workers.ml.training import dpo as align
 
     params = AlignParams(**job.params)
     if job.base_model is None:

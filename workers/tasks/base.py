@@ -26,7 +26,7 @@ from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
 from workers.celery import app
 from workers.ml.errors import UserFacingError
-from workers.ml.models import ModelSpec
+from workers.ml.loading import ModelSpec
 
 logger = logging.getLogger(__name__)
 

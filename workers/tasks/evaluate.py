@@ -17,7 +17,7 @@ from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCand
 from lifecycle_app.stages.evaluate.services import candidate_record_batch
 from lifecycle_app.stages.prompt.building import PromptingError
 from workers.ml.errors import UserFacingError
-from workers.ml.models import ModelSpec
+from workers.ml.loading import ModelSpec
 from workers.tasks.base import job_task
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ def _evaluate(job: Job) -> None:
     unavailable (or failed, with the error) and the others still run."""
     from django.db.models import F
 
-    from workers.ml import models
-    from workers.ml.evaluation import run_candidate, run_general
+    from workers.ml import errors as ml_errors
+    from workers.ml import loading as ml_loading
+    from workers.ml.evaluation.runner import run_candidate, run_general
     from workers.ml.params import EvaluateParams
 
     params = EvaluateParams(**job.params)
@@ -87,8 +88,8 @@ def _evaluate(job: Job) -> None:
                 source=candidate.base_model.source,  # type: ignore[arg-type]
                 location=candidate.base_model.location,
             )
-            loaded = models.load(model_spec, Path(settings.MODELS_DIR))
-        except (PromptingError, models.ModelNotAvailable) as exc:
+            loaded = ml_loading.load(model_spec, Path(settings.MODELS_DIR))
+        except (PromptingError, ml_errors.ModelNotAvailable) as exc:
             skip(candidate, CandidateStatus.UNAVAILABLE, str(exc))
             continue
         job_services.job_progress_message(job_id=job.id, message=f"{step}: generating")

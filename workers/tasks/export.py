@@ -26,10 +26,19 @@ def _export(job: Job) -> None:
     """Build a variant, measure it and its parent side by side, bundle it, record it."""
     import shutil
 
-    from workers.ml import export, models
+    from workers.ml import loading as models
     from workers.ml import prompts as ml_prompts
+    from workers.ml.export import (
+        bundle as export_bundle,
+    )
+    from workers.ml.export import (
+        measure as export_measure,
+    )
+    from workers.ml.export import (
+        variants as export_variants,
+    )
     from workers.ml.params import ExportParams
-    from workers.ml.serve import prompt_text
+    from workers.ml.serving import prompt_text
 
     params = ExportParams(**job.params)
     source = job.base_model
@@ -52,8 +61,12 @@ def _export(job: Job) -> None:
     if out_dir.exists():  # a redelivered job starts its folder again
         shutil.rmtree(out_dir)
     info = deploy.card_info(job)
-    files = export.build_variant(
-        params.kind, source_path, out_dir, card=export.model_card(info), on_progress=progress
+    files = export_variants.build_variant(
+        params.kind,
+        source_path,
+        out_dir,
+        card=export_variants.model_card(info),
+        on_progress=progress,
     )
     if cancelled():
         return
@@ -84,12 +97,12 @@ def _export(job: Job) -> None:
             "worker": job.worker,
         }
     }
-    parent_files = export.folder_files(Path(source_path))
-    parent_size = export.weights_size(parent_files)
+    parent_files = export_variants.folder_files(Path(source_path))
+    parent_size = export_variants.weights_size(parent_files)
     base = models.adapter_base(Path(source_path))
     if base:  # an adapter is served with its base weights
-        parent_size += export.weights_size(export.folder_files(Path(base)))
-    variant_size = export.weights_size(files)
+        parent_size += export_variants.weights_size(export_variants.folder_files(Path(base)))
+    variant_size = export_variants.weights_size(files)
     if params.kind == "onnx":
         # Served through PyTorch here, so only its size is compared.
         measurements["parent"] = {"size_bytes": parent_size}
@@ -110,28 +123,30 @@ def _export(job: Job) -> None:
             "max_new_tokens": params.max_new_tokens,
         }
         progress(3, total, f"Measuring the parent on {len(prompts)} rows")
-        measurements["parent"] = export.measure(
+        measurements["parent"] = export_measure.measure(
             source_path, size_bytes=parent_size, **common
         ).as_dict()
         if cancelled():
             return
         progress(4, total, f"Measuring the variant on {len(prompts)} rows")
-        measured = export.measure(str(out_dir), size_bytes=variant_size, **common)
+        measured = export_measure.measure(str(out_dir), size_bytes=variant_size, **common)
         measurements["variant"] = measured.as_dict()
         if measured.scores:
             info["scores"] = {
                 k: f"{v:.4f} (parent {measurements['parent']['scores'].get(k, 0):.4f})"  # type: ignore[index]
                 for k, v in measured.scores.items()
             }
-            (out_dir / export.CARD_NAME).write_text(export.model_card(info), encoding="utf-8")
-            files = export.folder_files(out_dir)
+            (out_dir / export_variants.CARD_NAME).write_text(
+                export_variants.model_card(info), encoding="utf-8"
+            )
+            files = export_variants.folder_files(out_dir)
     if cancelled():
         return
     bundle = None
     if params.kind != "onnx":
         progress(5, total, "Writing the download bundle")
-        bundle = export.write_bundle(out_dir, root / "bundle.zip")
-    weights = export.main_weights(files)
+        bundle = export_bundle.write_bundle(out_dir, root / "bundle.zip")
+    weights = export_variants.main_weights(files)
     progress(total, total, "Recording the variant")
     deploy.export_finish(
         job=job,

@@ -18,8 +18,10 @@ from workers.tasks.training import FINETUNE_SOFT_LIMIT_S, _training_end, _traini
 
 
 def _finetune(job: Job) -> None:
-    from workers.ml import models, train
+    from workers.ml import loading as models
     from workers.ml.params import TrainParams
+    from workers.ml.training import common as training_common
+    from workers.ml.training import sft as training_sft
 
     params = TrainParams(**job.params)
     if job.dataset is None or job.base_model is None:
@@ -30,9 +32,9 @@ def _finetune(job: Job) -> None:
         eval_rows = split_rows(job.dataset, "validation", params.eval_rows)
     except PromptingError as exc:
         raise UserFacingError(str(exc)) from exc
-    render = train.make_render(kit, train.template_spec(params.template))
+    render = training_common.make_render(kit, training_common.template_spec(params.template))
     out_dir = finetune_runs.run_dir(job.id)
-    resume = job.attempt > 1 and bool(train.checkpoints(out_dir))
+    resume = job.attempt > 1 and bool(training_common.checkpoints(out_dir))
     total = job.progress_total or params.max_steps or 0
     job_services.job_progress(
         job_id=job.id,
@@ -44,19 +46,19 @@ def _finetune(job: Job) -> None:
     if resume:
         finetune_runs.finetune_log(
             job_id=job.id,
-            line=f"attempt {job.attempt}: resuming from {train.checkpoints(out_dir)[-1].name}",
+            line=f"attempt {job.attempt}: resuming from {training_common.checkpoints(out_dir)[-1].name}",
         )
 
     on_step = _training_progress(job)
 
-    def on_eval(e: train.EvalLog) -> None:
+    def on_eval(e: training_common.EvalLog) -> None:
         finetune_runs.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
         finetune_runs.finetune_log(
             job_id=job.id,
             line=f"step {e.step}: validation loss {e.loss:.4f} on {e.rows} rows",
         )
 
-    result = train.train(
+    result = training_sft.train(
         loaded,
         params,
         train_rows,

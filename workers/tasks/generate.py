@@ -15,8 +15,8 @@ GENERATE_SOFT_LIMIT_S = 15 * 60
 
 
 def _generate(job: Job) -> None:
-    from workers.ml import models
-    from workers.ml.generate import generate
+    from workers.ml import loading as models
+    from workers.ml.generation.stream import generate
     from workers.ml.params import GenerateParams
 
     params = GenerateParams(**job.params)

@@ -16,8 +16,8 @@ PROFILE_SOFT_LIMIT_S = 30 * 60
 
 
 def _profile(job: Job) -> None:
-    from workers.ml import models
-    from workers.ml.profile import profile
+    from workers.ml import loading as models
+    from workers.ml.data.profile import profile
 
     dataset = job.dataset
     if dataset is None:

@@ -13,7 +13,8 @@ from workers.tasks.base import job_task
 
 
 def _register_model(job: Job) -> None:
-    from workers.ml import models, planner
+    from workers.ml import loading as models
+    from workers.ml.planner import shape as planner
 
     source, location = job.params["source"], job.params["location"]
     spec = models.ModelSpec(source=source, location=location)

@@ -26,7 +26,7 @@ def serve_generate(reply_key: str, path: str, request: dict[str, object]) -> Non
     """Answer one API request with the deployed model at `path` (kept loaded). Touches no
     database row: the web process already checked the token and found the model."""
     from workers import serve_reply
-    from workers.ml import serve
+    from workers.ml import serving as serve
     from workers.ml.params import ServeRequest
 
     reply: dict[str, object]

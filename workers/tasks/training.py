@@ -39,7 +39,7 @@ def _training_progress(job: Job) -> Callable[[Any], None]:
 def _training_end(job: Job, result: Any, finish: Callable[..., Any]) -> None:
     """The end of a training job (fine-tuning, alignment): cancelled with what it did, or
     finished with its final folder as the artifact (`finish` records the candidate)."""
-    from workers.ml import train
+    from workers.ml.training import sft as train
 
     summary = {k: v for k, v in result.as_dict().items() if k not in ("history", "evals")}
     if result.status == "cancelled":

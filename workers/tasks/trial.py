@@ -17,9 +17,9 @@ TRIAL_SOFT_LIMIT_S = 60 * 60
 
 
 def _trial(job: Job) -> None:
-    from workers.ml import models
+    from workers.ml import loading as models
+    from workers.ml.generation.batch import RowOutcome, TrialStats, run_trial
     from workers.ml.params import TrialParams
-    from workers.ml.trials import RowOutcome, TrialStats, run_trial
 
     params = TrialParams(**job.params)
     if job.dataset is None or job.base_model is None:

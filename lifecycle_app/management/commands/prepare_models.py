@@ -44,7 +44,8 @@ class Command(BaseCommand):
         parser.add_argument("--only", choices=["bundled", "tiny"], help="prepare one model only")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from workers.ml import models, planner
+        from workers.ml import loading
+        from workers.ml.planner.shape import shape_from_config
 
         models_dir = Path(settings.MODELS_DIR)
         for entry in ENTRIES:
@@ -52,13 +53,13 @@ class Command(BaseCommand):
                 continue
             start = time.monotonic()
             self.stdout.write(f"Preparing {entry['name']}…")
-            path = models.resolve(models.ModelSpec(entry["source"]), models_dir)
-            info = models.describe(path)
+            path = loading.resolve(loading.ModelSpec(entry["source"]), models_dir)
+            info = loading.describe(path)
             basemodel_upsert(
                 **entry,
                 location="",
                 **basemodel_fields_from_info(info),
-                shape=planner.shape_from_config(path).to_json(),
+                shape=shape_from_config(path).to_json(),
                 weights_present=True,
             )
             self.stdout.write(

@@ -21,7 +21,7 @@ from lifecycle_app.stages.deploy.serving import deployed_variant
 from lifecycle_app.stages.deploy.views import NEW_TOKEN_SESSION_KEY
 from lifecycle_app.stages.prompt.step import prompt_defaults
 from lifecycle_app.stages.select.selectors import picked_model_slug
-from workers.ml.metrics import LABELS as METRIC_LABELS
+from workers.ml.scoring.metrics import LABELS as METRIC_LABELS
 
 
 class DeployStep(StepHandler):

@@ -23,8 +23,8 @@ from lifecycle_app.stages.prompt import building as prompting
 from lifecycle_app.stages.prompt.models import PromptTemplate
 from lifecycle_app.stages.prompt.selectors import trial_label
 from workers.ml import prompts as ml_prompts
-from workers.ml.evaluation import sample_indices
-from workers.ml.models import adapter_base
+from workers.ml.evaluation.runner import sample_indices
+from workers.ml.loading import adapter_base
 from workers.ml.params import CandidateSpec, EvaluateParams, GenerationSettings, TrialParams
 
 MAX_TRIAL_OPTIONS = 20

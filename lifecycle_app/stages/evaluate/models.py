@@ -49,7 +49,7 @@ class EvaluationCandidate(models.Model):
         max_length=12, choices=CandidateStatus.choices, default=CandidateStatus.PENDING
     )
     reason = models.TextField(blank=True)
-    # {"rouge1": ..., "perplexity": ...}: the set's figures (see workers.ml.metrics.score_eval)
+    # {"rouge1": ..., "perplexity": ...}: the set's figures (see workers.ml.scoring.metrics.score_eval)
     scores = models.JSONField(default=dict, blank=True)
     # The general-ability set: {"answer_match", "rougeL", "perplexity"}
     general_scores = models.JSONField(default=dict, blank=True)

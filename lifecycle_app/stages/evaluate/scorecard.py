@@ -20,7 +20,7 @@ from lifecycle_app.stages.evaluate.models import (
     EvaluationExample,
 )
 from lifecycle_app.stages.scope.guide import METRICS
-from workers.ml.metrics import EVAL_LABELS, LOWER_IS_BETTER, TASK_METRICS
+from workers.ml.scoring.metrics import EVAL_LABELS, LOWER_IS_BETTER, TASK_METRICS
 
 GENERAL_KEYS = ("answer_match", "perplexity")
 GENERAL_LABELS = {"answer_match": "General answers", "perplexity": "General perplexity"}

@@ -23,10 +23,10 @@ from lifecycle_app.stages.evaluate.models import (
     EvaluationExample,
 )
 from lifecycle_app.stages.prompt.models import ExampleStatus
-from workers.ml.evaluation import CandidateResult
+from workers.ml.evaluation.runner import CandidateResult
+from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import CandidateSpec, EvaluateParams
 from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import RowOutcome, TrialStats
 
 
 def evaluation_create(

@@ -23,7 +23,7 @@ from lifecycle_app.projects.models import Membership, Project, StageKey
 from lifecycle_app.projects.steps import StepSlug
 from lifecycle_app.stages.evaluate import scorecard, selectors
 from lifecycle_app.teams.models import ShareLink
-from workers.ml.metrics import EVAL_LABELS, LOWER_IS_BETTER
+from workers.ml.scoring.metrics import EVAL_LABELS, LOWER_IS_BETTER
 
 SORTS = ("diff", "-diff", "row")
 

@@ -15,8 +15,9 @@ from lifecycle_app.common.forms import StepForm
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.building import snapshot
 from lifecycle_app.stages.prompt.models import PromptTemplate
-from workers.ml import planner
 from workers.ml.params import MAX_TRAIN_STEPS, TrainParams
+from workers.ml.planner import memory as planner_memory
+from workers.ml.planner import shape as planner_shape
 
 GB = 1024**3
 
@@ -196,9 +197,9 @@ def total_steps(params: TrainParams, train_rows: int) -> int:
 
 def plan_for(model: BaseModel, params: TrainParams, dataset: Dataset | None) -> dict[str, Any]:
     """Trainable parameters, the memory estimate and verdict, and the steps planned."""
-    shape = planner.ModelShape.from_json(model.shape)
+    shape = planner_shape.ModelShape.from_json(model.shape)
     gpu = bool(settings.GPU_QUEUE)
-    plan = planner.memory_plan(
+    plan = planner_memory.memory_plan(
         shape,
         dtype="bf16" if gpu else "fp32",
         method=params.method,
@@ -209,7 +210,7 @@ def plan_for(model: BaseModel, params: TrainParams, dataset: Dataset | None) -> 
         num_virtual_tokens=params.num_virtual_tokens,
     )
     available = worker_memory_bytes()
-    fits, advice = planner.verdict(plan, available)
+    fits, advice = planner_memory.verdict(plan, available)
     train_rows = int((dataset.split_counts or {}).get("train", 0)) if dataset else 0
     return {
         "trainable": plan.trainable_params,

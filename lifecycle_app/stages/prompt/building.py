@@ -17,8 +17,8 @@ from lifecycle_app.catalog.models import BaseModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.models import PromptTemplate
 from workers.ml import prompts as ml_prompts
-from workers.ml.dataset_io import read_clean
-from workers.ml.models import ModelSpec, prepared_path
+from workers.ml.data.validation import read_clean
+from workers.ml.loading import ModelSpec, prepared_path
 from workers.ml.params import TemplateSnapshot, TrialParams
 
 

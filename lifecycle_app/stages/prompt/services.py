@@ -18,9 +18,9 @@ from lifecycle_app.projects.models import ActivityVerb, Project, StageKey
 from lifecycle_app.projects.services import stage_step_save
 from lifecycle_app.projects.steps import StepSlug
 from lifecycle_app.stages.prompt.models import ExampleStatus, PromptTemplate, TrialExample
+from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import TrialParams
 from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import RowOutcome, TrialStats
 
 TEMPLATE_FIELDS = ("instruction", "example_format", "body", "use_chat_template")
 

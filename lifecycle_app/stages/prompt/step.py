@@ -20,7 +20,7 @@ from lifecycle_app.stages.prompt import selectors
 from lifecycle_app.stages.prompt.forms import TrialForm
 from lifecycle_app.stages.prompt.services import trial_create
 from lifecycle_app.stages.select.selectors import picked_model_slug
-from workers.ml.metrics import LABELS as METRIC_LABELS
+from workers.ml.scoring.metrics import LABELS as METRIC_LABELS
 
 
 def prompt_defaults(*, project: Project, stages: dict[str, Stage]) -> dict[str, Any]:

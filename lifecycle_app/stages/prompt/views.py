@@ -33,7 +33,7 @@ from lifecycle_app.stages.prompt.services import (
     trial_mark_best,
 )
 from lifecycle_app.stages.select import selectors as select_selectors
-from workers.ml.metrics import LABELS
+from workers.ml.scoring.metrics import LABELS
 
 MAX_COMPARE = 6
 PREVIEW_TRAIN_ROWS = 20

@@ -6,7 +6,15 @@ from typing import Any
 
 from lifecycle_app.catalog.models import BaseModel
 from lifecycle_app.stages.select.forms import PlannerForm
-from workers.ml import planner
+from workers.ml.planner import (
+    memory as planner_memory,
+)
+from workers.ml.planner import (
+    pretraining as planner_pretraining,
+)
+from workers.ml.planner import (
+    shape as planner_shape,
+)
 
 GB = 1024**3
 
@@ -31,9 +39,9 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
     else:
         return {}
     model: BaseModel = cleaned["base_model"]
-    shape = planner.ModelShape.from_json(model.shape)
+    shape = planner_shape.ModelShape.from_json(model.shape)
     try:
-        plan = planner.memory_plan(
+        plan = planner_memory.memory_plan(
             shape,
             dtype=cleaned["dtype"],
             method=cleaned["method"],
@@ -48,8 +56,8 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
     except ValueError as exc:
         return {"plan_error": str(exc)}
     available = int(cleaned["memory_gb"] * GB)
-    fits, advice = planner.verdict(plan, available)
-    pretrain = planner.pretraining_plan(
+    fits, advice = planner_memory.verdict(plan, available)
+    pretrain = planner_pretraining.pretraining_plan(
         shape.n_params,
         accelerator=cleaned["accelerator"],
         efficiency=cleaned["efficiency"],

@@ -13,27 +13,27 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from workers.ml import models
+from workers.ml import loading
 from workers.ml.errors import UserFacingError
-from workers.ml.generate import generate_batch
+from workers.ml.generation.stream import generate_batch
 from workers.ml.params import GenerationSettings, ServeRequest
 
 MAX_WARM = 2
 _lock = threading.Lock()
-_warm: OrderedDict[str, models.LoadedModel] = OrderedDict()
+_warm: OrderedDict[str, loading.LoadedModel] = OrderedDict()
 
 
 class PromptTooLong(UserFacingError):
     pass
 
 
-def warm_model(path: str, models_dir: Path) -> models.LoadedModel:
+def warm_model(path: str, models_dir: Path) -> loading.LoadedModel:
     """The model at `path`, loaded once and kept for the next requests."""
     with _lock:
         if path in _warm:
             _warm.move_to_end(path)
             return _warm[path]
-        loaded = models.load(models.ModelSpec("local", path), models_dir, keep_warm=False)
+        loaded = loading.load(loading.ModelSpec("local", path), models_dir, keep_warm=False)
         _warm[path] = loaded
         while len(_warm) > MAX_WARM:
             _warm.popitem(last=False)
@@ -48,7 +48,7 @@ def prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return "\n".join(m["content"] for m in messages)
 
 
-def complete(loaded: models.LoadedModel, request: ServeRequest) -> dict[str, Any]:
+def complete(loaded: loading.LoadedModel, request: ServeRequest) -> dict[str, Any]:
     """One chat completion: text, token counts, finish reason, seconds."""
     text = prompt_text(loaded.tokenizer, request.messages)
     prompt_tokens = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])

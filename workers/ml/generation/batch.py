@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workers.ml import metrics
-from workers.ml.generate import BatchOutput, CancelFn, generate_batch
-from workers.ml.models import LoadedModel
+from workers.ml.generation.stream import BatchOutput, CancelFn, generate_batch
+from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
+from workers.ml.scoring import metrics
 
 logger = logging.getLogger(__name__)
 

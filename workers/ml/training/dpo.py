@@ -8,7 +8,7 @@
   model and on the aligned one, so the effect of alignment is a before/after figure.
 - **Training**: `trl.DPOTrainer` on a float32 copy of the candidate, with LoRA adapters, so
   the reference model is the same weights with the adapters switched off (no second copy
-  in memory). It reports to the same callbacks as fine-tuning (`train.StepLog`), so the
+  in memory). It reports to the same callbacks as fine-tuning (`common.StepLog`), so the
   fine-tuning dashboard, cancel and resume serve alignment too:
   - cancel is checked after every optimizer step and every micro-batch;
   - checkpoints are trl/Trainer checkpoints (adapter, optimizer, scheduler, RNG state) every
@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.ml import train
 from workers.ml.errors import UserFacingError
-from workers.ml.models import LoadedModel
+from workers.ml.loading import LoadedModel
 from workers.ml.params import AlignParams, heldout_count
+from workers.ml.training import adapters, common
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class AlignResult:
     resumed_from_step: int | None
     train_seconds: float
     final_dir: str | None
-    history: list[train.StepLog] = field(default_factory=list)
+    history: list[common.StepLog] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -113,7 +113,7 @@ def _completion_logprobs(
     import torch
 
     rows = [{"input": p, "target": c} for p, c in zip(prompts, completions, strict=True)]
-    data = train.prepare_examples(tokenizer, rows, render=lambda text: text, max_seq_len=max_len)
+    data = common.prepare_examples(tokenizer, rows, render=lambda text: text, max_seq_len=max_len)
     by_row = {e.row: e for e in data.examples}
     pad_id = int(
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -126,7 +126,7 @@ def _completion_logprobs(
         with torch.inference_mode():
             for start in range(0, len(examples), batch_size):
                 chunk = examples[start : start + batch_size]
-                batch = train.collate(chunk, pad_id, device)
+                batch = common.collate(chunk, pad_id, device)
                 logits = model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 ).logits.float()
@@ -227,7 +227,7 @@ def _finished(out_dir: Path) -> AlignResult | None:
     if not config.is_file():
         return None
     data = json.loads(config.read_text(encoding="utf-8"))["result"]
-    data["history"] = [train.StepLog(**s) for s in data.get("history", [])]
+    data["history"] = [common.StepLog(**s) for s in data.get("history", [])]
     for key in ("before", "after"):
         data[key] = PreferenceScore(**data[key]) if data.get(key) else None
     return AlignResult(**data)
@@ -239,7 +239,7 @@ def align(
     pairs: Sequence[Pair],
     *,
     out_dir: Path,
-    on_step: Callable[[train.StepLog], None] | None = None,
+    on_step: Callable[[common.StepLog], None] | None = None,
     on_score: Callable[[str, PreferenceScore], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     resume: bool = False,
@@ -283,8 +283,8 @@ def align(
 
     torch.manual_seed(params.seed)
     model = trainable_copy(loaded)
-    precision = train.precision(device)
-    history: list[train.StepLog] = []
+    precision = adapters.precision(device)
+    history: list[common.StepLog] = []
     state_box: dict[str, Any] = {"cancelled": False, "t0": time.monotonic(), "steps": 0}
     first_step = int(checkpoint.name.split("-", 1)[1]) if checkpoint else 0
 
@@ -309,7 +309,7 @@ def align(
             done = state.global_step - first_step
             wall = time.monotonic() - state_box["t0"]
             tokens = int(logs.get("num_tokens", 0))
-            log = train.StepLog(
+            log = common.StepLog(
                 step=state.global_step,
                 total_steps=state.max_steps,
                 epoch=round(float(state.epoch or 0.0), 4),
@@ -322,7 +322,7 @@ def align(
                 elapsed_s=round(time.monotonic() - started, 3),
                 eta_s=round((state.max_steps - state.global_step) * wall / max(done, 1), 1),
                 device=device,
-                peak_memory_bytes=train.peak_memory_bytes(device),
+                peak_memory_bytes=adapters.peak_memory_bytes(device),
                 precision=precision,
             )
             history.append(log)
@@ -344,7 +344,7 @@ def align(
         logging_steps=1,
         save_strategy="steps" if params.checkpoint_every else "no",
         save_steps=params.checkpoint_every or 500,
-        save_total_limit=train.KEEP_CHECKPOINTS,
+        save_total_limit=common.KEEP_CHECKPOINTS,
         report_to=[],
         disable_tqdm=True,
         use_cpu=not device.startswith("cuda"),
@@ -378,7 +378,7 @@ def align(
     steps = int(trainer.state.global_step)
 
     def result(status: str, after: PreferenceScore | None, final: Path | None) -> AlignResult:
-        tail = [s.loss for s in history[-train.FINAL_LOSS_WINDOW :]]
+        tail = [s.loss for s in history[-common.FINAL_LOSS_WINDOW :]]
         return AlignResult(
             status=status,
             steps=steps,
@@ -407,7 +407,7 @@ def align(
         on_score("after", after)
     final = out_dir / "final"
     done = result("succeeded", after, final)
-    with train.atomic_dir(final) as tmp:
+    with common.atomic_dir(final) as tmp:
         aligned.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / CONFIG_NAME).write_text(

@@ -1,10 +1,10 @@
 """Evaluation of one candidate: generate over the test rows, score every metric, measure
 perplexity of the references, and check general ability (forgetting).
 
-Generation reuses the prompt-trial runner (`trials.run_trial`: length-sorted batches sized
-to memory, cancel within a batch, a failing row recorded and skipped), so a candidate's
-outputs are exactly what a prompt trial with the same settings would produce. Greedy
-decoding, or sampling seeded by the settings, makes two runs give the same numbers.
+Generation reuses the prompt-trial runner (`generation.batch.run_trial`: length-sorted
+batches sized to memory, cancel within a batch, a failing row recorded and skipped), so a
+candidate's outputs are exactly what a prompt trial with the same settings would produce.
+Greedy decoding, or sampling seeded by the settings, makes two runs give the same numbers.
 
 Perplexity is exp(mean negative log-likelihood of the reference's tokens given the
 prompt), over the whole set (total NLL / total target tokens) and per example. It is
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.ml import metrics
-from workers.ml.generate import CancelFn, build_prompt
-from workers.ml.models import LoadedModel
+from workers.ml.generation.batch import RowOutcome, TrialStats, _dtype_bytes, row_bytes, run_trial
+from workers.ml.generation.stream import CancelFn, build_prompt
+from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
-from workers.ml.trials import RowOutcome, TrialStats, _dtype_bytes, row_bytes, run_trial
+from workers.ml.scoring import metrics
 
 GENERAL_SET = Path(__file__).parent / "data" / "general_ability.jsonl"
 GENERAL_INSTRUCTION = "Answer in a few words."

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from workers.ml.errors import GenerationError
-from workers.ml.models import LoadedModel
+from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerateParams, GenerationSettings
 
 # (tokens generated so far, tokens planned, text so far)

@@ -1,6 +1,6 @@
 """Token-length profile of a cleaned dataset, for choosing context length and batch size.
 
-Reads the JSON Lines that `dataset_io.write_clean` wrote, tokenizes inputs and targets in
+Reads the JSON Lines that `validation.write_clean` wrote, tokenizes inputs and targets in
 batches and keeps only two arrays of lengths (4 bytes a row), never the texts.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.ml.dataset_io import SPLITS, read_clean
+from workers.ml.data.validation import SPLITS, read_clean
 
 # (rows tokenized so far, rows in the file)
 ProgressFn = Callable[[int, int], None]

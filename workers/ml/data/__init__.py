@@ -1,0 +1,1 @@
+"""Uploaded datasets: reading, checking, cleaning, splitting and profiling them."""

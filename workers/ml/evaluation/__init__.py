@@ -1,0 +1,1 @@
+"""Evaluation: metrics (with their evaluate modules), the candidate runner, its data."""

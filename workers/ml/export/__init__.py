@@ -1,0 +1,1 @@
+"""Export for deployment: variants (merged, int8, ONNX), measurements, the bundle."""

@@ -1,0 +1,1 @@
+"""Text generation: one streamed generation with progress, and the batched trial runner."""

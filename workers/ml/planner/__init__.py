@@ -1,0 +1,1 @@
+"""A compute and memory planner for choosing a model, checked against measurement."""

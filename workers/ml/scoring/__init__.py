@@ -1,0 +1,1 @@
+"""Scoring shared by prompt trials and evaluation: metrics through the project's evaluate modules."""
