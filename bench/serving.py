@@ -103,7 +103,7 @@ def main() -> int:
     django.setup()
     from django.contrib.auth.models import User
 
-    from lifecycle_app.catalog.models import BaseModel
+    from lifecycle_app.catalog.models import CatalogModel
     from lifecycle_app.jobs.models import Job, JobStatus
     from lifecycle_app.projects.services import project_create
     from lifecycle_app.stages.deploy.models import ModelVariant
@@ -118,7 +118,7 @@ def main() -> int:
 
     bundled_path = models.resolve(models.ModelSpec("bundled"), Path(models_dir))
     info = models.describe(bundled_path)
-    bundled, _ = BaseModel.objects.get_or_create(
+    bundled, _ = CatalogModel.objects.get_or_create(
         slug="smollm2-135m-instruct",
         defaults={
             "name": "SmolLM2-135M-Instruct",

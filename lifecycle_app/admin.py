@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.projects.models import Activity, Membership, Project, Stage
@@ -39,8 +39,8 @@ class StageAdmin(admin.ModelAdmin):
     list_select_related = ["project"]
 
 
-@admin.register(BaseModel)
-class BaseModelAdmin(admin.ModelAdmin):
+@admin.register(CatalogModel)
+class CatalogModelAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "source", "family", "n_params", "context_length"]
     list_filter = ["source", "family"]
 

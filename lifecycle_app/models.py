@@ -6,8 +6,8 @@ from here (the import contracts would see every package depending on every other
 """
 
 from lifecycle_app.catalog.models import Artifact as Artifact
-from lifecycle_app.catalog.models import BaseModel as BaseModel
-from lifecycle_app.catalog.models import BaseModelQuerySet as BaseModelQuerySet
+from lifecycle_app.catalog.models import CatalogModel as CatalogModel
+from lifecycle_app.catalog.models import CatalogModelQuerySet as CatalogModelQuerySet
 from lifecycle_app.catalog.models import ModelSource as ModelSource
 from lifecycle_app.datasets.models import Dataset as Dataset
 from lifecycle_app.jobs.models import ACTIVE_STATUSES as ACTIVE_STATUSES

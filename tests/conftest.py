@@ -19,8 +19,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test.utils import override_settings
 
-from lifecycle_app.models import BaseModel, Membership, Project, Role
-from tests.factories import BaseModelFactory, UserFactory, make_project
+from lifecycle_app.models import CatalogModel, Membership, Project, Role
+from tests.factories import CatalogModelFactory, UserFactory, make_project
 
 REQUIRE_ALL = os.environ.get("LIFECYCLE_REQUIRE_ALL", "").lower() in {"1", "true", "yes"}
 CHROMIUM = "/usr/bin/chromium"
@@ -98,8 +98,8 @@ def outsider(db: None) -> User:
 
 
 @pytest.fixture
-def tiny_model(db: None) -> BaseModel:
-    return cast(BaseModel, BaseModelFactory())
+def tiny_model(db: None) -> CatalogModel:
+    return cast(CatalogModel, CatalogModelFactory())
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import factory
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 
-from lifecycle_app.models import BaseModel, Job, JobKind, JobStatus, Project
+from lifecycle_app.models import CatalogModel, Job, JobKind, JobStatus, Project
 from lifecycle_app.projects.services import project_create
 
 PASSWORD = "correct-horse-battery-9"
@@ -24,9 +24,9 @@ def make_project(owner: User, name: str = "Ticket summaries") -> Project:
     return project_create(owner=owner, name=name, description="")
 
 
-class BaseModelFactory(factory.django.DjangoModelFactory):
+class CatalogModelFactory(factory.django.DjangoModelFactory):
     class Meta:
-        model = BaseModel
+        model = CatalogModel
         django_get_or_create = ("slug",)
 
     slug = "tiny"
@@ -74,7 +74,7 @@ class JobFactory(factory.django.DjangoModelFactory):
 
     kind = JobKind.GENERATE
     status = JobStatus.QUEUED
-    base_model = factory.SubFactory(BaseModelFactory)
+    base_model = factory.SubFactory(CatalogModelFactory)
     params = factory.LazyAttribute(
         lambda o: {"model_ref": o.base_model.slug, "prompt": "Hello", "max_new_tokens": 8}
     )
@@ -105,7 +105,7 @@ def scope_data(n_examples: int = 3, **overrides: str) -> dict[str, str]:
     return data
 
 
-def prompt_data(model: BaseModel, **overrides: str) -> dict[str, str]:
+def prompt_data(model: CatalogModel, **overrides: str) -> dict[str, str]:
     data = {
         "base_model": model.slug,
         "prompt": "Summarise: the printer is jammed.",

@@ -44,8 +44,8 @@ from lifecycle_app.datasets import services as dataset_services
 from lifecycle_app.models import (
     Activity,
     ApiToken,
-    BaseModel,
     CandidateStatus,
+    CatalogModel,
     Dataset,
     EvaluationCandidate,
     EvaluationExample,
@@ -68,7 +68,7 @@ from lifecycle_app.models import (
 from lifecycle_app.projects import steps
 from lifecycle_app.stages.deploy.services import api_token_create
 from lifecycle_app.teams.services import share_link_create
-from tests.factories import BaseModelFactory, JobFactory, UserFactory, make_project
+from tests.factories import CatalogModelFactory, JobFactory, UserFactory, make_project
 
 PUBLIC, LOGIN, SHARE, TOKEN = "public", "login", "share", "token"
 VIEWER, EDITOR, OWNER = Role.VIEWER.value, Role.EDITOR.value, Role.OWNER.value
@@ -362,7 +362,7 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "uploads")
     Path(settings.FILE_UPLOAD_TEMP_DIR).mkdir()
     monkeypatch.setattr("lifecycle_app.jobs.services._enqueue", lambda job_id: None)
-    BaseModelFactory()
+    CatalogModelFactory()
     users: dict[str, User] = {
         name: cast(User, UserFactory(username=username))
         for name, username in [
@@ -386,7 +386,7 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     expired = share_link_create(project=project, actor=owner, lifetime=timedelta(days=1))
     ShareLink.objects.filter(id=expired.id).update(expires_at=timezone.now() - timedelta(seconds=1))
     extra: dict[str, Any] = {}
-    parent = BaseModel.objects.get()
+    parent = CatalogModel.objects.get()
     for key, proj in (("", project), ("other_", other)):
         template = PromptTemplate.objects.create(
             project=proj, name="Summarize", body="{instruction}\n{input}", created_by=owner
@@ -531,7 +531,7 @@ def snapshot() -> dict[str, Any]:
         "variants": sorted(ModelVariant.objects.values_list("id", "deployed_at")),
         "api_tokens": sorted(ApiToken.objects.values_list("id", "revoked_at")),
         "activity": Activity.objects.count(),
-        "models": BaseModel.objects.count(),
+        "models": CatalogModel.objects.count(),
         "staged": sorted(p.name for p in staged.glob("*")) if staged.exists() else [],
     }
 

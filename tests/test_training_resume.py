@@ -21,7 +21,7 @@ from django.contrib.auth.models import User
 
 from lifecycle_app.models import (
     Artifact,
-    BaseModel,
+    CatalogModel,
     Job,
     JobStatus,
     MetricPoint,
@@ -66,7 +66,7 @@ def test_a_killed_worker_s_training_job_resumes_from_its_checkpoint(
     workers: list[WorkerProcess],
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     tiny_folder: Path,
 ) -> None:
     env = {"LIFECYCLE_JOB_STALE_AFTER_S": str(STALE_AFTER_S)}
@@ -145,7 +145,7 @@ def test_a_killed_worker_s_training_job_resumes_from_its_checkpoint(
     artifacts = list(Artifact.objects.filter(job=job))
     assert len(artifacts) == 1
     assert Path(artifacts[0].path).is_dir() or Path(artifacts[0].path).is_file()
-    assert BaseModel.objects.filter(trained_by_job=job).count() == 1
+    assert CatalogModel.objects.filter(trained_by_job=job).count() == 1
     assert "requeued [" in second.log_text()
     # The checkpoints are gone once the final weights are saved; nothing half-written stays.
     assert sorted(p.name for p in run.iterdir()) == ["final"]

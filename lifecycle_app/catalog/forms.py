@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 
@@ -87,7 +87,9 @@ class AddModelForm(forms.Form):
                 self.add_error("location", problem)
         cleaned["location"] = location
         if not self.errors:
-            existing = BaseModel.objects.catalog().filter(source=source, location=location).first()
+            existing = (
+                CatalogModel.objects.catalog().filter(source=source, location=location).first()
+            )
             if existing:
                 self.add_error(
                     "location", f"This model is already in the catalog as {existing.name}."

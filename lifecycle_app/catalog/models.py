@@ -14,18 +14,20 @@ class ModelSource(models.TextChoices):
     HUB = "hub", "Hugging Face id (cached on this machine)"
 
 
-class BaseModelQuerySet(models.QuerySet["BaseModel"]):
-    def catalog(self) -> BaseModelQuerySet:
+class CatalogModelQuerySet(models.QuerySet["CatalogModel"]):
+    def catalog(self) -> CatalogModelQuerySet:
         """The shared catalog: bundled, test and added models (no project's candidates)."""
         return self.filter(project__isnull=True)
 
-    def for_project(self, project: Any) -> BaseModelQuerySet:
+    def for_project(self, project: Any) -> CatalogModelQuerySet:
         """What a project can run: the catalog and its own fine-tuned candidates."""
         return self.filter(models.Q(project__isnull=True) | models.Q(project=project))
 
 
-class BaseModel(models.Model):
-    """A catalog entry. Shape figures come from the model's config, never typed in."""
+class CatalogModel(models.Model):
+    """A model in the catalog: a base model (no project), or one of a project's own candidates
+    (fine-tuned, aligned or exported: `project` and `trained_by_job` set, `parent` the model it
+    came from). Shape figures come from the model's config, never typed in."""
 
     slug = models.SlugField(max_length=80, unique=True)
     name = models.CharField(max_length=120)
@@ -41,7 +43,7 @@ class BaseModel(models.Model):
     hidden_size = models.PositiveIntegerField(null=True, blank=True)
     vocab_size = models.PositiveIntegerField(null=True, blank=True)
     weights_present = models.BooleanField(default=False)
-    # workers.ml.planner.ModelShape.to_json(): the sizes the compute planner works from.
+    # workers.ml.planner.shape.ModelShape.to_json(): the sizes the compute planner works from.
     shape = models.JSONField(default=dict, blank=True)
     is_test_model = models.BooleanField(default=False)
     # A fine-tuned candidate belongs to the project that trained it (other projects do not
@@ -57,7 +59,7 @@ class BaseModel(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = BaseModelQuerySet.as_manager()
+    objects = CatalogModelQuerySet.as_manager()
 
     class Meta:
         ordering = ["is_test_model", "project_id", "n_params", "name"]

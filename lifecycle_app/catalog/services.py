@@ -7,26 +7,26 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.utils.text import slugify
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_create
 from lifecycle_app.projects.models import Project
 
 
-def basemodel_upsert(*, slug: str, **fields: Any) -> BaseModel:
-    model, _ = BaseModel.objects.update_or_create(slug=slug, defaults=fields)
+def catalog_model_upsert(*, slug: str, **fields: Any) -> CatalogModel:
+    model, _ = CatalogModel.objects.update_or_create(slug=slug, defaults=fields)
     return model
 
 
-def basemodel_unique_slug(name: str) -> str:
+def catalog_model_unique_slug(name: str) -> str:
     base = slugify(name)[:70] or "model"
     slug, n = base, 2
-    while BaseModel.objects.filter(slug=slug).exists():
+    while CatalogModel.objects.filter(slug=slug).exists():
         slug, n = f"{base}-{n}", n + 1
     return slug
 
 
-def basemodel_register(
+def catalog_model_register(
     *, project: Project, user: User, source: str, location: str, name: str
 ) -> Job:
     """Start a job that reads the model's config on a worker and adds it to the catalog.
@@ -45,7 +45,7 @@ def basemodel_register(
     )
 
 
-def basemodel_register_result(
+def catalog_model_register_result(
     *,
     name: str,
     source: str,
@@ -53,22 +53,22 @@ def basemodel_register_result(
     info: Any,
     shape: dict[str, Any],
     weights_present: bool,
-) -> BaseModel:
+) -> CatalogModel:
     """Add (or refresh) a catalog entry from what a worker read off the model's config."""
-    existing = BaseModel.objects.catalog().filter(source=source, location=location).first()
-    slug = existing.slug if existing else basemodel_unique_slug(name)
-    return basemodel_upsert(
+    existing = CatalogModel.objects.catalog().filter(source=source, location=location).first()
+    slug = existing.slug if existing else catalog_model_unique_slug(name)
+    return catalog_model_upsert(
         slug=slug,
         name=name[:120],
         source=source,
         location=location,
-        **basemodel_fields_from_info(info),
+        **catalog_model_fields_from_info(info),
         shape=shape,
         weights_present=weights_present,
     )
 
 
-def basemodel_fields_from_info(info: Any) -> dict[str, Any]:
+def catalog_model_fields_from_info(info: Any) -> dict[str, Any]:
     """Catalog fields from a workers.ml.loading.ModelInfo (read off the model's config)."""
     return {
         "family": info.family,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lifecycle_app.catalog.models import Artifact, BaseModel
+from lifecycle_app.catalog.models import Artifact, CatalogModel
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_succeed
 from lifecycle_app.projects.models import StageKey
@@ -25,7 +25,7 @@ def trained_candidate_record(
     final_dir: Path,
     files: list[dict[str, Any]],
     step_slug: str,
-) -> BaseModel:
+) -> CatalogModel:
     """The end of every training job (fine-tuning, alignment): one Artifact, one
     project-private candidate model whose parent is the job's model, the job succeeded and
     the wizard step marked done. Idempotent, so a redelivered task changes nothing.
@@ -48,7 +48,7 @@ def trained_candidate_record(
             "files": files,
         },
     )
-    candidate, _ = BaseModel.objects.update_or_create(
+    candidate, _ = CatalogModel.objects.update_or_create(
         trained_by_job=job,
         defaults={
             "slug": f"{job.project.slug[:50]}-{'ft' if job.kind == JobKind.FINETUNE else job.kind}-{job.id}",

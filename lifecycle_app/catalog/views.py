@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from lifecycle_app.catalog.forms import AddModelForm
-from lifecycle_app.catalog.services import basemodel_register
+from lifecycle_app.catalog.services import catalog_model_register
 from lifecycle_app.common.http import HtmxHttpRequest, authed_user
 from lifecycle_app.jobs.services import JobLimitReached
 from lifecycle_app.projects import selectors
@@ -25,7 +25,7 @@ def model_add(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            basemodel_register(
+            catalog_model_register(
                 project=project,
                 user=authed_user(request),
                 source=data["source"],

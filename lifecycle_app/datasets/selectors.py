@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import Http404
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.projects.models import Project
@@ -37,12 +37,12 @@ def latest_profile_job(*, dataset: Dataset) -> Job | None:
 BUNDLED_SLUG = "smollm2-135m-instruct"
 
 
-def profile_model_for(*, project: Project) -> BaseModel | None:
+def profile_model_for(*, project: Project) -> CatalogModel | None:
     """The tokenizer to profile with: the project's chosen model, else the bundled one."""
     slug = picked_model_slug(stages_for_project(project=project))
     for candidate in (slug, BUNDLED_SLUG):
         if candidate:
-            model = BaseModel.objects.catalog().filter(slug=candidate).first()
+            model = CatalogModel.objects.catalog().filter(slug=candidate).first()
             if model is not None:
                 return model
-    return BaseModel.objects.catalog().order_by("is_test_model", "id").first()
+    return CatalogModel.objects.catalog().order_by("is_test_model", "id").first()

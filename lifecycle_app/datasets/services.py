@@ -26,7 +26,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import Http404
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.datasets.profiling import job_create_profile
 from lifecycle_app.jobs.services import job_limits_check
@@ -188,7 +188,7 @@ def dataset_create_from_staged(
     staged: StagedUpload,
     mapping: Mapping,
     name: str,
-    profile_model: BaseModel | None,
+    profile_model: CatalogModel | None,
 ) -> Dataset:
     """Validate, split and save a staged upload; start its profile job.
 

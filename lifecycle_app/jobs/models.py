@@ -39,7 +39,7 @@ class Job(models.Model):
         max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
     )
     base_model = models.ForeignKey(
-        "lifecycle_app.BaseModel",
+        "lifecycle_app.CatalogModel",
         on_delete=models.PROTECT,
         null=True,
         blank=True,

@@ -15,7 +15,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.http import HtmxHttpRequest, authed_user
 from lifecycle_app.jobs.models import ACTIVE_STATUSES, Job
 from lifecycle_app.projects import selectors as projects_selectors
@@ -57,7 +57,7 @@ def _delete_candidates(project: Project) -> None:
     ModelVariant.objects.filter(project=project).delete()
     Job.objects.filter(project=project).delete()
     while True:
-        leaves = BaseModel.objects.filter(project=project).exclude(children__isnull=False)
+        leaves = CatalogModel.objects.filter(project=project).exclude(children__isnull=False)
         if not leaves.exists():
             break
         leaves.delete()

@@ -12,7 +12,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 import lifecycle_app
-from lifecycle_app.models import BaseModel, Dataset, Job, JobKind, JobStatus, Project
+from lifecycle_app.models import CatalogModel, Dataset, Job, JobKind, JobStatus, Project
 from lifecycle_app.projects.services import stage_step_save
 from tests.browser.conftest import log_in
 from tests.integration.conftest import WorkerProcess
@@ -31,7 +31,7 @@ def test_an_uploaded_dataset_is_mapped_saved_and_profiled(
     shared_storage: Path,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
 ) -> None:
     with transaction.atomic():  # stage_step_save locks the stage row
         stage_step_save(

@@ -20,7 +20,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from lifecycle_app.models import (
     ApiToken,
-    BaseModel,
+    CatalogModel,
     Dataset,
     ModelVariant,
     Project,
@@ -41,11 +41,11 @@ def dialogues(
     return sample_dialogues(project, owner, tmp_path / "uploads", fractions=(0.8, 0.1, 0.1))
 
 
-def _model(tiny_model: BaseModel) -> BaseModel:
+def _model(tiny_model: CatalogModel) -> CatalogModel:
     if not BUNDLED:
         return tiny_model
     call_command("prepare_models", "--only", "bundled")
-    return BaseModel.objects.get(slug="smollm2-135m-instruct")
+    return CatalogModel.objects.get(slug="smollm2-135m-instruct")
 
 
 def test_export_measure_deploy_and_call_the_api(
@@ -55,7 +55,7 @@ def test_export_measure_deploy_and_call_the_api(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
 ) -> None:
     model = _model(tiny_model)

@@ -14,8 +14,8 @@ from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from lifecycle_app.models import (
-    BaseModel,
     CandidateStatus,
+    CatalogModel,
     Dataset,
     EvaluationCandidate,
     JobKind,
@@ -67,7 +67,7 @@ def test_an_evaluation_runs_from_the_browser_and_shows_scorecard_and_side_by_sid
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
 ) -> None:

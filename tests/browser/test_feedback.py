@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from lifecycle_app.models import (
-    BaseModel,
+    CatalogModel,
     FeedbackRound,
     Membership,
     PreferenceSet,
@@ -29,7 +29,7 @@ ROWS = 6
 
 
 @pytest.fixture
-def rnd(project: Project, owner: User, teammate: User, tiny_model: BaseModel) -> FeedbackRound:
+def rnd(project: Project, owner: User, teammate: User, tiny_model: CatalogModel) -> FeedbackRound:
     Membership.objects.filter(project=project, user=teammate).update(role=Role.EDITOR)
     a = make_trial(project, owner, tiny_model, {n: f"Short answer {n}." for n in range(ROWS)})
     b = make_trial(

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from lifecycle_app.models import BaseModel, Dataset, Job, JobStatus, Project
+from lifecycle_app.models import CatalogModel, Dataset, Job, JobStatus, Project
 from tests.browser.conftest import log_in
 from tests.integration.conftest import WorkerProcess
 from tests.integration.sample_data import sample_dialogues, summary_template
@@ -43,7 +43,7 @@ def test_a_lora_run_draws_its_loss_curves_live_and_ends_with_a_candidate(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
 ) -> None:
     base = live_server.url
@@ -82,4 +82,4 @@ def test_a_lora_run_draws_its_loss_curves_live_and_ends_with_a_candidate(
 
     job = Job.objects.get(project=project)
     assert job.status == JobStatus.SUCCEEDED
-    assert BaseModel.objects.filter(trained_by_job=job, project=project).count() == 1
+    assert CatalogModel.objects.filter(trained_by_job=job, project=project).count() == 1

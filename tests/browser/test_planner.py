@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from lifecycle_app.models import BaseModel, Project
+from lifecycle_app.models import CatalogModel, Project
 from tests.browser.conftest import log_in
 from tests.conftest import require_chromium
 
@@ -36,7 +36,7 @@ def test_the_plan_follows_the_method_and_the_memory_without_a_page_load(
     live_server: LiveServer,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
 ) -> None:
     require_chromium()
     assert tiny_model.shape

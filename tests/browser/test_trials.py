@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from lifecycle_app.models import BaseModel, Dataset, Job, JobStatus, Project
+from lifecycle_app.models import CatalogModel, Dataset, Job, JobStatus, Project
 from lifecycle_app.stages.prompt.services import template_create
 from tests.browser.conftest import log_in
 from tests.integration.conftest import WorkerProcess
@@ -63,7 +63,7 @@ def test_two_trials_run_and_compare_side_by_side(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
 ) -> None:
     base = live_server.url
@@ -114,7 +114,7 @@ def test_run_trial_lands_on_the_whole_trial_page_and_the_best_one_shows_on_the_p
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
 ) -> None:
     template_create(project=project, user=owner, name="Few-shot summary", fields=FIELDS)

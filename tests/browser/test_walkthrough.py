@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from lifecycle_app.models import BaseModel, Job, JobStatus, Project, Stage, StageKey
+from lifecycle_app.models import CatalogModel, Job, JobStatus, Project, Stage, StageKey
 from tests.browser.conftest import log_in
 from tests.factories import PASSWORD
 from tests.integration.conftest import WorkerProcess
@@ -34,7 +34,7 @@ def _fill_scope(page: Page, examples: list[tuple[str, str]]) -> None:
 
 
 def test_a_new_user_goes_from_sign_up_to_a_finished_prompt_run(
-    page: Page, live_server: LiveServer, live_worker: WorkerProcess, tiny_model: BaseModel
+    page: Page, live_server: LiveServer, live_worker: WorkerProcess, tiny_model: CatalogModel
 ) -> None:
     base = live_server.url
     page.goto(f"{base}/accounts/signup/")
@@ -97,7 +97,7 @@ def test_an_empty_prompt_is_refused_and_starts_no_job(
     live_server: LiveServer,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
 ) -> None:
     base = live_server.url
     log_in(context, base, owner)

@@ -12,7 +12,7 @@ from django.db import transaction
 
 import lifecycle_app
 from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged, dataset_stage_file
-from lifecycle_app.models import BaseModel, Dataset, Job, Project, PromptTemplate
+from lifecycle_app.models import CatalogModel, Dataset, Job, Project, PromptTemplate
 from lifecycle_app.stages.finetune.services import finetune_create
 from lifecycle_app.stages.prompt.building import snapshot
 from lifecycle_app.stages.prompt.services import template_create
@@ -66,7 +66,7 @@ def summary_template(project: Project, owner: User) -> PromptTemplate:
 def start_finetune(
     project: Project,
     owner: User,
-    model: BaseModel,
+    model: CatalogModel,
     dataset: Dataset,
     *,
     queue: str = "",

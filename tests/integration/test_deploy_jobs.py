@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from lifecycle_app.models import Artifact, BaseModel, Dataset, JobStatus, ModelVariant, Project
+from lifecycle_app.models import Artifact, CatalogModel, Dataset, JobStatus, ModelVariant, Project
 from lifecycle_app.stages.deploy.services import api_token_create, export_create, variant_deploy
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import sample_dialogues
@@ -34,7 +34,7 @@ def test_an_int8_export_is_measured_bundled_deployed_and_served(
     dialogues: Dataset,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
 ) -> None:
     params = ExportParams(
         kind="int8",

@@ -11,8 +11,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from lifecycle_app.models import (
-    BaseModel,
     CandidateStatus,
+    CatalogModel,
     Dataset,
     EvaluationCandidate,
     EvaluationExample,
@@ -91,7 +91,7 @@ def test_an_evaluation_scores_candidates_marks_a_deleted_one_unavailable_and_rep
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
     tmp_path: Path,
@@ -112,7 +112,7 @@ def test_an_evaluation_scores_candidates_marks_a_deleted_one_unavailable_and_rep
             template=snapshot(template),
         ).model_dump(),
     )
-    gone = BaseModel.objects.create(
+    gone = CatalogModel.objects.create(
         slug="tiny-ft-gone",
         name="Tiny · LoRA (deleted)",
         source="local",
@@ -155,7 +155,7 @@ def test_a_lora_candidate_from_a_fine_tuning_job_is_scored_with_its_own_general_
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
 ) -> None:
@@ -184,7 +184,7 @@ def test_a_lora_candidate_from_a_fine_tuning_job_is_scored_with_its_own_general_
     wait_for_job(run.id, timeout=120)
     run.refresh_from_db()
     assert run.status == JobStatus.SUCCEEDED, run.error
-    lora = BaseModel.objects.get(trained_by_job=run)
+    lora = CatalogModel.objects.get(trained_by_job=run)
 
     job = start(project, owner, dialogues, ["base:tiny", f"model:{lora.id}"], template)
     wait_for_job(job.id, timeout=120)

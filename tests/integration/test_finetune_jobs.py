@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from lifecycle_app.jobs.services import job_cancel
 from lifecycle_app.models import (
     Artifact,
-    BaseModel,
+    CatalogModel,
     Dataset,
     Job,
     JobKind,
@@ -47,7 +47,7 @@ def test_a_lora_run_finishes_with_curves_an_artifact_and_a_candidate(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
 ) -> None:
     job = start_finetune(
@@ -71,7 +71,7 @@ def test_a_lora_run_finishes_with_curves_an_artifact_and_a_candidate(
     assert artifact.size_bytes > 0 and len(artifact.sha256) == 64
     folder = Path(artifact.path)
     assert (folder if folder.is_dir() else folder.parent).joinpath(sft.CONFIG_NAME).is_file()
-    candidate = BaseModel.objects.get(trained_by_job=job)
+    candidate = CatalogModel.objects.get(trained_by_job=job)
     assert candidate.project_id == project.id and candidate.parent_id == tiny_model.id
 
 
@@ -79,7 +79,7 @@ def test_cancel_stops_training_within_one_step_and_the_worker_takes_the_next_job
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
 ) -> None:
     job = start_finetune(project, owner, tiny_model, dialogues, max_steps=2000, checkpoint_every=5)
@@ -101,7 +101,7 @@ def test_cancel_stops_training_within_one_step_and_the_worker_takes_the_next_job
     assert all(p.name.startswith("step-") for p in (run / "checkpoints").iterdir())
     assert all((p / common.STATE_NAME).is_file() for p in (run / "checkpoints").iterdir())
     assert not Artifact.objects.filter(job=job).exists()
-    assert not BaseModel.objects.filter(trained_by_job=job).exists()
+    assert not CatalogModel.objects.filter(trained_by_job=job).exists()
 
     # The same worker is free for the next job.
     nxt = job_create_generate(
@@ -119,7 +119,7 @@ def test_an_alignment_job_trains_dpo_in_the_worker_and_leaves_a_candidate(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     tiny_folder: Path,
 ) -> None:
     pset = PreferenceSet.objects.create(project=project, name="Polite", source="import")
@@ -155,5 +155,5 @@ def test_an_alignment_job_trains_dpo_in_the_worker_and_leaves_a_candidate(
     assert sorted(steps) == [1, 2, 3, 4, 5, 6]
     artifact = Artifact.objects.get(job=job)
     assert artifact.kind == "dpo_adapter"
-    candidate = BaseModel.objects.get(trained_by_job=job)
+    candidate = CatalogModel.objects.get(trained_by_job=job)
     assert candidate.parent_id == tiny_model.id and candidate.project_id == project.id

@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from lifecycle_app.jobs.services import job_cancel
-from lifecycle_app.models import BaseModel, GenerationOutput, Job, JobStatus, Project
+from lifecycle_app.models import CatalogModel, GenerationOutput, Job, JobStatus, Project
 from lifecycle_app.stages.prompt.playground import job_create_generate
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from workers.ml.params import MAX_NEW_TOKENS_LIMIT, GenerateParams
@@ -25,7 +25,7 @@ PROMPT = "Summarize the dialogue between the customer and the agent in one sente
 
 
 def _generate(
-    project: Project, user: User, model: BaseModel, *, max_new_tokens: int, **params: Any
+    project: Project, user: User, model: CatalogModel, *, max_new_tokens: int, **params: Any
 ) -> Job:
     return job_create_generate(
         project=project,
@@ -42,7 +42,7 @@ def _running_with_progress(job: Job) -> bool:
 
 
 def test_a_generate_job_runs_to_success_with_measured_progress(
-    live_worker: WorkerProcess, project: Project, owner: User, tiny_model: BaseModel
+    live_worker: WorkerProcess, project: Project, owner: User, tiny_model: CatalogModel
 ) -> None:
     job = _generate(project, owner, tiny_model, max_new_tokens=24)
 
@@ -72,7 +72,7 @@ def test_a_job_on_a_missing_local_model_fails_with_a_readable_error(
     live_worker: WorkerProcess, project: Project, owner: User
 ) -> None:
     location = "/nonexistent/lifecycle-models/not-here"
-    missing_model = BaseModel.objects.create(
+    missing_model = CatalogModel.objects.create(
         slug="missing-local", name="Missing local model", source="local", location=location
     )
     job = _generate(project, owner, missing_model, max_new_tokens=8)
@@ -90,7 +90,7 @@ def test_a_job_on_a_missing_local_model_fails_with_a_readable_error(
 
 
 def test_cancel_stops_a_running_job_within_a_step(
-    live_worker: WorkerProcess, project: Project, owner: User, tiny_model: BaseModel
+    live_worker: WorkerProcess, project: Project, owner: User, tiny_model: CatalogModel
 ) -> None:
     job = _generate(project, owner, tiny_model, max_new_tokens=MAX_NEW_TOKENS_LIMIT)
     job = wait_for_job(job.id, _running_with_progress)
@@ -113,7 +113,7 @@ def test_cancel_stops_a_running_job_within_a_step(
 
 
 def test_cancel_of_a_queued_job_is_immediate_and_the_worker_skips_it(
-    live_worker: WorkerProcess, project: Project, owner: User, tiny_model: BaseModel
+    live_worker: WorkerProcess, project: Project, owner: User, tiny_model: CatalogModel
 ) -> None:
     # Keep the only worker slot busy so the second job stays queued.
     blocker = _generate(project, owner, tiny_model, max_new_tokens=MAX_NEW_TOKENS_LIMIT)
@@ -162,7 +162,7 @@ def test_a_job_whose_broker_cannot_be_reached_fails_loudly(
     unreachable_broker: str,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="lifecycle_app.jobs.services"):

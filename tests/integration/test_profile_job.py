@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 
 import lifecycle_app
 from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged, dataset_stage_file
-from lifecycle_app.models import BaseModel, Dataset, Job, JobKind, JobStatus, Project
+from lifecycle_app.models import CatalogModel, Dataset, Job, JobKind, JobStatus, Project
 from tests.integration.conftest import WorkerProcess, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -30,7 +30,7 @@ def test_a_profile_job_stores_token_histograms_of_every_row(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     tmp_path: Path,
 ) -> None:
     incoming = tmp_path / "uploads" / "incoming.jsonl"

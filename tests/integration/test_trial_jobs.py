@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 
 from lifecycle_app.jobs.services import job_cancel
 from lifecycle_app.models import (
-    BaseModel,
+    CatalogModel,
     Dataset,
     ExampleStatus,
     Job,
@@ -48,7 +48,7 @@ def template(project: Project, owner: User) -> PromptTemplate:
 def start_trial(
     project: Project,
     owner: User,
-    model: BaseModel,
+    model: CatalogModel,
     dataset: Dataset,
     template: PromptTemplate,
     **params: Any,
@@ -75,7 +75,7 @@ def test_a_one_shot_trial_scores_every_row(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
 ) -> None:
@@ -121,7 +121,7 @@ def test_the_same_sampled_trial_gives_the_same_outputs_and_scores(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
 ) -> None:
@@ -153,7 +153,7 @@ def test_cancel_stops_a_trial_within_one_batch_and_keeps_the_rows_done(
     live_worker: WorkerProcess,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
 ) -> None:

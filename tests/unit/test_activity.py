@@ -15,7 +15,7 @@ from django.utils import timezone
 from lifecycle_app.datasets import services as dataset_services
 from lifecycle_app.datasets.services import Mapping
 from lifecycle_app.jobs import services as job_services
-from lifecycle_app.models import Activity, ActivityVerb, BaseModel, Job, JobStatus, Project
+from lifecycle_app.models import Activity, ActivityVerb, CatalogModel, Job, JobStatus, Project
 from lifecycle_app.projects.activity import activity_record
 from tests.factories import JobFactory, prompt_data, scope_data
 
@@ -46,7 +46,7 @@ def test_creating_a_project_is_the_first_entry(project: Project) -> None:
 
 
 def test_saving_a_step_records_it_but_a_jobs_bookkeeping_does_not(
-    project: Project, owner: User, tiny_model: BaseModel, enqueued: list[int]
+    project: Project, owner: User, tiny_model: CatalogModel, enqueued: list[int]
 ) -> None:
     client = _client(owner)
     client.post(reverse("wizard_step", args=[project.slug, "scope", "use-case"]), scope_data())
@@ -61,7 +61,7 @@ def test_saving_a_step_records_it_but_a_jobs_bookkeeping_does_not(
 
 
 def test_a_job_is_recorded_when_started_cancelled_and_finished(
-    project: Project, owner: User, tiny_model: BaseModel, enqueued: list[int]
+    project: Project, owner: User, tiny_model: CatalogModel, enqueued: list[int]
 ) -> None:
     client = _client(owner)
     client.post(reverse("playground", args=[project.slug]), prompt_data(tiny_model))
@@ -115,7 +115,7 @@ def test_the_reaper_records_the_jobs_it_fails(project: Project, owner: User) -> 
 
 
 def test_uploads_renames_and_deletes_of_datasets_are_recorded(
-    project: Project, owner: User, tiny_model: BaseModel, enqueued: list[int]
+    project: Project, owner: User, tiny_model: CatalogModel, enqueued: list[int]
 ) -> None:
     staged = dataset_services.dataset_stage_text(project=project, user=owner, text=ROWS)
     dataset = dataset_services.dataset_create_from_staged(

@@ -10,7 +10,7 @@ from tests.factories import JobFactory
 
 
 @pytest.mark.parametrize(
-    "model", ["project", "membership", "stage", "basemodel", "job", "generationoutput"]
+    "model", ["project", "membership", "stage", "catalogmodel", "job", "generationoutput"]
 )
 def test_every_record_has_admin_list_and_change_pages(
     client: Client, project: Project, model: str

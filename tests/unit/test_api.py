@@ -14,7 +14,14 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from lifecycle_app.models import BaseModel, JobKind, JobStatus, ModelVariant, Project, VariantKind
+from lifecycle_app.models import (
+    CatalogModel,
+    JobKind,
+    JobStatus,
+    ModelVariant,
+    Project,
+    VariantKind,
+)
 from lifecycle_app.stages.deploy.services import api_token_create, api_token_revoke, variant_deploy
 from tests.factories import JobFactory, make_project
 
@@ -41,7 +48,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
-def _deployed(project: Project, owner: User, tiny_model: BaseModel) -> ModelVariant:
+def _deployed(project: Project, owner: User, tiny_model: CatalogModel) -> ModelVariant:
     job = JobFactory.create(
         project=project, created_by=owner, kind=JobKind.EXPORT, status=JobStatus.SUCCEEDED
     )
@@ -67,7 +74,7 @@ BODY = {"messages": [{"role": "user", "content": "Summarize: A: Lunch? B: Sure."
 
 
 def test_a_token_request_returns_the_generated_text_in_chat_completion_shape(
-    project: Project, owner: User, tiny_model: BaseModel, served: list[dict[str, Any]]
+    project: Project, owner: User, tiny_model: CatalogModel, served: list[dict[str, Any]]
 ) -> None:
     variant = _deployed(project, owner, tiny_model)
     _, raw = api_token_create(project=project, actor=owner, name="app")
@@ -84,7 +91,7 @@ def test_a_token_request_returns_the_generated_text_in_chat_completion_shape(
 
 
 def test_a_plain_prompt_is_one_user_message(
-    project: Project, owner: User, tiny_model: BaseModel, served: list[dict[str, Any]]
+    project: Project, owner: User, tiny_model: CatalogModel, served: list[dict[str, Any]]
 ) -> None:
     _deployed(project, owner, tiny_model)
     _, raw = api_token_create(project=project, actor=owner, name="app")
@@ -97,7 +104,7 @@ def test_a_plain_prompt_is_one_user_message(
 def test_a_missing_or_unknown_token_gets_401_json(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     served: list[dict[str, Any]],
     header: str | None,
 ) -> None:
@@ -113,7 +120,7 @@ def test_a_missing_or_unknown_token_gets_401_json(
 
 
 def test_a_revoked_token_gets_401(
-    project: Project, owner: User, tiny_model: BaseModel, served: list[dict[str, Any]]
+    project: Project, owner: User, tiny_model: CatalogModel, served: list[dict[str, Any]]
 ) -> None:
     _deployed(project, owner, tiny_model)
     token, raw = api_token_create(project=project, actor=owner, name="app")
@@ -127,7 +134,7 @@ def test_a_revoked_token_gets_401(
 
 
 def test_another_projects_token_gets_404(
-    project: Project, owner: User, tiny_model: BaseModel, served: list[dict[str, Any]]
+    project: Project, owner: User, tiny_model: CatalogModel, served: list[dict[str, Any]]
 ) -> None:
     _deployed(project, owner, tiny_model)
     other = make_project(owner, "Other")
@@ -141,7 +148,7 @@ def test_another_projects_token_gets_404(
 
 
 def test_a_one_megabyte_prompt_gets_a_413_json_error(
-    project: Project, owner: User, tiny_model: BaseModel, served: list[dict[str, Any]]
+    project: Project, owner: User, tiny_model: CatalogModel, served: list[dict[str, Any]]
 ) -> None:
     _deployed(project, owner, tiny_model)
     _, raw = api_token_create(project=project, actor=owner, name="app")
@@ -169,7 +176,7 @@ def test_a_one_megabyte_prompt_gets_a_413_json_error(
 def test_a_malformed_request_gets_a_400_json_error(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     served: list[dict[str, Any]],
     body: Any,
     fragment: str,
@@ -196,7 +203,7 @@ def test_nothing_deployed_gets_409(
 
 
 def test_no_reply_in_time_gets_a_504_json_error(
-    project: Project, owner: User, tiny_model: BaseModel, monkeypatch: pytest.MonkeyPatch
+    project: Project, owner: User, tiny_model: CatalogModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _deployed(project, owner, tiny_model)
     _, raw = api_token_create(project=project, actor=owner, name="app")
@@ -209,7 +216,7 @@ def test_no_reply_in_time_gets_a_504_json_error(
 
 
 def test_a_worker_error_is_passed_on_as_json(
-    project: Project, owner: User, tiny_model: BaseModel, monkeypatch: pytest.MonkeyPatch
+    project: Project, owner: User, tiny_model: CatalogModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _deployed(project, owner, tiny_model)
     _, raw = api_token_create(project=project, actor=owner, name="app")
@@ -223,7 +230,7 @@ def test_a_worker_error_is_passed_on_as_json(
 
 
 def test_get_is_405_and_sessions_do_not_authenticate(
-    project: Project, owner: User, tiny_model: BaseModel, served: list[dict[str, Any]]
+    project: Project, owner: User, tiny_model: CatalogModel, served: list[dict[str, Any]]
 ) -> None:
     _deployed(project, owner, tiny_model)
     client = Client()

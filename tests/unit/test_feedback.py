@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from lifecycle_app.models import (
     Artifact,
-    BaseModel,
+    CatalogModel,
     ExampleStatus,
     FeedbackItem,
     FeedbackRound,
@@ -48,7 +48,7 @@ def client_for(user: User) -> Client:
 def make_trial(
     project: Project,
     owner: User,
-    model: BaseModel,
+    model: CatalogModel,
     outputs: dict[int, str],
     *,
     prompt: str = "P{line}",
@@ -78,7 +78,7 @@ def make_trial(
 
 
 @pytest.fixture
-def rnd(project: Project, owner: User, tiny_model: BaseModel) -> FeedbackRound:
+def rnd(project: Project, owner: User, tiny_model: CatalogModel) -> FeedbackRound:
     a = make_trial(project, owner, tiny_model, {n: f"answer A{n}" for n in range(1, 7)})
     b = make_trial(project, owner, tiny_model, {n: f"answer B{n}" for n in range(2, 9)})
     return services.round_create(
@@ -165,7 +165,7 @@ def test_a_round_holds_the_rows_both_trials_answered(rnd: FeedbackRound) -> None
 
 
 def test_a_round_needs_two_trials_with_the_same_prompts(
-    project: Project, owner: User, tiny_model: BaseModel
+    project: Project, owner: User, tiny_model: CatalogModel
 ) -> None:
     a = make_trial(project, owner, tiny_model, {1: "x", 2: "y"})
     b = make_trial(project, owner, tiny_model, {1: "u", 2: "v"}, prompt="Other {line}")
@@ -220,7 +220,7 @@ def test_the_side_a_rater_picks_is_stored_as_a_or_b(
 
 
 def test_a_bad_rating_post_says_why_and_saves_nothing(
-    project: Project, owner: User, rnd: FeedbackRound, outsider: User, tiny_model: BaseModel
+    project: Project, owner: User, rnd: FeedbackRound, outsider: User, tiny_model: CatalogModel
 ) -> None:
     client = client_for(owner)
     item = rnd.items.first()
@@ -323,7 +323,7 @@ def make_set(project: Project, n: int) -> PreferenceSet:
     return pset
 
 
-def align_data(model: BaseModel, pset: PreferenceSet, **kw: Any) -> dict[str, Any]:
+def align_data(model: CatalogModel, pset: PreferenceSet, **kw: Any) -> dict[str, Any]:
     data = {
         "base_model": model.slug,
         "preference_set": pset.id,
@@ -351,7 +351,7 @@ def step_url(project: Project) -> str:
 def test_the_align_step_queues_a_dpo_job_and_opens_its_dashboard(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     enqueued: list[int],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
@@ -387,7 +387,7 @@ def test_the_align_step_queues_a_dpo_job_and_opens_its_dashboard(
 def test_bad_alignment_settings_get_a_message_and_start_nothing(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     enqueued: list[int],
     pairs: int,
     overrides: dict[str, Any],
@@ -401,7 +401,7 @@ def test_bad_alignment_settings_get_a_message_and_start_nothing(
 
 
 def test_a_finished_alignment_is_a_candidate_with_one_artifact(
-    project: Project, owner: User, tiny_model: BaseModel, enqueued: list[int], tmp_path: Path
+    project: Project, owner: User, tiny_model: CatalogModel, enqueued: list[int], tmp_path: Path
 ) -> None:
     pset = make_set(project, 10)
     params = AlignParams(model_ref=tiny_model.slug, preference_set_id=pset.id)
@@ -417,17 +417,17 @@ def test_a_finished_alignment_is_a_candidate_with_one_artifact(
 
     assert Artifact.objects.filter(job=job).count() == 1
     assert Artifact.objects.get(job=job).kind == "dpo_adapter"
-    assert BaseModel.objects.filter(trained_by_job=job).count() == 1
+    assert CatalogModel.objects.filter(trained_by_job=job).count() == 1
     assert candidate.slug == f"{project.slug}-align-{job.id}"
     assert candidate.name == f"{tiny_model.name} · DPO #{job.id}"
-    assert candidate in BaseModel.objects.for_project(project)
+    assert candidate in CatalogModel.objects.for_project(project)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
     assert "held-out preference accuracy 40% → 80%" in job.message
 
 
 def test_a_trial_over_train_rows_must_be_zero_shot(
-    project: Project, owner: User, tiny_model: BaseModel
+    project: Project, owner: User, tiny_model: CatalogModel
 ) -> None:
     from lifecycle_app.stages.prompt.forms import TrialForm
 

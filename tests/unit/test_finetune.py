@@ -18,7 +18,7 @@ from django.utils import timezone
 from lifecycle_app.jobs.services import job_reap_stale
 from lifecycle_app.models import (
     Artifact,
-    BaseModel,
+    CatalogModel,
     Dataset,
     Job,
     JobKind,
@@ -75,7 +75,7 @@ def step_url(project: Project) -> str:
     return reverse("wizard_step", args=[project.slug, StageKey.ADAPT, "fine-tune"])
 
 
-def form_data(model: BaseModel, dataset: Dataset, template: PromptTemplate, **kw: Any) -> dict:
+def form_data(model: CatalogModel, dataset: Dataset, template: PromptTemplate, **kw: Any) -> dict:
     data: dict[str, Any] = {
         "base_model": model.slug,
         "dataset": dataset.id,
@@ -114,7 +114,7 @@ def lora_count(tiny_folder: Path, r: int) -> int:
 def test_the_step_shows_the_trainable_parameters_and_the_memory_verdict_before_launch(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
     tiny_folder: Path,
@@ -131,7 +131,7 @@ def test_a_valid_post_queues_one_finetune_job_and_opens_its_dashboard(
     client: Client,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
     enqueued: list[int],
@@ -154,7 +154,7 @@ def test_a_valid_post_queues_one_finetune_job_and_opens_its_dashboard(
 def test_a_run_that_does_not_fit_is_refused_with_the_reason(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
     enqueued: list[int],
@@ -183,7 +183,7 @@ def test_a_run_that_does_not_fit_is_refused_with_the_reason(
 def test_bad_settings_get_a_message_and_start_nothing(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
     enqueued: list[int],
@@ -199,7 +199,7 @@ def test_bad_settings_get_a_message_and_start_nothing(
     assert not Job.objects.exists() and enqueued == []
 
 
-def queued_run(project: Project, owner: User, model: BaseModel, dataset: Dataset) -> Job:
+def queued_run(project: Project, owner: User, model: CatalogModel, dataset: Dataset) -> Job:
     template = PromptTemplate.objects.filter(project=project).first() or template_create(
         project=project, user=owner, name="T", fields=FIELDS
     )
@@ -217,7 +217,7 @@ def queued_run(project: Project, owner: User, model: BaseModel, dataset: Dataset
 def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     storage: Path,
     enqueued: list[int],
@@ -244,15 +244,15 @@ def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     assert artifact.sha256 == next(
         f["sha256"] for f in files if f["path"] == "adapter_model.safetensors"
     )
-    candidate = BaseModel.objects.get(trained_by_job=job)
+    candidate = CatalogModel.objects.get(trained_by_job=job)
     assert (candidate.project, candidate.parent, candidate.location) == (
         project,
         tiny_model,
         str(final),
     )
     # A candidate of this project only: not in the catalog, listed for the project.
-    assert candidate not in BaseModel.objects.catalog()
-    assert candidate in BaseModel.objects.for_project(project)
+    assert candidate not in CatalogModel.objects.catalog()
+    assert candidate in CatalogModel.objects.for_project(project)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
 
@@ -271,7 +271,7 @@ def lose(job: Job, attempt: int, **fields: Any) -> None:
 def test_the_reaper_requeues_a_lost_run_to_resume_while_attempts_are_left(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     enqueued: list[int],
     django_capture_on_commit_callbacks: Any,
@@ -293,7 +293,7 @@ def test_the_reaper_requeues_a_lost_run_to_resume_while_attempts_are_left(
 def test_the_reaper_fails_a_run_out_of_attempts_or_being_cancelled(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     enqueued: list[int],
     settings: Any,
@@ -321,7 +321,7 @@ def test_the_dashboard_draws_the_curves_and_its_polling_gets_only_the_live_part(
     client: Client,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     enqueued: list[int],
 ) -> None:

@@ -12,11 +12,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
-from lifecycle_app.models import BaseModel, Job, Project
+from lifecycle_app.models import CatalogModel, Job, Project
 from lifecycle_app.stages.prompt.forms import GenerateForm
 from lifecycle_app.stages.scope.forms import ScopeForm
 from lifecycle_app.stages.select.forms import ModelPickForm
-from tests.factories import BaseModelFactory, prompt_data, scope_data
+from tests.factories import CatalogModelFactory, prompt_data, scope_data
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +77,7 @@ def test_it_shows_a_clear_error_and_starts_no_job_for_an_invalid_prompt(
     message: str,
     owner: User,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     client = Client()
@@ -100,7 +100,7 @@ def test_it_shows_a_clear_error_and_starts_no_job_for_an_invalid_prompt(
 def test_it_refuses_more_new_tokens_than_the_models_context_window(
     owner: User, project: Project
 ) -> None:
-    small = BaseModelFactory.create(slug="small", name="Small model", context_length=128)
+    small = CatalogModelFactory.create(slug="small", name="Small model", context_length=128)
     client = Client()
     client.force_login(owner)
 
@@ -120,7 +120,7 @@ def test_it_refuses_more_new_tokens_than_the_models_context_window(
 # --- GenerateForm -------------------------------------------------------------------
 
 
-def test_it_builds_validated_generate_params(tiny_model: BaseModel) -> None:
+def test_it_builds_validated_generate_params(tiny_model: CatalogModel) -> None:
     form = GenerateForm(prompt_data(tiny_model, decoding="sampling", top_k="0"))
 
     assert form.is_valid(), form.errors
@@ -130,7 +130,7 @@ def test_it_builds_validated_generate_params(tiny_model: BaseModel) -> None:
     assert form.params.max_new_tokens == 16
 
 
-def test_it_reads_an_unticked_chat_template_box_as_false(tiny_model: BaseModel) -> None:
+def test_it_reads_an_unticked_chat_template_box_as_false(tiny_model: CatalogModel) -> None:
     data = prompt_data(tiny_model)
     del data["use_chat_template"]
     form = GenerateForm(data)
@@ -139,7 +139,7 @@ def test_it_reads_an_unticked_chat_template_box_as_false(tiny_model: BaseModel) 
     assert form.params.use_chat_template is False
 
 
-def test_it_accepts_a_prompt_of_exactly_the_maximum_length(tiny_model: BaseModel) -> None:
+def test_it_accepts_a_prompt_of_exactly_the_maximum_length(tiny_model: CatalogModel) -> None:
     form = GenerateForm(prompt_data(tiny_model, prompt="y" * 4000))
 
     assert form.is_valid(), form.errors
@@ -253,14 +253,14 @@ def test_it_prefills_the_examples_from_stored_answers(db: None) -> None:
 # --- ModelPickForm ----------------------------------------------------------------------
 
 
-def test_it_answers_with_the_picked_models_slug(tiny_model: BaseModel) -> None:
+def test_it_answers_with_the_picked_models_slug(tiny_model: CatalogModel) -> None:
     form = ModelPickForm({"base_model": "tiny"})
 
     assert form.is_valid(), form.errors
     assert form.answers() == {"base_model": "tiny"}
 
 
-def test_it_asks_to_pick_a_model(tiny_model: BaseModel) -> None:
+def test_it_asks_to_pick_a_model(tiny_model: CatalogModel) -> None:
     form = ModelPickForm({})
 
     assert not form.is_valid()

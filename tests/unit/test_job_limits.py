@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from lifecycle_app.catalog.services import basemodel_register
+from lifecycle_app.catalog.services import catalog_model_register
 from lifecycle_app.datasets import services as dataset_services
 from lifecycle_app.jobs.services import JobLimitReached, job_create
 from lifecycle_app.models import Job, JobKind, JobStatus, Membership, Project, Role
@@ -112,7 +112,7 @@ def test_every_job_kind_obeys_the_limit(project: Project, owner: User, enqueued:
     _busy(project, owner, 2)
 
     with pytest.raises(JobLimitReached):
-        basemodel_register(project=project, user=owner, source="local", location="/m", name="m")
+        catalog_model_register(project=project, user=owner, source="local", location="/m", name="m")
     for kind in JobKind:
         with pytest.raises(JobLimitReached):
             job_create(project=project, user=owner, kind=kind)

@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.jobs.models import Job, JobKind, JobStatus
 from lifecycle_app.jobs.services import job_claim
 from lifecycle_app.projects.models import Project
@@ -83,7 +83,7 @@ def assert_refused(response: Any, *fragments: str) -> None:
     for e in errors:
         assert escape(e) in content
     assert not Job.objects.exists()
-    assert not BaseModel.objects.exclude(slug="tiny").exists()
+    assert not CatalogModel.objects.exclude(slug="tiny").exists()
 
 
 # --- Refused in the web process ---------------------------------------------------------
@@ -188,7 +188,7 @@ def test_a_malformed_hub_id_is_refused(client: Client, project: Project, hub_id:
 def test_a_model_already_in_the_catalog_is_refused(
     client: Client, project: Project, tiny_dir: Path
 ) -> None:
-    BaseModel.objects.create(
+    CatalogModel.objects.create(
         slug="mine", name="My tiny copy", source="local", location=str(tiny_dir.resolve())
     )
 
@@ -199,7 +199,7 @@ def test_a_model_already_in_the_catalog_is_refused(
     assert errors == ["This model is already in the catalog as My tiny copy."]
     assert "This model is already in the catalog as My tiny copy." in response.content.decode()
     assert not Job.objects.exists()
-    assert BaseModel.objects.count() == 1
+    assert CatalogModel.objects.count() == 1
 
 
 # --- Accepted: a job, then the worker reads the config ----------------------------------
@@ -227,7 +227,7 @@ def test_a_valid_folder_queues_one_register_job_and_the_worker_adds_the_model(
     assert job.created_by == owner
     assert job.params == {"source": "local", "location": str(tiny_dir.resolve()), "name": "m"}
     assert enqueued == [job.id]
-    assert not BaseModel.objects.exists()
+    assert not CatalogModel.objects.exists()
 
     from workers.tasks.register_model import _register_model
 
@@ -235,7 +235,7 @@ def test_a_valid_folder_queues_one_register_job_and_the_worker_adds_the_model(
     assert claimed is not None
     _register_model(claimed)
 
-    model = BaseModel.objects.get()
+    model = CatalogModel.objects.get()
     assert (model.source, model.location, model.name) == ("local", str(tiny_dir.resolve()), "m")
     assert model.family == "decoder-only"
     assert model.architecture == "LlamaForCausalLM"
@@ -282,7 +282,7 @@ def test_an_unsupported_architecture_fails_on_the_worker_and_adds_nothing(
     with pytest.raises(ModelNotAvailable, match="architecture this version of transformers"):
         _register_model(claimed)
 
-    assert not BaseModel.objects.exists()
+    assert not CatalogModel.objects.exists()
 
 
 # --- Access -------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_an_outsider_gets_404(project: Project, outsider: User, tiny_dir: Path) 
 
     assert response.status_code == 404
     assert not Job.objects.exists()
-    assert not BaseModel.objects.exists()
+    assert not CatalogModel.objects.exists()
 
 
 def test_a_viewer_gets_403_on_post(project: Project, teammate: User, tiny_dir: Path) -> None:
@@ -308,4 +308,4 @@ def test_a_viewer_gets_403_on_post(project: Project, teammate: User, tiny_dir: P
 
     assert response.status_code == 403
     assert not Job.objects.exists()
-    assert not BaseModel.objects.exists()
+    assert not CatalogModel.objects.exists()

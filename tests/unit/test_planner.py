@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import BaseModelFactory
+from tests.factories import CatalogModelFactory
 from workers.ml import bundled, loading
 from workers.ml.planner.memory import CUBLAS_WORKSPACE_PER_HANDLE, MemoryPlan, memory_plan, verdict
 from workers.ml.planner.pretraining import format_duration, pretraining_plan
@@ -213,7 +213,7 @@ def test_unknown_lora_target_lists_the_available_ones() -> None:
 
 
 def test_the_cuda_total_adds_one_cublas_workspace_per_handle() -> None:
-    shape = ModelShape.from_json(BaseModelFactory.build().shape)
+    shape = ModelShape.from_json(CatalogModelFactory.build().shape)
     infer = memory_plan(shape, method="inference", batch_size=1, seq_len=128)
     train = memory_plan(shape, method="lora", batch_size=4, seq_len=128)
     workspace = CUBLAS_WORKSPACE_PER_HANDLE

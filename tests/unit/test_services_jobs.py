@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from lifecycle_app.jobs import services as jobs_services
 from lifecycle_app.models import (
-    BaseModel,
+    CatalogModel,
     GenerationOutput,
     Job,
     JobKind,
@@ -61,7 +61,7 @@ def prompt_step(project: Project) -> dict[str, Any]:
     return Stage.objects.get(project=project, key=StageKey.ADAPT).step("prompt")
 
 
-def create_generate(project: Project, user: User, model: BaseModel) -> Job:
+def create_generate(project: Project, user: User, model: CatalogModel) -> Job:
     params = GenerateParams(model_ref=model.slug, prompt="Say hi", max_new_tokens=12)
     return prompt_playground.job_create_generate(
         project=project, user=user, base_model=model, params=params
@@ -74,7 +74,7 @@ def create_generate(project: Project, user: User, model: BaseModel) -> Job:
 def test_it_enqueues_a_new_job_only_after_the_transaction_commits(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     sent: list[dict[str, Any]],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
@@ -92,7 +92,7 @@ def test_it_enqueues_a_new_job_only_after_the_transaction_commits(
 
 
 def test_it_records_the_prompt_and_the_settings_on_the_prompt_step(
-    project: Project, owner: User, tiny_model: BaseModel, sent: list[dict[str, Any]]
+    project: Project, owner: User, tiny_model: CatalogModel, sent: list[dict[str, Any]]
 ) -> None:
     job = create_generate(project, owner, tiny_model)
 
@@ -106,7 +106,7 @@ def test_it_records_the_prompt_and_the_settings_on_the_prompt_step(
 def test_it_sends_jobs_to_the_gpu_queue_when_configured(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     sent: list[dict[str, Any]],
     settings: Any,
     django_capture_on_commit_callbacks: Any,
@@ -123,7 +123,7 @@ def test_it_sends_jobs_to_the_gpu_queue_when_configured(
 def test_it_fails_the_job_loudly_when_the_broker_cannot_be_reached(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     django_capture_on_commit_callbacks: Any,

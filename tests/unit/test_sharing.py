@@ -16,7 +16,7 @@ from django.utils import timezone
 from lifecycle_app.models import (
     Activity,
     ActivityVerb,
-    BaseModel,
+    CatalogModel,
     GenerationOutput,
     Job,
     JobStatus,
@@ -34,7 +34,7 @@ def link(project: Project, owner: User) -> ShareLink:
 
 
 @pytest.fixture
-def job(project: Project, owner: User, tiny_model: BaseModel) -> Job:
+def job(project: Project, owner: User, tiny_model: CatalogModel) -> Job:
     job = JobFactory.create(
         project=project, created_by=owner, base_model=tiny_model, status=JobStatus.RUNNING
     )
@@ -99,7 +99,7 @@ def test_anyone_with_the_link_reads_the_project_without_logging_in(
 
 
 def test_every_share_page_has_no_controls_downloads_or_member_links(
-    link: ShareLink, job: Job, tiny_model: BaseModel, owner: User
+    link: ShareLink, job: Job, tiny_model: CatalogModel, owner: User
 ) -> None:
     project = link.project
     member = Client()
@@ -153,7 +153,7 @@ def test_a_running_jobs_fragment_polls_its_share_url_and_has_no_cancel(
 
 
 def test_a_share_page_ignores_a_planner_query_and_shows_the_saved_plan(
-    link: ShareLink, tiny_model: BaseModel
+    link: ShareLink, tiny_model: CatalogModel
 ) -> None:
     url = reverse("share_step", args=[link.token, "select", "plan"])
 

@@ -36,7 +36,7 @@ from lifecycle_app.datasets.services import (
     dataset_stage_file,
     staged_cleanup,
 )
-from lifecycle_app.models import BaseModel, Dataset, Job, JobKind, JobStatus, Project
+from lifecycle_app.models import CatalogModel, Dataset, Job, JobKind, JobStatus, Project
 from tests.factories import UserFactory, make_project
 
 SAMPLE = Path(lifecycle_app.__file__).resolve().parent / "samples" / "dialogue_summaries.jsonl"
@@ -128,7 +128,7 @@ def make_dataset(
     storage: Storage,
     *,
     seed: int = 42,
-    profile_model: BaseModel | None = None,
+    profile_model: CatalogModel | None = None,
     name: str = "Dialogues",
 ) -> Dataset:
     staged = stage_sample(project, user, storage)
@@ -444,7 +444,7 @@ def test_an_uploaded_file_is_checked_mapped_split_and_saved(
     client: Client,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     storage: Storage,
     sent: list[int],
     django_capture_on_commit_callbacks: Callable[..., Any],
@@ -549,11 +549,11 @@ def test_a_saved_dataset_without_any_model_gets_no_profile_job(
 
 
 def test_the_profile_job_uses_the_projects_chosen_model(
-    client: Client, project: Project, tiny_model: BaseModel
+    client: Client, project: Project, tiny_model: CatalogModel
 ) -> None:
     from lifecycle_app.projects.services import stage_step_save
 
-    chosen = BaseModel.objects.create(slug="chosen", name="Chosen model", source="tiny")
+    chosen = CatalogModel.objects.create(slug="chosen", name="Chosen model", source="tiny")
     stage_step_save(
         project=project, stage_key="select", step_slug="model", answers={"base_model": "chosen"}
     )
@@ -567,7 +567,7 @@ def test_the_profile_job_uses_the_projects_chosen_model(
 
 
 @pytest.fixture
-def dataset(project: Project, owner: User, storage: Storage, tiny_model: BaseModel) -> Dataset:
+def dataset(project: Project, owner: User, storage: Storage, tiny_model: CatalogModel) -> Dataset:
     return make_dataset(project, owner, storage, profile_model=tiny_model)
 
 
@@ -972,7 +972,7 @@ def test_a_bad_mapping_is_explained_and_nothing_is_saved(
     message: str,
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     storage: Storage,
     sent: list[int],
 ) -> None:

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from lifecycle_app.models import (
     ApiToken,
-    BaseModel,
+    CatalogModel,
     Job,
     JobKind,
     JobStatus,
@@ -55,7 +55,7 @@ def editor(project: Project) -> User:
 
 
 def _variant(
-    project: Project, owner: User, model: BaseModel, kind: str, tmp_path: Path
+    project: Project, owner: User, model: CatalogModel, kind: str, tmp_path: Path
 ) -> ModelVariant:
     job = JobFactory.create(
         project=project, created_by=owner, kind=JobKind.EXPORT, status=JobStatus.SUCCEEDED
@@ -80,7 +80,7 @@ def _client(user: User) -> Client:
 
 
 def test_the_step_shows_the_tradeoff_against_the_parent(
-    project: Project, owner: User, tiny_model: BaseModel, tmp_path: Path
+    project: Project, owner: User, tiny_model: CatalogModel, tmp_path: Path
 ) -> None:
     _variant(project, owner, tiny_model, VariantKind.INT8, tmp_path)
 
@@ -106,7 +106,7 @@ def test_the_htmx_request_gets_the_wizard_fragment(project: Project, owner: User
 def test_starting_an_export_queues_a_job_and_returns_to_the_step(
     project: Project,
     editor: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     enqueued: list[int],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
@@ -127,7 +127,7 @@ def test_starting_an_export_queues_a_job_and_returns_to_the_step(
 
 
 def test_deploying_marks_one_variant_per_project(
-    project: Project, editor: User, owner: User, tiny_model: BaseModel, tmp_path: Path
+    project: Project, editor: User, owner: User, tiny_model: CatalogModel, tmp_path: Path
 ) -> None:
     first = _variant(project, owner, tiny_model, VariantKind.INT8, tmp_path)
     second = _variant(project, owner, tiny_model, VariantKind.SAFETENSORS, tmp_path)
@@ -144,7 +144,7 @@ def test_deploying_marks_one_variant_per_project(
 
 
 def test_an_onnx_variant_cannot_be_deployed(
-    project: Project, owner: User, tiny_model: BaseModel, tmp_path: Path
+    project: Project, owner: User, tiny_model: CatalogModel, tmp_path: Path
 ) -> None:
     variant = _variant(project, owner, tiny_model, VariantKind.ONNX, tmp_path)
     response = _client(owner).post(reverse("variant_deploy", args=[project.slug, variant.id]))
@@ -153,7 +153,7 @@ def test_an_onnx_variant_cannot_be_deployed(
 
 
 def test_the_bundle_downloads_as_a_streamed_zip(
-    project: Project, teammate: User, owner: User, tiny_model: BaseModel, tmp_path: Path
+    project: Project, teammate: User, owner: User, tiny_model: CatalogModel, tmp_path: Path
 ) -> None:
     variant = _variant(project, owner, tiny_model, VariantKind.INT8, tmp_path)
 
@@ -224,11 +224,11 @@ def test_an_invalid_checklist_status_rerenders_with_errors(project: Project, edi
 
 
 def test_a_project_with_exported_candidates_can_be_deleted(
-    project: Project, owner: User, tiny_model: BaseModel, tmp_path: Path
+    project: Project, owner: User, tiny_model: CatalogModel, tmp_path: Path
 ) -> None:
     from lifecycle_app.wizard.deletion import project_delete
 
-    candidate = BaseModel.objects.create(
+    candidate = CatalogModel.objects.create(
         slug="cand", name="Candidate", source="local", project=project, parent=tiny_model
     )
     job = JobFactory.create(
@@ -238,7 +238,7 @@ def test_a_project_with_exported_candidates_can_be_deleted(
         status=JobStatus.SUCCEEDED,
         base_model=candidate,
     )
-    exported = BaseModel.objects.create(
+    exported = CatalogModel.objects.create(
         slug="cand-int8", name="Candidate int8", source="local", project=project, parent=candidate
     )
     ModelVariant.objects.create(
@@ -253,13 +253,13 @@ def test_a_project_with_exported_candidates_can_be_deleted(
     project_delete(project=project, actor=owner)
 
     assert not ModelVariant.objects.exists()
-    assert not BaseModel.objects.filter(project__isnull=False).exists()
+    assert not CatalogModel.objects.filter(project__isnull=False).exists()
 
 
 def test_the_step_page_queries_do_not_grow_with_variants(
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     tmp_path: Path,
     django_assert_max_num_queries: Any,
 ) -> None:

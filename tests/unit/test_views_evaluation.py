@@ -20,8 +20,8 @@ from django.urls import reverse
 
 from lifecycle_app.models import (
     Activity,
-    BaseModel,
     CandidateStatus,
+    CatalogModel,
     Dataset,
     EvaluationCandidate,
     EvaluationExample,
@@ -381,14 +381,14 @@ def test_the_evaluate_step_starts_an_evaluation_through_job_create(
     client: Client,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     template: PromptTemplate,
     enqueued: list[int],
     tmp_path: Path,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    gone = BaseModel.objects.create(
+    gone = CatalogModel.objects.create(
         slug="tiny-ft-1",
         name="Tiny · LoRA #1",
         source="local",
@@ -471,7 +471,7 @@ def test_viewers_cannot_start_an_evaluation(
 
 
 def test_a_candidate_is_unavailable_when_its_job_failed_or_its_weights_are_gone(
-    project: Project, owner: User, tiny_model: BaseModel, tmp_path: Path
+    project: Project, owner: User, tiny_model: CatalogModel, tmp_path: Path
 ) -> None:
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -479,7 +479,7 @@ def test_a_candidate_is_unavailable_when_its_job_failed_or_its_weights_are_gone(
     run = JobFactory.create(
         project=project, created_by=owner, kind=JobKind.FINETUNE, status=JobStatus.SUCCEEDED
     )
-    model = BaseModel.objects.create(
+    model = CatalogModel.objects.create(
         slug="ft",
         name="ft",
         source="local",

@@ -11,10 +11,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
-from lifecycle_app.models import BaseModel, Project, Stage, StageKey, StepStatus
+from lifecycle_app.models import CatalogModel, Project, Stage, StageKey, StepStatus
 from lifecycle_app.projects.services import stage_step_save
 from lifecycle_app.templatetags.lifecycle import params as params_filter
-from tests.factories import BaseModelFactory
+from tests.factories import CatalogModelFactory
 from workers.ml.planner.shape import ModelShape, lora_trainable_params
 
 HTMX = {"HX-Request": "true"}
@@ -33,9 +33,9 @@ def client(owner: User) -> Client:
 
 
 @pytest.fixture
-def picked(project: Project, tiny_model: BaseModel) -> BaseModel:
+def picked(project: Project, tiny_model: CatalogModel) -> CatalogModel:
     """The project picked the tiny model in select/model; another planned model exists."""
-    other = BaseModelFactory(slug="other", name="Other planned model", is_test_model=False)
+    other = CatalogModelFactory(slug="other", name="Other planned model", is_test_model=False)
     assert other.shape
     stage_step_save(
         project=project,
@@ -77,7 +77,7 @@ def total_gb(content: str) -> float:
 
 
 def test_a_plain_get_plans_the_projects_model_at_once(
-    client: Client, project: Project, picked: BaseModel
+    client: Client, project: Project, picked: CatalogModel
 ) -> None:
     response = client.get(plan_url(project))
 
@@ -92,7 +92,7 @@ def test_a_plain_get_plans_the_projects_model_at_once(
 
 
 def test_full_fine_tuning_needs_more_memory_than_lora(
-    client: Client, project: Project, picked: BaseModel
+    client: Client, project: Project, picked: CatalogModel
 ) -> None:
     lora = client.get(plan_url(project), plan_params(method="lora"))
     full = client.get(plan_url(project), plan_params(method="full"))
@@ -107,7 +107,7 @@ def test_full_fine_tuning_needs_more_memory_than_lora(
 
 
 def test_the_trainable_parameters_of_lora_match_the_planner(
-    client: Client, project: Project, picked: BaseModel
+    client: Client, project: Project, picked: CatalogModel
 ) -> None:
     response = client.get(plan_url(project), plan_params(method="lora", lora_r="8"))
 
@@ -118,7 +118,7 @@ def test_the_trainable_parameters_of_lora_match_the_planner(
 
 
 def test_too_little_memory_says_it_does_not_fit_and_lists_advice(
-    client: Client, project: Project, picked: BaseModel
+    client: Client, project: Project, picked: CatalogModel
 ) -> None:
     response = client.get(plan_url(project), plan_params(method="full", memory_gb="0.1"))
 
@@ -134,7 +134,7 @@ def test_too_little_memory_says_it_does_not_fit_and_lists_advice(
 
 
 def test_an_htmx_get_answers_with_the_fragment_only(
-    client: Client, project: Project, picked: BaseModel
+    client: Client, project: Project, picked: CatalogModel
 ) -> None:
     response = client.get(plan_url(project), plan_params(method="full"), headers=HTMX)
 
@@ -162,7 +162,7 @@ def test_an_htmx_get_answers_with_the_fragment_only(
 def test_invalid_settings_show_errors_and_no_plan(
     client: Client,
     project: Project,
-    picked: BaseModel,
+    picked: CatalogModel,
     overrides: dict[str, Any],
     field: str,
     message: str,
@@ -180,7 +180,7 @@ def test_invalid_settings_show_errors_and_no_plan(
 
 
 def test_a_post_saves_the_plan_and_moves_on_to_prompting(
-    client: Client, project: Project, picked: BaseModel
+    client: Client, project: Project, picked: CatalogModel
 ) -> None:
     response = client.post(plan_url(project), plan_params(method="full", memory_gb="48"))
 
@@ -195,7 +195,9 @@ def test_a_post_saves_the_plan_and_moves_on_to_prompting(
     assert answers["lora_targets"] == ["q_proj", "v_proj"]
 
 
-def test_an_invalid_post_saves_nothing(client: Client, project: Project, picked: BaseModel) -> None:
+def test_an_invalid_post_saves_nothing(
+    client: Client, project: Project, picked: CatalogModel
+) -> None:
     response = client.post(plan_url(project), plan_params(batch_size="0"))
 
     assert response.status_code == 200
@@ -203,7 +205,7 @@ def test_an_invalid_post_saves_nothing(client: Client, project: Project, picked:
 
 
 def test_an_outsider_gets_404_for_get_and_post(
-    project: Project, picked: BaseModel, outsider: User
+    project: Project, picked: CatalogModel, outsider: User
 ) -> None:
     client = Client()
     client.force_login(outsider)
@@ -215,7 +217,7 @@ def test_an_outsider_gets_404_for_get_and_post(
 
 
 def test_a_viewer_sees_the_plan_but_cannot_save_it(
-    project: Project, picked: BaseModel, teammate: User
+    project: Project, picked: CatalogModel, teammate: User
 ) -> None:
     client = Client()
     client.force_login(teammate)

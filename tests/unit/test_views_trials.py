@@ -28,7 +28,7 @@ from tokenizers import Tokenizer
 import lifecycle_app
 from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged, dataset_stage_file
 from lifecycle_app.models import (
-    BaseModel,
+    CatalogModel,
     Dataset,
     ExampleStatus,
     Job,
@@ -46,7 +46,7 @@ from lifecycle_app.stages.prompt.services import (
     trial_examples_init,
     trial_record_batch,
 )
-from tests.factories import BaseModelFactory, make_project, prompt_data
+from tests.factories import CatalogModelFactory, make_project, prompt_data
 from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import TrialParams
 from workers.ml.prompts import BuiltPrompt
@@ -146,7 +146,7 @@ def tokens(tiny_folder: Path, text: str) -> int:
 
 
 def trial_data(
-    model: BaseModel, dataset: Dataset, template: PromptTemplate, **overrides: Any
+    model: CatalogModel, dataset: Dataset, template: PromptTemplate, **overrides: Any
 ) -> dict[str, str]:
     data = {
         "base_model": model.slug,
@@ -205,7 +205,7 @@ def make_trial(
         project=project,
         kind=JobKind.TRIAL,
         status=status,
-        base_model=cast(BaseModel, BaseModelFactory()),
+        base_model=cast(CatalogModel, CatalogModelFactory()),
         dataset=dataset,
         prompt_template=template,
         params=params.model_dump(),
@@ -418,7 +418,7 @@ def test_a_valid_trial_post_queues_one_trial_and_redirects_to_its_page(
     client: Client,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     storage: Path,
     enqueued: list[int],
@@ -453,7 +453,7 @@ def test_a_valid_trial_post_queues_one_trial_and_redirects_to_its_page(
 def test_a_trial_over_more_rows_than_the_split_has_runs_the_whole_split(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
 ) -> None:
@@ -470,7 +470,7 @@ def test_a_trial_over_more_rows_than_the_split_has_runs_the_whole_split(
 def test_an_htmx_trial_post_answers_with_an_hx_location(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
 ) -> None:
@@ -485,7 +485,7 @@ def test_an_htmx_trial_post_answers_with_an_hx_location(
 
 
 def over_long_setup(
-    tiny_model: BaseModel, dialogues: Dataset, tiny_folder: Path, n_rows: int, max_new: int
+    tiny_model: CatalogModel, dialogues: Dataset, tiny_folder: Path, n_rows: int, max_new: int
 ) -> tuple[list[int], int]:
     """Shrink the tiny model's context so some of the first `n_rows` one-shot prompts no
     longer fit; returns their token counts and the budget."""
@@ -502,7 +502,7 @@ def over_long_setup(
 def test_over_long_prompts_with_ask_start_nothing_and_say_how_many_and_by_how_much(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
     tiny_folder: Path,
@@ -533,7 +533,7 @@ def test_over_long_prompts_with_ask_start_nothing_and_say_how_many_and_by_how_mu
 def test_over_long_prompts_run_when_told_to_skip_or_truncate_them(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
     tiny_folder: Path,
@@ -555,7 +555,7 @@ def test_over_long_prompts_run_when_told_to_skip_or_truncate_them(
 def test_more_new_tokens_than_the_context_window_is_refused(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
 ) -> None:
@@ -576,7 +576,7 @@ def test_more_new_tokens_than_the_context_window_is_refused(
 def test_manual_shots_on_lines_outside_the_train_split_are_refused(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
 ) -> None:
@@ -600,7 +600,7 @@ def test_manual_shots_on_lines_outside_the_train_split_are_refused(
 def test_the_preview_shows_the_exact_prompt_of_the_row_and_that_all_fit(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
     tiny_folder: Path,
@@ -629,7 +629,7 @@ def test_the_preview_shows_the_exact_prompt_of_the_row_and_that_all_fit(
 def test_the_preview_warns_about_prompts_over_the_context_window(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
     tiny_folder: Path,
@@ -657,7 +657,7 @@ def test_the_preview_warns_about_prompts_over_the_context_window(
 def test_the_preview_of_a_truncated_row_shows_the_prompt_that_will_run(
     client: Client,
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
     tiny_folder: Path,
@@ -685,7 +685,7 @@ def test_the_preview_of_a_truncated_row_shows_the_prompt_that_will_run(
 
 
 def test_the_preview_lists_what_to_fix_when_the_form_is_incomplete(
-    client: Client, project: Project, tiny_model: BaseModel, dialogues: Dataset
+    client: Client, project: Project, tiny_model: CatalogModel, dialogues: Dataset
 ) -> None:
     response = client.get(
         reverse("prompt_preview", args=[project.slug]),
@@ -923,7 +923,7 @@ def test_marking_the_best_trial_from_the_list_returns_to_the_list(
 @pytest.fixture
 def world(
     project: Project,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     template: PromptTemplate,
     dialogues: Dataset,
 ) -> dict[str, Any]:
@@ -1122,7 +1122,7 @@ def test_shots_with_a_template_that_has_no_examples_placeholder_are_refused(
     client: Client,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     dialogues: Dataset,
     enqueued: list[int],
 ) -> None:

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from lifecycle_app.models import (
-    BaseModel,
+    CatalogModel,
     GenerationOutput,
     Job,
     JobKind,
@@ -223,7 +223,7 @@ def test_it_shows_the_stored_scope_when_the_step_is_opened_again(
 
 
 def test_it_stores_the_picked_model_and_moves_on_to_planning(
-    client: Client, project: Project, tiny_model: BaseModel
+    client: Client, project: Project, tiny_model: CatalogModel
 ) -> None:
     response = client.post(step_url(project, "select", "model"), {"base_model": tiny_model.slug})
 
@@ -235,7 +235,7 @@ def test_it_stores_the_picked_model_and_moves_on_to_planning(
 
 
 def test_it_asks_for_a_model_when_none_is_picked(
-    client: Client, project: Project, tiny_model: BaseModel
+    client: Client, project: Project, tiny_model: CatalogModel
 ) -> None:
     response = client.post(step_url(project, "select", "model"), {})
 
@@ -251,7 +251,7 @@ def test_it_starts_one_generate_job_and_redirects_to_its_page(
     client: Client,
     project: Project,
     owner: User,
-    tiny_model: BaseModel,
+    tiny_model: CatalogModel,
     enqueued: list[int],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
@@ -282,7 +282,7 @@ def test_it_starts_one_generate_job_and_redirects_to_its_page(
 
 
 def test_it_answers_an_htmx_prompt_with_the_step_fragment_holding_the_job_status(
-    client: Client, project: Project, tiny_model: BaseModel
+    client: Client, project: Project, tiny_model: CatalogModel
 ) -> None:
     response = client.post(
         reverse("playground", args=[project.slug]), prompt_data(tiny_model), headers=HTMX
@@ -299,7 +299,7 @@ def test_it_answers_an_htmx_prompt_with_the_step_fragment_holding_the_job_status
 
 
 def test_it_remembers_the_last_prompt_settings(
-    client: Client, project: Project, tiny_model: BaseModel
+    client: Client, project: Project, tiny_model: CatalogModel
 ) -> None:
     client.post(reverse("playground", args=[project.slug]), prompt_data(tiny_model, seed="4242"))
 
@@ -310,7 +310,7 @@ def test_it_remembers_the_last_prompt_settings(
 
 
 def test_it_preselects_the_model_chosen_in_the_select_step(
-    client: Client, project: Project, tiny_model: BaseModel
+    client: Client, project: Project, tiny_model: CatalogModel
 ) -> None:
     client.post(step_url(project, "select", "model"), {"base_model": tiny_model.slug})
 
@@ -320,7 +320,7 @@ def test_it_preselects_the_model_chosen_in_the_select_step(
 
 
 def test_it_tells_a_viewer_that_they_cannot_start_jobs(
-    project: Project, teammate: User, tiny_model: BaseModel
+    project: Project, teammate: User, tiny_model: CatalogModel
 ) -> None:
     client = Client()
     client.force_login(teammate)

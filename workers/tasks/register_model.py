@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from lifecycle_app.catalog.services import basemodel_register_result
+from lifecycle_app.catalog.services import catalog_model_register_result
 from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
 from workers.tasks.base import job_task
@@ -21,7 +21,7 @@ def _register_model(job: Job) -> None:
     path = models.resolve(spec, Path(settings.MODELS_DIR))
     info = models.describe(path)
     shape = planner.shape_from_config(path)
-    model = basemodel_register_result(
+    model = catalog_model_register_result(
         name=job.params.get("name") or location,
         source=source,
         location=location,

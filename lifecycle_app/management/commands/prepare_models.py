@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from lifecycle_app.catalog.services import basemodel_fields_from_info, basemodel_upsert
+from lifecycle_app.catalog.services import catalog_model_fields_from_info, catalog_model_upsert
 
 ENTRIES: list[dict[str, Any]] = [
     {
@@ -55,10 +55,10 @@ class Command(BaseCommand):
             self.stdout.write(f"Preparing {entry['name']}…")
             path = loading.resolve(loading.ModelSpec(entry["source"]), models_dir)
             info = loading.describe(path)
-            basemodel_upsert(
+            catalog_model_upsert(
                 **entry,
                 location="",
-                **basemodel_fields_from_info(info),
+                **catalog_model_fields_from_info(info),
                 shape=shape_from_config(path).to_json(),
                 weights_present=True,
             )

@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from pydantic import ValidationError as PydanticValidationError
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.align.models import PreferenceSet
@@ -22,7 +22,7 @@ MAX_UPLOAD_BYTES = 10 * 2**20
 class AlignForm(StepForm):
     base_model = forms.ModelChoiceField(
         label="Start from",
-        queryset=BaseModel.objects.none(),
+        queryset=CatalogModel.objects.none(),
         to_field_name="slug",
         empty_label=None,
         help_text="A catalog model or one of this project's fine-tuned candidates.",
@@ -86,7 +86,7 @@ class AlignForm(StepForm):
         super().__init__(*args, **kwargs)
         self.params: AlignParams | None = None
         if self.project is not None:
-            self.fields["base_model"].queryset = BaseModel.objects.for_project(  # type: ignore[attr-defined]
+            self.fields["base_model"].queryset = CatalogModel.objects.for_project(  # type: ignore[attr-defined]
                 self.project
             ).exclude(shape={})
             self.fields["preference_set"].queryset = PreferenceSet.objects.filter(  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.catalog.trained import trained_candidate_record
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_create
@@ -215,7 +215,7 @@ def preference_set_import(
 
 
 def align_create(
-    *, project: Project, user: User, base_model: BaseModel, params: AlignParams
+    *, project: Project, user: User, base_model: CatalogModel, params: AlignParams
 ) -> Job:
     with transaction.atomic():
         job = job_create(
@@ -247,7 +247,7 @@ def align_pairs(*, job: Job) -> list[dict[str, str]]:
 @transaction.atomic
 def align_finish(
     *, job: Job, summary: dict[str, Any], final_dir: Path, files: list[dict[str, Any]]
-) -> BaseModel:
+) -> CatalogModel:
     params = AlignParams(**job.params)
     pset = PreferenceSet.objects.filter(id=params.preference_set_id).first()
     before, after = summary.get("before") or {}, summary.get("after") or {}

@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.urls import reverse
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.selectors import job_list, latest_job_for_step
@@ -37,7 +37,7 @@ class AlignStep(StepHandler):
             params["preference_set"] = params.pop("preference_set_id", None)
             return params
         sets = selectors.preference_sets(project=project)
-        newest = BaseModel.objects.for_project(project).exclude(shape={}).order_by("-id").first()
+        newest = CatalogModel.objects.for_project(project).exclude(shape={}).order_by("-id").first()
         return {
             "preference_set": sets[0].id if sets else None,
             "base_model": newest.slug if newest else None,

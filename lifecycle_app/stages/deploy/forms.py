@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.deploy.models import ModelVariant, VariantKind
@@ -18,7 +18,7 @@ from workers.ml.params import MAX_EXPORT_ROWS, ExportParams
 class ExportForm(StepForm):
     base_model = forms.ModelChoiceField(
         label="Model to export",
-        queryset=BaseModel.objects.none(),
+        queryset=CatalogModel.objects.none(),
         to_field_name="slug",
         empty_label=None,
         help_text="A catalog model or one of this project's candidates. A LoRA candidate is "
@@ -57,7 +57,7 @@ class ExportForm(StepForm):
         if project is not None:
             exported = ModelVariant.objects.filter(project=project, candidate__isnull=False)
             self.fields["base_model"].queryset = (  # type: ignore[attr-defined]
-                BaseModel.objects.for_project(project)
+                CatalogModel.objects.for_project(project)
                 .filter(weights_present=True)
                 .exclude(id__in=exported.values("candidate_id"))
             )

@@ -29,11 +29,11 @@ class ModelVariant(models.Model):
     )
     kind = models.CharField(max_length=12, choices=VariantKind.choices)
     parent = models.ForeignKey(
-        "lifecycle_app.BaseModel", on_delete=models.PROTECT, related_name="variants_made"
+        "lifecycle_app.CatalogModel", on_delete=models.PROTECT, related_name="variants_made"
     )
     # The candidate row for a loadable variant (safetensors, int8); None for ONNX.
     candidate = models.OneToOneField(
-        "lifecycle_app.BaseModel",
+        "lifecycle_app.CatalogModel",
         on_delete=models.SET_NULL,
         null=True,
         blank=True,

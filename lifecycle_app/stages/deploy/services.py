@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from lifecycle_app.catalog.models import Artifact, BaseModel
+from lifecycle_app.catalog.models import Artifact, CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_create, job_succeed
@@ -39,7 +39,7 @@ def export_create(
     *,
     project: Project,
     user: User,
-    source: BaseModel,
+    source: CatalogModel,
     dataset: Dataset | None,
     params: ExportParams,
 ) -> Job:
@@ -126,7 +126,7 @@ def export_finish(
     candidate = None
     if kind != VariantKind.ONNX:
         short = {"safetensors": "merged" if source.trained_by_job_id else "export", "int8": "int8"}
-        candidate, _ = BaseModel.objects.update_or_create(
+        candidate, _ = CatalogModel.objects.update_or_create(
             slug=f"{job.project.slug[:50]}-{kind.value}-{job.id}",
             defaults={
                 "name": f"{source.name} · {short[kind.value]} #{job.id}",

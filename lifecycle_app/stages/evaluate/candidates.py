@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind, JobStatus
 from lifecycle_app.projects.models import Project
@@ -38,7 +38,7 @@ class CandidateOption:
     unavailable: str = ""  # why it cannot run, when it cannot
 
 
-def model_unavailable(model: BaseModel | None) -> str:
+def model_unavailable(model: CatalogModel | None) -> str:
     """Why a model cannot be evaluated ("" when it can): deleted, its fine-tuning job not
     succeeded, or its weights folder gone."""
     if model is None:
@@ -67,7 +67,9 @@ def candidate_unavailable(candidate: EvaluationCandidate) -> str:
     return ""
 
 
-def _template_for_model(model: BaseModel, fallback: PromptTemplate | None) -> dict[str, Any] | None:
+def _template_for_model(
+    model: CatalogModel, fallback: PromptTemplate | None
+) -> dict[str, Any] | None:
     job = model.trained_by_job
     snap = (job.params or {}).get("template") if job is not None else None
     if snap and {"id", "body"} <= set(snap):
@@ -80,7 +82,7 @@ def candidate_options(*, project: Project) -> list[CandidateOption]:
     trials, its fine-tuned models (with the reason when one is unavailable)."""
     options = [
         CandidateOption(f"base:{m.slug}", f"{m.name} · zero-shot", "base")
-        for m in BaseModel.objects.catalog().filter(weights_present=True)
+        for m in CatalogModel.objects.catalog().filter(weights_present=True)
     ]
     trials = (
         Job.objects.filter(project=project, kind=JobKind.TRIAL, status=JobStatus.SUCCEEDED)
@@ -89,7 +91,7 @@ def candidate_options(*, project: Project) -> list[CandidateOption]:
     )
     for t in trials:
         options.append(CandidateOption(f"trial:{t.id}", trial_label(t, with_scores=True), "trial"))
-    for m in BaseModel.objects.filter(project=project).select_related("trained_by_job"):
+    for m in CatalogModel.objects.filter(project=project).select_related("trained_by_job"):
         options.append(
             CandidateOption(f"model:{m.id}", f"{m.name}", "finetuned", model_unavailable(m))
         )
@@ -106,7 +108,7 @@ def resolve_candidate(
     key: str,
     template: PromptTemplate | None,
     generation: GenerationSettings,
-) -> tuple[CandidateSpec, BaseModel | None, Job | None]:
+) -> tuple[CandidateSpec, CatalogModel | None, Job | None]:
     """The spec of one option key, with the model and source job it points at.
 
     `template` is the zero-shot template for "base" candidates (and fine-tuned ones that
@@ -114,7 +116,7 @@ def resolve_candidate(
     """
     kind, _, ref = key.partition(":")
     if kind == "base":
-        model = BaseModel.objects.catalog().filter(slug=ref).first()
+        model = CatalogModel.objects.catalog().filter(slug=ref).first()
         if model is None or template is None:
             raise CandidateError("Pick a model from the catalog and a prompt template.")
         spec = CandidateSpec(
@@ -150,7 +152,7 @@ def resolve_candidate(
         return spec, job.base_model, job
     if kind == "model" and ref.isdigit():
         model = (
-            BaseModel.objects.filter(project=project, id=int(ref))
+            CatalogModel.objects.filter(project=project, id=int(ref))
             .select_related("trained_by_job")
             .first()
         )
@@ -184,7 +186,7 @@ def eval_rows(dataset: Dataset, params: EvaluateParams) -> list[dict[str, Any]]:
 
 def build_candidate_prompts(
     *,
-    model: BaseModel,
+    model: CatalogModel,
     dataset: Dataset,
     spec: CandidateSpec,
     rows: list[dict[str, Any]],

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from pydantic import ValidationError as PydanticValidationError
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job
@@ -80,7 +80,7 @@ class EvaluateForm(StepForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.params: EvaluateParams | None = None
-        self.sources: list[tuple[BaseModel | None, Job | None]] = []
+        self.sources: list[tuple[CatalogModel | None, Job | None]] = []
         self.row_count = 0
         self.options: list[evaluating.CandidateOption] = []
         if self.project is not None:

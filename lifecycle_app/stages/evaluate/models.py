@@ -35,7 +35,7 @@ class EvaluationCandidate(models.Model):
     # "base" | "trial" | "finetuned" | "aligned" | "exported"
     kind = models.CharField(max_length=20)
     base_model = models.ForeignKey(
-        "lifecycle_app.BaseModel",
+        "lifecycle_app.CatalogModel",
         on_delete=models.SET_NULL,
         null=True,
         blank=True,

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_create
@@ -35,7 +35,7 @@ def evaluation_create(
     user: User,
     dataset: Dataset,
     params: EvaluateParams,
-    sources: Sequence[tuple[BaseModel | None, Job | None]],
+    sources: Sequence[tuple[CatalogModel | None, Job | None]],
     rows: int,
 ) -> Job:
     """Queue an evaluation of `params.candidates` (`sources[i]`: the model and source job

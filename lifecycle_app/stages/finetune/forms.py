@@ -10,7 +10,7 @@ from django import forms
 from django.conf import settings
 from pydantic import ValidationError as PydanticValidationError
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.building import snapshot
@@ -33,7 +33,7 @@ def worker_memory_bytes() -> int:
 class FineTuneForm(StepForm):
     base_model = forms.ModelChoiceField(
         label="Base model",
-        queryset=BaseModel.objects.catalog(),
+        queryset=CatalogModel.objects.catalog(),
         to_field_name="slug",
         empty_label=None,
     )
@@ -122,8 +122,8 @@ class FineTuneForm(StepForm):
             )
         self.fields["template"].label_from_instance = lambda t: f"{t.name} v{t.version}"  # type: ignore[attr-defined]
         slug = self.data.get("base_model") if self.is_bound else self.initial.get("base_model")
-        model = BaseModel.objects.catalog().filter(slug=slug).first() if slug else None
-        model = model or BaseModel.objects.catalog().exclude(shape={}).first()
+        model = CatalogModel.objects.catalog().filter(slug=slug).first() if slug else None
+        model = model or CatalogModel.objects.catalog().exclude(shape={}).first()
         if model is not None and not self.is_bound and not self.initial.get("base_model"):
             self.initial["base_model"] = model.slug
         targets = (model.shape or {}).get("linear_modules", {}) if model else {}
@@ -137,7 +137,7 @@ class FineTuneForm(StepForm):
         cleaned = super().clean() or {}
         if self.errors:
             return cleaned
-        model: BaseModel = cleaned["base_model"]
+        model: CatalogModel = cleaned["base_model"]
         if not model.shape:
             self.add_error("base_model", f"{model.name} has no recorded shape; run prepare_models.")
             return cleaned
@@ -195,7 +195,7 @@ def total_steps(params: TrainParams, train_rows: int) -> int:
     return max(1, math.ceil(params.epochs * batches / params.grad_accum))
 
 
-def plan_for(model: BaseModel, params: TrainParams, dataset: Dataset | None) -> dict[str, Any]:
+def plan_for(model: CatalogModel, params: TrainParams, dataset: Dataset | None) -> dict[str, Any]:
     """Trainable parameters, the memory estimate and verdict, and the steps planned."""
     shape = planner_shape.ModelShape.from_json(model.shape)
     gpu = bool(settings.GPU_QUEUE)

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.catalog.trained import trained_candidate_record
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind
@@ -28,7 +28,7 @@ def finetune_create(
     *,
     project: Project,
     user: User,
-    base_model: BaseModel,
+    base_model: CatalogModel,
     dataset: Dataset,
     params: TrainParams,
     total_steps: int,
@@ -57,7 +57,7 @@ def finetune_create(
 @transaction.atomic
 def finetune_finish(
     *, job: Job, summary: dict[str, Any], final_dir: Path, files: list[dict[str, Any]]
-) -> BaseModel:
+) -> CatalogModel:
     """Record the one final artifact and the candidate model, then succeed the job.
 
     Idempotent: a job finished twice (a redelivered task) still has one artifact and one

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.models import PromptTemplate
 from workers.ml import prompts as ml_prompts
@@ -47,7 +47,7 @@ def spec_of(template: PromptTemplate | TemplateSnapshot) -> ml_prompts.TemplateS
     )
 
 
-def kit_for(base_model: BaseModel) -> ml_prompts.PromptKit:
+def kit_for(base_model: CatalogModel) -> ml_prompts.PromptKit:
     spec = ModelSpec(source=base_model.source, location=base_model.location)  # type: ignore[arg-type]
     folder = prepared_path(spec, Path(settings.MODELS_DIR))
     if folder is None:
@@ -101,7 +101,9 @@ class BuiltTrial:
         return len(self.prompts)
 
 
-def build_for_trial(*, base_model: BaseModel, dataset: Dataset, params: TrialParams) -> BuiltTrial:
+def build_for_trial(
+    *, base_model: CatalogModel, dataset: Dataset, params: TrialParams
+) -> BuiltTrial:
     kit = kit_for(base_model)
     rows = split_rows(dataset, params.split, params.n_rows)
     if not rows:

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from pydantic import ValidationError as PydanticValidationError
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.building import PromptingError, build_for_trial, snapshot
@@ -81,14 +81,14 @@ class GenerationSettingsForm(StepForm):
         field = self.fields.get("base_model")
         if isinstance(field, forms.ModelChoiceField):
             # The catalog and this project's fine-tuned candidates; never another project's.
-            field.queryset = BaseModel.objects.for_project(self.project)
+            field.queryset = CatalogModel.objects.for_project(self.project)
 
     def clean_repetition_penalty(self) -> float:
         value = self.cleaned_data.get("repetition_penalty")
         return 1.1 if value is None else float(value)
 
     def _check_context(self, cleaned: dict[str, Any]) -> None:
-        model: BaseModel | None = cleaned.get("base_model")
+        model: CatalogModel | None = cleaned.get("base_model")
         max_new = cleaned.get("max_new_tokens")
         if model and max_new and model.context_length and max_new >= model.context_length:
             self.add_error(
@@ -110,7 +110,7 @@ class GenerationSettingsForm(StepForm):
 class GenerateForm(GenerationSettingsForm):
     base_model = forms.ModelChoiceField(
         label="Model",
-        queryset=BaseModel.objects.all(),
+        queryset=CatalogModel.objects.all(),
         to_field_name="slug",
         empty_label=None,
     )
@@ -211,7 +211,7 @@ class TrialForm(GenerationSettingsForm):
     """A prompt trial: a template over N rows of the validation or test split."""
 
     base_model = forms.ModelChoiceField(
-        label="Model", queryset=BaseModel.objects.all(), to_field_name="slug", empty_label=None
+        label="Model", queryset=CatalogModel.objects.all(), to_field_name="slug", empty_label=None
     )
     dataset = forms.ModelChoiceField(
         queryset=Dataset.objects.none(),

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_create
 from lifecycle_app.projects.models import Project, StageKey
@@ -18,7 +18,7 @@ from workers.ml.params import GenerateParams
 
 
 def job_create_generate(
-    *, project: Project, user: User, base_model: BaseModel, params: GenerateParams
+    *, project: Project, user: User, base_model: CatalogModel, params: GenerateParams
 ) -> Job:
     with transaction.atomic():
         job = job_create(

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_create, job_succeed
@@ -96,7 +96,7 @@ def trial_create(
     *,
     project: Project,
     user: User,
-    base_model: BaseModel,
+    base_model: CatalogModel,
     dataset: Dataset,
     template: PromptTemplate,
     params: TrialParams,

@@ -6,13 +6,13 @@ from typing import Any
 
 from django import forms
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
 
 
 class ModelPickForm(StepForm):
     base_model = forms.ModelChoiceField(
-        queryset=BaseModel.objects.catalog(),
+        queryset=CatalogModel.objects.catalog(),
         to_field_name="slug",
         widget=forms.RadioSelect,
         empty_label=None,
@@ -25,7 +25,10 @@ class ModelPickForm(StepForm):
 
 class PlannerForm(StepForm):
     base_model = forms.ModelChoiceField(
-        label="Model", queryset=BaseModel.objects.catalog(), to_field_name="slug", empty_label=None
+        label="Model",
+        queryset=CatalogModel.objects.catalog(),
+        to_field_name="slug",
+        empty_label=None,
     )
     method = forms.ChoiceField(
         choices=[
@@ -80,10 +83,13 @@ class PlannerForm(StepForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         slug = self.data.get("base_model") if self.is_bound else self.initial.get("base_model")
-        model = BaseModel.objects.catalog().filter(slug=slug).first() if slug else None
+        model = CatalogModel.objects.catalog().filter(slug=slug).first() if slug else None
         model = (
             model
-            or BaseModel.objects.catalog().exclude(shape={}).order_by("is_test_model", "id").first()
+            or CatalogModel.objects.catalog()
+            .exclude(shape={})
+            .order_by("is_test_model", "id")
+            .first()
         )
         if model is not None and not self.is_bound and not self.initial.get("base_model"):
             self.initial["base_model"] = model.slug
@@ -95,7 +101,7 @@ class PlannerForm(StepForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        model: BaseModel | None = cleaned.get("base_model")
+        model: CatalogModel | None = cleaned.get("base_model")
         if model is not None and not model.shape:
             self.add_error(
                 "base_model", f"{model.name} has no recorded shape yet; run prepare_models."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle_app.catalog.models import BaseModel
+from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.stages.select.forms import PlannerForm
 from workers.ml.planner import (
     memory as planner_memory,
@@ -26,7 +26,7 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
     """
     if not form.is_bound:
         data = {**{k: f.initial for k, f in form.fields.items()}, **form.initial}
-        if isinstance(data.get("base_model"), BaseModel):
+        if isinstance(data.get("base_model"), CatalogModel):
             data["base_model"] = data["base_model"].slug
         data = {k: v for k, v in data.items() if v is not None and v is not False}
         probe = PlannerForm(data, project=form.project)
@@ -38,7 +38,7 @@ def plan_context(form: PlannerForm) -> dict[str, Any]:
         cleaned = form.cleaned_data
     else:
         return {}
-    model: BaseModel = cleaned["base_model"]
+    model: CatalogModel = cleaned["base_model"]
     shape = planner_shape.ModelShape.from_json(model.shape)
     try:
         plan = planner_memory.memory_plan(
