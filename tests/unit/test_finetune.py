@@ -160,7 +160,7 @@ def test_a_run_that_does_not_fit_is_refused_with_the_reason(
     enqueued: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("lifecycle_app.stages.finetune.forms.worker_memory_bytes", lambda: 4096)
+    monkeypatch.setattr("lifecycle_app.stages.finetune.planning.worker_memory_bytes", lambda: 4096)
 
     response = client.post(step_url(project), form_data(tiny_model, dialogues, template))
 

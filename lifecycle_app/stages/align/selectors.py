@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.db.models import Count
 from django.http import Http404
 
-from lifecycle_app.jobs.models import Job, JobKind
+from lifecycle_app.jobs.models import Job
 from lifecycle_app.projects.models import Project
 from lifecycle_app.projects.selectors import MAX_ID
 from lifecycle_app.stages.align.models import FeedbackItem, FeedbackRound, PreferenceSet, Rating
@@ -61,14 +61,7 @@ def preference_set_get(*, project: Project, set_id: int) -> PreferenceSet:
     return pset
 
 
-def align_run_get(*, project: Project, job_id: int) -> Job:
-    if not 0 < job_id <= MAX_ID:
-        raise Http404("No such run.")
-    job = (
-        Job.objects.select_related("base_model", "dataset", "created_by", "project")
-        .filter(project=project, id=job_id, kind=JobKind.ALIGN)
-        .first()
-    )
-    if job is None:
-        raise Http404("No such run.")
-    return job
+def preference_set_of(*, job: Job) -> PreferenceSet | None:
+    """The preference set an alignment run trained on (None once deleted)."""
+    set_id = (job.params or {}).get("preference_set_id") or 0
+    return PreferenceSet.objects.filter(id=set_id, project=job.project_id).first()

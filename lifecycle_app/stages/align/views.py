@@ -16,14 +16,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseLocation
 
 from lifecycle_app.common.http import HtmxHttpRequest, authed_user
+from lifecycle_app.jobs.models import JobKind
 from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import StageKey
 from lifecycle_app.projects.steps import StepSlug
 from lifecycle_app.stages.align import agreement as feedback
 from lifecycle_app.stages.align import selectors, services
 from lifecycle_app.stages.align.forms import PreferenceImportForm, RoundForm
-from lifecycle_app.stages.align.models import Choice, FeedbackItem, PreferenceSet
-from lifecycle_app.stages.finetune.views import dashboard_context
+from lifecycle_app.stages.align.models import Choice, FeedbackItem
+from lifecycle_app.stages.finetune import selectors as finetune_selectors
+from lifecycle_app.stages.finetune.views import dashboard_response
 from lifecycle_app.stages.prompt import selectors as prompt_selectors
 
 CHOICE_WORDS = {"a": "A", "b": "B", "tie": "tie", "both_bad": "both bad"}
@@ -292,21 +294,14 @@ def prefset_import(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def align_run_detail(request: HtmxHttpRequest, slug: str, align_run_id: int) -> HttpResponse:
     """An alignment run's live dashboard: the fine-tuning one, with the run's preference set."""
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
-    job = selectors.align_run_get(project=project, job_id=align_run_id)
-    set_id = (job.params or {}).get("preference_set_id") or 0
+    job = finetune_selectors.run_get(project=project, job_id=align_run_id, kinds=(JobKind.ALIGN,))
     titles = {
         "run_title": "Alignment",
         "step_title": "Align with human feedback",
         "step_slug": StepSlug.ALIGN,
         "live_url": reverse("align_run_detail", args=[project.slug, job.id]),
-        "preference_set": PreferenceSet.objects.filter(id=set_id, project=project).first(),
+        "preference_set": selectors.preference_set_of(job=job),
     }
-    context = {
-        "project": project,
-        "membership": membership,
-        **dashboard_context(job, titles=titles),
-    }
-    template = "finetune/detail.html"
-    if request.htmx and request.htmx.target == "ft-live":  # the page's own polling
-        template += "#live"
-    return render(request, template, context)
+    return dashboard_response(
+        request, project=project, membership=membership, job=job, titles=titles
+    )

@@ -1,36 +1,66 @@
-"""The fine-tuning step's plan: trainable parameters, memory and the fits verdict."""
+"""Planning a fine-tuning run: trainable parameters, the memory estimate against the worker's
+memory and its verdict, and the optimizer steps (shown before launch, checked on submit)."""
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
-from django.http import QueryDict
+from django.conf import settings
 
-from lifecycle_app.stages.finetune.forms import FineTuneForm
+from lifecycle_app.catalog.models import CatalogModel
+from lifecycle_app.datasets.models import Dataset
+from workers.ml.params import TrainParams
+from workers.ml.planner import memory as planner_memory
+from workers.ml.planner import shape as planner_shape
+
+GB = 1024**3
 
 
-def finetune_plan(form: FineTuneForm) -> dict[str, Any]:
-    """The fine-tuning plan for the form's values (its initial values when unbound)."""
-    if not form.is_bound:
-        data = QueryDict(mutable=True)
-        values = {**{k: f.initial for k, f in form.fields.items()}, **form.initial}
-        for key, value in values.items():
-            if value is None:
-                continue
-            if isinstance(value, list | tuple):
-                data.setlist(key, [str(v) for v in value])
-            else:
-                data[key] = str(getattr(value, "pk", value))
-        form = FineTuneForm(data, project=form.project)
-    form.is_valid()
-    if not form.plan:
-        return {
-            "ft_plan_errors": [
-                f"{form.fields[name].label or name.capitalize()}: {error}"
-                if name in form.fields
-                else error
-                for name, errors in form.errors.items()
-                for error in errors
-            ]
-        }
-    return {"ft_plan": form.plan}
+def worker_memory_bytes() -> int:
+    """Memory a training worker may use: the configured figure, else this machine's RAM."""
+    configured = getattr(settings, "WORKER_MEMORY_GB", 0) or 0
+    if configured:
+        return int(configured * GB)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def total_steps(params: TrainParams, train_rows: int) -> int:
+    """Optimizer steps the run will take (max steps, else epochs over the train split)."""
+    if params.max_steps:
+        return params.max_steps
+    batches = math.ceil(max(train_rows, 1) / params.batch_size)
+    return max(1, math.ceil(params.epochs * batches / params.grad_accum))
+
+
+def plan_for(model: CatalogModel, params: TrainParams, dataset: Dataset | None) -> dict[str, Any]:
+    """Trainable parameters, the memory estimate and verdict, and the steps planned."""
+    shape = planner_shape.ModelShape.from_json(model.shape)
+    gpu = bool(settings.GPU_QUEUE)
+    plan = planner_memory.memory_plan(
+        shape,
+        dtype="bf16" if gpu else "fp32",
+        method=params.method,
+        batch_size=params.batch_size,
+        seq_len=params.max_seq_len,
+        lora_r=params.lora_r,
+        lora_targets=tuple(params.target_modules),
+        num_virtual_tokens=params.num_virtual_tokens,
+    )
+    available = worker_memory_bytes()
+    fits, advice = planner_memory.verdict(plan, available)
+    train_rows = int((dataset.split_counts or {}).get("train", 0)) if dataset else 0
+    return {
+        "trainable": plan.trainable_params,
+        "trainable_share": plan.trainable_params / shape.n_params if shape.n_params else 0.0,
+        "n_params": shape.n_params,
+        "total_gb": plan.total / GB,
+        "available_gb": available / GB,
+        "fits": fits,
+        "advice": advice,
+        "rows": [(name, size / GB, why) for name, size, why in plan.rows()],
+        "steps": total_steps(params, train_rows),
+        "train_rows": train_rows,
+        "precision": "BF16 on a GPU" if gpu else "FP32 on CPU",
+    }

@@ -8,15 +8,16 @@ from lifecycle_app.jobs.models import Job, JobKind, MetricPoint
 from lifecycle_app.projects.models import Project
 from lifecycle_app.projects.selectors import MAX_ID
 
-# --- Fine-tuning --------------------------------------------------------------------------
+TRAINING_KINDS = (JobKind.FINETUNE, JobKind.ALIGN)
 
 
-def finetune_get(*, project: Project, job_id: int) -> Job:
+def run_get(*, project: Project, job_id: int, kinds: tuple[str, ...] = TRAINING_KINDS) -> Job:
+    """A training run (fine-tuning or alignment, or only `kinds`) of the project, else 404."""
     if not 0 < job_id <= MAX_ID:
         raise Http404("No such run.")
     job = (
         Job.objects.select_related("base_model", "dataset", "created_by", "project")
-        .filter(project=project, id=job_id, kind__in=(JobKind.FINETUNE, JobKind.ALIGN))
+        .filter(project=project, id=job_id, kind__in=kinds)
         .first()
     )
     if job is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.urls import reverse
 
 from lifecycle_app.common.forms import StepForm
@@ -15,7 +15,6 @@ from lifecycle_app.jobs.selectors import job_list, latest_job_for_step
 from lifecycle_app.projects.handlers import StepHandler
 from lifecycle_app.projects.models import Project, Stage
 from lifecycle_app.stages.finetune.forms import FineTuneForm
-from lifecycle_app.stages.finetune.planning import finetune_plan
 from lifecycle_app.stages.finetune.services import finetune_create
 from lifecycle_app.stages.prompt import selectors as prompt_selectors
 from lifecycle_app.stages.prompt.step import prompt_defaults
@@ -82,3 +81,30 @@ class FinetuneStep(StepHandler):
 
     def job_url(self, *, project: Project, job: Job) -> str:
         return reverse("finetune_detail", args=[project.slug, job.id])
+
+
+def finetune_plan(form: FineTuneForm) -> dict[str, Any]:
+    """The fine-tuning plan for the form's values (its initial values when unbound)."""
+    if not form.is_bound:
+        data = QueryDict(mutable=True)
+        values = {**{k: f.initial for k, f in form.fields.items()}, **form.initial}
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, list | tuple):
+                data.setlist(key, [str(v) for v in value])
+            else:
+                data[key] = str(getattr(value, "pk", value))
+        form = FineTuneForm(data, project=form.project)
+    form.is_valid()
+    if not form.plan:
+        return {
+            "ft_plan_errors": [
+                f"{form.fields[name].label or name.capitalize()}: {error}"
+                if name in form.fields
+                else error
+                for name, errors in form.errors.items()
+                for error in errors
+            ]
+        }
+    return {"ft_plan": form.plan}

@@ -14,6 +14,7 @@ from lifecycle_app.catalog import selectors as catalog_selectors
 from lifecycle_app.common.http import HtmxHttpRequest
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.projects import selectors as projects_selectors
+from lifecycle_app.projects.models import Membership, Project
 from lifecycle_app.stages.finetune import selectors
 from lifecycle_app.stages.finetune.services import METHOD_LABELS
 
@@ -54,15 +55,31 @@ def dashboard_context(job: Job, *, titles: dict[str, Any] | None = None) -> dict
     }
 
 
+def dashboard_response(
+    request: HtmxHttpRequest,
+    *,
+    project: Project,
+    membership: Membership | None,
+    job: Job,
+    titles: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """The run dashboard page, or its live fragment for the page's own polling."""
+    context = {
+        "project": project,
+        "membership": membership,
+        **dashboard_context(job, titles=titles),
+    }
+    template = "finetune/detail.html"
+    if request.htmx and request.htmx.target == "ft-live":
+        template += "#live"
+    return render(request, template, context)
+
+
 @login_required
 @require_GET
 def finetune_detail(request: HtmxHttpRequest, slug: str, run_id: int) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
-    job = selectors.finetune_get(project=project, job_id=run_id)
+    job = selectors.run_get(project=project, job_id=run_id)
     if job.kind == JobKind.ALIGN:  # alignment runs have a dashboard of their own
         return redirect("align_run_detail", slug=project.slug, align_run_id=job.id)
-    context = {"project": project, "membership": membership, **dashboard_context(job)}
-    template = "finetune/detail.html"
-    if request.htmx and request.htmx.target == "ft-live":  # the page's own polling
-        template += "#live"
-    return render(request, template, context)
+    return dashboard_response(request, project=project, membership=membership, job=job)
