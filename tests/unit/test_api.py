@@ -191,6 +191,37 @@ def test_a_malformed_request_gets_a_400_json_error(
     assert served == []
 
 
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        # 60,000 bytes, under the 64 KB limit: json.loads would raise RecursionError (a 500).
+        ('{"prompt": ' + "[" * 30_000 + "]" * 30_000 + "}", "nested too deeply (more than 64"),
+        ('{"prompt": "hi", "prompt": "bye"}', 'the key "prompt" appears twice'),
+    ],
+    ids=["deep", "repeated-key"],
+)
+def test_a_deep_or_ambiguous_body_gets_a_400_json_error_naming_the_cause(
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+    served: list[dict[str, Any]],
+    body: str,
+    fragment: str,
+) -> None:
+    _deployed(project, owner, tiny_model)
+    _, raw = api_token_create(project=project, actor=owner, name="app")
+    assert len(body.encode()) < 64 * 1024
+
+    response = _post(Client(), project.slug, body, raw)
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert fragment in error["message"]
+    assert served == []
+
+
 def test_nothing_deployed_gets_409(
     project: Project, owner: User, served: list[dict[str, Any]]
 ) -> None:

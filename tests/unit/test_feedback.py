@@ -293,6 +293,40 @@ def test_a_preference_file_with_bad_lines_is_refused_line_by_line(
     assert not PreferenceSet.objects.exists()
 
 
+def test_a_deep_ambiguous_or_control_character_line_is_a_problem_on_its_line(
+    project: Project, owner: User
+) -> None:
+    good = json.dumps({"prompt": "p\twith tab", "chosen": "c\nline", "rejected": "r"})
+    data = "\n".join(
+        [
+            good,
+            "[" * 50_000 + "]" * 50_000,
+            '{"prompt": "p", "chosen": "c", "rejected": "r", "chosen": "x"}',
+            json.dumps({"prompt": "p\u0000", "chosen": "c", "rejected": "r\u001b[31m"}),
+            json.dumps({"prompt": "a\u2028b", "chosen": "c", "rejected": "r"}, ensure_ascii=False),
+            "{not json",
+        ]
+    ).encode()
+    response = client_for(owner).post(
+        reverse("prefset_import", args=[project.slug]),
+        {"name": "Mine", "file": SimpleUploadedFile("prefs.jsonl", data)},
+    )
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Line 1:" not in content
+    assert "Line 2: nested too deeply (more than 64 levels" in content
+    assert "Line 3: the key &quot;chosen&quot; appears twice in one object" in content
+    assert (
+        "Line 4: &#x27;prompt&#x27;, &#x27;rejected&#x27; contains a control character (U+0000)"
+        in content
+    )
+    # U+2028 is a valid character inside a JSON string, not a line break: line 5 is fine and
+    # the bad JSON after it is still line 6.
+    assert "Line 5:" not in content
+    assert "Line 6: not valid JSON" in content
+    assert not PreferenceSet.objects.exists()
+
+
 def test_an_imported_set_exports_the_same_pairs(project: Project, owner: User) -> None:
     records = [
         {"prompt": f"p{i}", "chosen": f"good {i} ✓", "rejected": f"bad {i}"} for i in range(3)

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from workers.ml.data import strict_json
+
 MAX_IMPORT_BYTES = 10 * 2**20
 MAX_IMPORT_PAIRS = 20_000
 FIELDS = ("prompt", "chosen", "rejected")
+# C0 control characters other than tab and newline (and DEL): invisible in the review pages,
+# NUL breaks PostgreSQL text columns, and none belongs in a prompt or a completion.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def a_on_left(item_id: int, rater_id: int) -> bool:
@@ -108,6 +114,16 @@ class LineProblem:
         return f"Line {self.line}: {self.message}"
 
 
+def _control_message(record: dict[str, str], fields: list[str]) -> str:
+    found = _CONTROL.search(record[fields[0]])
+    assert found is not None
+    names = ", ".join(repr(f) for f in fields)
+    return (
+        f"{names} contains a control character (U+{ord(found.group()):04X}); "
+        "only tabs and line breaks are allowed."
+    )
+
+
 def parse_pairs(data: bytes) -> tuple[list[dict[str, str]], list[LineProblem]]:
     """Pairs from JSON Lines ({"prompt", "chosen", "rejected"}, other keys ignored) and a
     problem per bad line. Blank lines are skipped."""
@@ -119,13 +135,18 @@ def parse_pairs(data: bytes) -> tuple[list[dict[str, str]], list[LineProblem]]:
         return [], [LineProblem(0, f"the file is not UTF-8 text (byte {exc.start}).")]
     pairs: list[dict[str, str]] = []
     problems: list[LineProblem] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (str.splitlines also splits at U+2028, U+0085 and \x1c-\x1e, which
+    # are valid inside a JSON string and would shift every line number after them).
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
+            record = strict_json.loads(raw)
         except json.JSONDecodeError as exc:
             problems.append(LineProblem(number, f"not valid JSON ({exc.msg}, column {exc.colno})."))
+            continue
+        except strict_json.JsonRefused as exc:
+            problems.append(LineProblem(number, f"{exc}."))
             continue
         if not isinstance(record, dict):
             problems.append(
@@ -141,6 +162,10 @@ def parse_pairs(data: bytes) -> tuple[list[dict[str, str]], list[LineProblem]]:
             problems.append(
                 LineProblem(number, f"{', '.join(repr(f) for f in wrong)} must be text.")
             )
+            continue
+        control = [f for f in FIELDS if _CONTROL.search(record[f])]
+        if control:
+            problems.append(LineProblem(number, _control_message(record, control)))
             continue
         empty = [f for f in FIELDS if not record[f].strip()]
         if empty:

@@ -5,13 +5,13 @@ session or a cookie (so no CSRF). Answers in the OpenAI chat-completions shape; 
 are JSON too: {"error": {"type", "message"}}.
 
 Order of checks: body size (413, nothing read), token (401: missing, unknown or
-revoked), project (404: unknown, or not the token's), JSON and fields (400), a deployed
+revoked), project (404: unknown, or not the token's), JSON (400; parsed strictly: a repeated
+key or nesting over strict_json.MAX_DEPTH levels is refused by name) and fields (400), a deployed
 model (409), then the serving worker (504 on timeout, 503 when unreachable).
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from lifecycle_app.stages.deploy.models import ApiToken
 from lifecycle_app.stages.deploy.services import api_token_touch, hash_token
 from lifecycle_app.stages.deploy.serving import ServingUnavailable, deployed_variant, serve_request
+from workers.ml.data import strict_json
 from workers.ml.params import ServeRequest
 
 
@@ -85,7 +86,9 @@ def generate(request: HttpRequest, slug: str) -> JsonResponse:
     if len(body_bytes) > limit:
         return _error(413, "request_too_large", f"The request body is over {limit:,} bytes.")
     try:
-        body = json.loads(body_bytes or b"null")
+        body = strict_json.loads(body_bytes or b"null")
+    except strict_json.JsonRefused as exc:
+        return _error(400, "invalid_request_error", f"The body is refused: {exc}.")
     except (ValueError, UnicodeDecodeError):
         return _error(400, "invalid_request_error", "The body is not valid JSON.")
     if not isinstance(body, dict):
