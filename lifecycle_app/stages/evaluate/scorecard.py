@@ -8,12 +8,12 @@ target, when the scorecard measures its metric, gives each candidate a pass or f
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lifecycle_app.common import csv_safe
 from lifecycle_app.stages.evaluate.models import (
     CandidateStatus,
     EvaluationCandidate,
@@ -226,10 +226,10 @@ def as_records(card: Scorecard) -> list[dict[str, Any]]:
 def to_csv(records: Sequence[dict[str, Any]]) -> str:
     out = io.StringIO()
     if records:
-        writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
+        # csv_safe: model outputs, inputs and labels are text from people and models.
+        writer = csv_safe.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
         writer.writeheader()
-        for record in records:
-            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+        writer.writerows(records)
     return out.getvalue()
 
 
