@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
@@ -18,6 +19,7 @@ from django_htmx.http import HttpResponseLocation
 
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.common.http import HtmxHttpRequest, authed_user
+from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.services import JobLimitReached
 from lifecycle_app.projects import selectors as project_selectors
 from lifecycle_app.projects import steps
@@ -156,6 +158,26 @@ def render_step(
     return render(request, template, context)
 
 
+def _share_dataset_label(dataset: Dataset) -> str:
+    counts = dataset.split_counts or {}
+    sizes = " · ".join(f"{counts[k]:,} {k}" for k in ("train", "validation", "test") if k in counts)
+    return f"a dataset ({sizes} rows)" if sizes else "a dataset"
+
+
+def _hide_dataset_names(field: forms.Field, saved: Any) -> None:
+    """Share pages name no dataset (README, Teams and sharing): a dataset choice offers only
+    the saved one, labelled by its split sizes; the others are not listed at all."""
+    if not isinstance(field, forms.ModelChoiceField):
+        return
+    queryset = field.queryset
+    if queryset is None or queryset.model is not Dataset:
+        return
+    saved_ids = saved if isinstance(saved, list | tuple) else [saved]
+    ids = [getattr(each, "pk", each) for each in saved_ids if each not in (None, "")]
+    field.queryset = queryset.filter(pk__in=ids)
+    field.label_from_instance = _share_dataset_label  # type: ignore[method-assign,assignment]
+
+
 def read_only_step(
     request: HtmxHttpRequest, *, project: Project, step_def: steps.Step, share: ShareLink
 ) -> HttpResponse:
@@ -171,8 +193,9 @@ def read_only_step(
         form = handler.form_class(initial=initial, project=project)
         subforms = getattr(form, "examples", None)  # the Scope step's example rows
         for each in [form, *(subforms.forms if subforms is not None else [])]:
-            for field in each.fields.values():
+            for name, field in each.fields.items():
                 field.disabled = True
+                _hide_dataset_names(field, each.initial.get(name))
     return render_step(
         request,
         project=project,
