@@ -315,6 +315,14 @@ def bad_files() -> dict[str, BadFile]:
             "line 3 to the end of the file (line 5) was read as one cell.",
             3,
         ),
+        "csv_unclosed_quote_over_the_cell_limit": BadFile(
+            "data.csv",
+            b'input,target\na,b\n"c,d\n'
+            + b"".join(b"line %04d %s,yes\n" % (i, b"t" * 80) for i in range(1500)),
+            "Line 3: a cell is longer than 100,000 characters (the limit). It runs on to line "
+            '1056: a quote (") that opens a cell on line 3 is probably never closed.',
+            3,
+        ),
         "csv_quote_closed_too_late": BadFile(
             "data.csv",
             b'input,target\na,b\n"c,d\ne",f,g\nh,i\n',

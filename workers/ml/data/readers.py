@@ -305,6 +305,11 @@ def _csv_rows(f: TextIO, delimiter: str, max_cell_chars: int) -> tuple[list[str]
                         f"Line {start}: a cell is longer than {max_cell_chars:,} characters "
                         "(the limit)."
                     )
+                    if end > start:  # the cell ran on over line ends: most likely a quote
+                        message += (
+                            f' It runs on to line {end}: a quote (") that opens a cell on '
+                            f"line {start} is probably never closed."
+                        )
                     yield Row(start, None, Problem(start, "too_long", message))
                 else:
                     message = f"Line {start}: the row cannot be read ({error})."
