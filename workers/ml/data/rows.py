@@ -23,7 +23,7 @@ from typing import Any
 
 from workers.ml.data.readers import FORMATS, _limited, _reading, _utf8_errors
 from workers.ml.data.records import DatasetRejected, Problem, _describe
-from workers.ml.data.sniff import control_character
+from workers.ml.data.sniff import control_character, has_control
 
 CHAT_ROLES = ("system", "user", "assistant")
 MAX_LABELS = 1000  # a classification target with more distinct values is not a label
@@ -133,15 +133,14 @@ def _field_text(
             f"Line {line}: the {role} '{name}' is {len(value):,} characters long; "
             f"the limit is {max_cell_chars:,}.",
         )
-    if control := _control_problem(value, f"the {role} '{name}'", line):
-        return control
+    if has_control(value):
+        return _control_problem(value, f"the {role} '{name}'", line)
     return value.strip() if label else value
 
 
-def _control_problem(text: str, where: str, line: int) -> Problem | None:
+def _control_problem(text: str, where: str, line: int) -> Problem:
     found = control_character(text)
-    if found is None:
-        return None
+    assert found is not None
     position, name = found
     return Problem(
         line,
@@ -202,8 +201,8 @@ def _chat_pair(
                 f"Line {line}: {where} has the role {role[:40]!r}, which is not one of "
                 f"{', '.join(CHAT_ROLES)}.",
             )
-        if control := _control_problem(message["content"], f"the content of {where}", line):
-            return control
+        if has_control(message["content"]):
+            return _control_problem(message["content"], f"the content of {where}", line)
         turns.append((role, message["content"]))
     last = max((i for i, (role, _) in enumerate(turns) if role.lower() == "assistant"), default=-1)
     if last < 0:

@@ -21,6 +21,7 @@ DELIMITER_NAMES = {",": "commas (,)", ";": "semicolons (;)", "\t": "tabs", "|": 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _CONTROL_NAMES = {"\x00": "NUL", "\x08": "backspace", "\x0b": "vertical tab"}
 _CONTROL_NAMES |= {"\x0c": "form feed", "\x1b": "escape"}
+has_control = _CONTROL.search  # the quick test per cell; `control_character` says which
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _SAMPLE = 4096  # bytes looked at for the UTF-16/32 pattern
 
