@@ -197,7 +197,7 @@ def _chat_pair(
         if role.lower() not in CHAT_ROLES:
             return Problem(
                 line,
-                "wrong_type",
+                "unknown_role",
                 f"Line {line}: {where} has the role {role[:40]!r}, which is not one of "
                 f"{', '.join(CHAT_ROLES)}.",
             )

@@ -95,6 +95,7 @@ _KIND_PHRASES = {
     "ragged": ("row with the wrong number of cells", "rows with the wrong number of cells"),
     "encoding": ("row with an invalid character", "rows with an invalid character"),
     "control_character": ("row with a control character", "rows with a control character"),
+    "unknown_role": ("row with an unknown chat role", "rows with an unknown chat role"),
 }
 
 
