@@ -10,6 +10,7 @@ from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.projects.models import Project
 from lifecycle_app.projects.selectors import MAX_ID, stages_for_project
 from lifecycle_app.stages.select.selectors import picked_model_slug
+from workers.ml.data.validation import ValidationReport, split_sizes, split_warnings
 
 
 def dataset_list(*, project: Project) -> list[Dataset]:
@@ -32,6 +33,28 @@ def latest_profile_job(*, dataset: Dataset) -> Job | None:
         .order_by("-created_at", "-id")
         .first()
     )
+
+
+def split_warnings_before_saving(
+    *, report: ValidationReport, fractions: tuple[float, float, float]
+) -> list[str]:
+    """Splits that saving this report's rows at `fractions` would leave empty."""
+    try:
+        sizes = split_sizes(report.valid_rows, report.labels, fractions)
+        return split_warnings(sizes, fractions, saved=False)
+    except ValueError:  # fractions the form refuses anyway
+        return []
+
+
+def split_warnings_of_dataset(*, dataset: Dataset) -> list[str]:
+    """Splits of a saved dataset that got no rows though their fraction is not zero."""
+    fractions = dataset.split_fractions
+    if len(fractions) != 3:
+        return []
+    try:
+        return split_warnings(dataset.split_counts, tuple(fractions), saved=True)  # type: ignore[arg-type]
+    except ValueError:
+        return []
 
 
 BUNDLED_SLUG = "smollm2-135m-instruct"

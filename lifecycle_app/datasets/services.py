@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 STAGED_MAX_AGE_S = 24 * 3600
 PASTED_FILENAME = "pasted.txt"
+FILENAME_MAX_CHARS = 200  # Dataset.original_filename holds 255
 
 
 @dataclass
@@ -107,7 +108,7 @@ def dataset_stage_file(
         token=token,
         project_id=project.id,
         user_id=user.id,
-        filename=Path(filename).name[:200] or PASTED_FILENAME,
+        filename=short_filename(Path(filename).name) or PASTED_FILENAME,
         name=(name or Path(filename).stem or "Pasted rows")[:120],
         size_bytes=target.stat().st_size,
         created=time.time(),
@@ -115,6 +116,17 @@ def dataset_stage_file(
     )
     (_staged_dir() / f"{token}.json").write_text(json.dumps(asdict(staged)))
     return staged
+
+
+def short_filename(name: str, limit: int = FILENAME_MAX_CHARS) -> str:
+    """`name` cut to `limit` characters by shortening its stem: the extension stays, so the
+    download opens in the same program as the upload."""
+    if len(name) <= limit:
+        return name
+    suffix = Path(name).suffix
+    if not suffix or len(suffix) > 16:  # no extension, or a dot inside a long name
+        return name[:limit]
+    return name[: -len(suffix)][: limit - len(suffix)] + suffix
 
 
 def dataset_stage_text(*, project: Project, user: User, text: str, name: str = "") -> StagedUpload:

@@ -26,6 +26,16 @@ from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import Membership, Project
 from lifecycle_app.projects.steps import StepSlug
 from workers.ml.data.records import DatasetRejected
+from workers.ml.data.sniff import DELIMITER_NAMES
+
+
+def _rejection_points(rejection: DatasetRejected | None, limit: int = 20) -> list[str]:
+    """The problems of a rejection worth a bullet: distinct, and not already its summary."""
+    if rejection is None:
+        return []
+    summary = str(rejection)
+    points = dict.fromkeys(p.message for p in rejection.problems if p.message not in summary)
+    return list(points)[:limit]
 
 
 def _list_context(project: Project, membership: Membership, **extra: Any) -> dict[str, Any]:
@@ -97,7 +107,13 @@ def _dataset_upload(
             rejection = exc
         else:
             return redirect("dataset_staged", slug=project.slug, token=staged.token)
-    context = _list_context(project, membership, form=form, rejection=rejection)
+    context = _list_context(
+        project,
+        membership,
+        form=form,
+        rejection=rejection,
+        rejection_points=_rejection_points(rejection),
+    )
     return render(request, "datasets/list.html", context)
 
 
@@ -143,10 +159,12 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
     fields = list(staged.inspection.get("fields") or [])
     report = None
     rejection = None
+    fractions: tuple[float, float, float] | None = None
     if request.method == "POST":
         form = DatasetMappingForm(request.POST, fields=fields)
         if form.is_valid():
             mapping = _mapping(form)
+            fractions = mapping.fractions
             try:
                 if request.POST.get("action") == "save":
                     dataset = dataset_services.dataset_create_from_staged(
@@ -172,6 +190,7 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
         # Check the suggested mapping straight away, so problems show without a click.
         guess = DatasetMappingForm(initial, fields=fields)
         if guess.is_valid():
+            fractions = _mapping(guess).fractions
             try:
                 report = dataset_services.dataset_validate_staged(
                     staged=staged, mapping=_mapping(guess)
@@ -186,6 +205,13 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
         "report": report,
         "invalid_rows": report.total_rows - report.valid_rows if report else 0,
         "rejection": rejection,
+        "rejection_points": _rejection_points(rejection),
+        "delimiter": DELIMITER_NAMES.get(staged.inspection.get("delimiter") or ""),
+        "split_warnings": (
+            selectors.split_warnings_before_saving(report=report, fractions=fractions)
+            if report and fractions
+            else []
+        ),
     }
     template = "datasets/staged.html"
     if request.htmx and not request.htmx.history_restore_request:
@@ -212,6 +238,7 @@ def _detail_context(
         "dataset": dataset,
         "profile_job": selectors.latest_profile_job(dataset=dataset),
         "rename_form": rename_form,
+        "split_warnings": selectors.split_warnings_of_dataset(dataset=dataset),
     }
 
 

@@ -278,5 +278,142 @@ def bad_files() -> dict[str, BadFile]:
             "This file is not a JSON array of records: it starts with 'hello there",
             None,
         ),
+        # Issue 17: each of these once crashed, was refused as a whole or said the wrong thing.
+        "semicolon_separated_csv": BadFile(
+            "data.csv", b"input;target\nhello, world;hi\nb;c\n", "", None
+        ),
+        "csv_one_column_colon_separated": BadFile(
+            "data.csv",
+            b"input:target\na:b\nc:d\n",
+            "Only one column was found: the header is 'input:target'. The header seems to use "
+            "':' between columns.",
+            None,
+        ),
+        "utf16_le_without_bom": BadFile(
+            "data.csv",
+            "input,target\na,b\n".encode("utf-16-le"),
+            "This looks like UTF-16 (LE) without a byte-order mark, not a CSV file: save it as "
+            "UTF-8",
+            None,
+        ),
+        "utf16_be_without_bom": BadFile(
+            "data.jsonl",
+            jsonl(pair(1)).decode().encode("utf-16-be"),
+            "This looks like UTF-16 (BE) without a byte-order mark, not a JSON Lines file",
+            None,
+        ),
+        "utf32_le_without_bom": BadFile(
+            "data.csv",
+            "input,target\na,b\n".encode("utf-32-le"),
+            "This looks like UTF-32 (LE) without a byte-order mark",
+            None,
+        ),
+        "csv_unclosed_quote": BadFile(
+            "data.csv",
+            b'input,target\na,b\n"c,d\ne,f\ng,h\n',
+            'Line 3: a quote (") opens a cell here and is never closed, so everything from '
+            "line 3 to the end of the file (line 5) was read as one cell.",
+            3,
+        ),
+        "csv_unclosed_quote_over_the_cell_limit": BadFile(
+            "data.csv",
+            b'input,target\na,b\n"c,d\n'
+            + b"".join(b"line %04d %s,yes\n" % (i, b"t" * 80) for i in range(1500)),
+            "Line 3: a cell is longer than 100,000 characters (the limit). It runs on to line "
+            '1056: a quote (") that opens a cell on line 3 is probably never closed.',
+            3,
+        ),
+        "csv_quote_closed_too_late": BadFile(
+            "data.csv",
+            b'input,target\na,b\n"c,d\ne",f,g\nh,i\n',
+            'Line 3: a quote (") opens a cell here and is not closed until line 4, so lines '
+            "3–4 were read as one row of 3 cells, but the header has 2 columns.",
+            3,
+        ),
+        "csv_nul_near_the_start": BadFile(
+            "data.csv",
+            b"input,target\na\x00b,c\nd,e\n",
+            "Line 2: the input 'input' holds a control character (NUL, U+0000) at character 2 "
+            "of the cell",
+            2,
+        ),
+        "csv_nul_thousands_of_lines_in": BadFile(
+            "data.csv",
+            b"input,target\n"
+            + b"".join(b"q%d,a%d\n" % (i, i) for i in range(2, 900))
+            + b"x,y\x1bz\n",
+            "Line 900: the target 'target' holds a control character (escape, U+001B) at "
+            "character 2 of the cell",
+            900,
+        ),
+        "jsonl_raw_nul_in_a_string": BadFile(
+            "data.jsonl",
+            good + b'{"input": "a\x00b", "target": "c"}\n',
+            "Line 3: a control character (NUL) inside a string at column 13",
+            3,
+        ),
+        "jsonl_escaped_nul_in_a_cell": BadFile(
+            "data.jsonl",
+            jsonl(pair(1), {"input": "ok", "target": "be\x00fore"}),
+            "Line 2: the target 'target' holds a control character (NUL, U+0000) at character 3",
+            2,
+        ),
+        "jsonl_deeply_nested_value": BadFile(
+            "data.jsonl",
+            good + b'{"input": ' + b"[" * 50_000 + b"]" * 50_000 + b', "target": "x"}\n',
+            "Line 3: nested too deeply (more than 64 levels of arrays and objects).",
+            3,
+        ),
+        "pasted_deeply_nested_line": BadFile(
+            "pasted.txt",
+            jsonl(pair(1))
+            + b'{"input": "q", "target": '
+            + b'{"a": ' * 30_000
+            + b"1"
+            + b"}" * 30_001
+            + b"\n"
+            + jsonl(pair(3)),
+            "Line 2: nested too deeply (more than 64 levels of arrays and objects).",
+            2,
+        ),
+        "json_array_deeply_nested_element": BadFile(
+            "data.json",
+            b'[\n  {"input": "a", "target": "b"},\n  '
+            + b"[" * 50_000
+            + b"]" * 50_000
+            + b',\n  {"input": "c", "target": "d"}\n]\n',
+            "Line 3: nested too deeply (more than 64 levels of arrays and objects).",
+            3,
+        ),
+        "jsonl_repeated_key": BadFile(
+            "data.jsonl",
+            good + b'{"input": "a", "target": "b", "input": "c"}\n',
+            'Line 3: the key "input" appears twice in one object (which value is meant?).',
+            3,
+        ),
+        "json_array_repeated_key": BadFile(
+            "data.json",
+            b'[\n  {"input": "a", "target": "b"},\n  {"input": "c", "target": "d", "target": "e"},'
+            b'\n  {"input": "f", "target": "g"}\n]\n',
+            'Line 3: the key "target" appears twice in one object',
+            3,
+        ),
+        "jsonl_line_over_the_record_cap": BadFile(
+            "data.jsonl",
+            good + b'{"input": "' + b"x" * 1_500_000 + b'", "target": "y"}\n',
+            "Line 3: this line is over 1.4 million characters long, too long to be one record; "
+            "no cell may be longer than 100,000 characters.",
+            3,
+        ),
+        "chat_unknown_role": BadFile(
+            "chat.jsonl",
+            jsonl(
+                chat_ok,
+                {"messages": [{"role": "user", "content": "Hi"}, {"role": "bot", "content": "Yo"}]},
+            ),
+            "Line 2: message 2 in 'messages' has the role 'bot', which is not one of system, "
+            "user, assistant.",
+            2,
+        ),
     }
     return cases

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TextIO
 
 from workers.ml.data.records import DatasetRejected, Problem, Row, _describe
+from workers.ml.data.strict_json import DECODER, JsonRefused
+from workers.ml.data.strict_json import loads as strict_loads
 
-_DECODER = json.JSONDecoder()
+_DECODER = DECODER  # repeated keys and deep nesting are refused (JsonRefused)
 _WS = re.compile(r"[ \t\r\n]*")
 _IN_STRING = re.compile(r'[^"\\]*')
 _OUTSIDE = re.compile(r'[^"\[\]{},]*')
@@ -98,6 +100,10 @@ class _JsonArray:
         while True:
             try:
                 value, end = _DECODER.raw_decode(self.buf, self.pos)
+            except JsonRefused as exc:
+                self._skip_element()
+                message = f"Line {line}: {exc}."
+                return Row(line, None, Problem(line, "malformed", message))
             except json.JSONDecodeError as exc:
                 incomplete = exc.msg.startswith("Unterminated") or exc.pos >= len(self.buf) - 8
                 if not incomplete or self.eof:
@@ -129,7 +135,12 @@ class _JsonArray:
             return Row(line, None, Problem(line, "malformed", message))
 
     def _skip_oversized(self, line: int) -> Row:
-        """Move past an element too long to hold, tracking only nesting and strings."""
+        self._skip_element()
+        message = too_long_message(line, "record", self.cap, self.max_cell_chars)
+        return Row(line, None, Problem(line, "too_long", message))
+
+    def _skip_element(self) -> None:
+        """Move past an element, tracking only nesting and strings (no recursion)."""
         depth, in_string, escaped = 0, False, False
         while True:
             if self.pos >= len(self.buf) and not self.more():
@@ -161,11 +172,6 @@ class _JsonArray:
                 depth -= 1
                 if depth == 0:
                     break
-        message = (
-            f"Line {line}: this record is over {self.cap:,} characters long; no cell may be "
-            f"longer than {self.max_cell_chars:,}."
-        )
-        return Row(line, None, Problem(line, "too_long", message))
 
     def _not_an_array(self, first: str) -> DatasetRejected:
         if first != "{":
@@ -176,7 +182,7 @@ class _JsonArray:
         hint = ""
         if self.path.stat().st_size <= 20_000_000:  # small enough to look inside
             try:
-                whole = json.loads(self.path.read_text(encoding="utf-8-sig"))
+                whole = strict_loads(self.path.read_text(encoding="utf-8-sig"))
             except ValueError:
                 whole = None
             if isinstance(whole, dict):
@@ -194,6 +200,15 @@ class _JsonArray:
             "This JSON file holds one object, not an array of records: a JSON dataset looks "
             f'like [{{"input": "...", "target": "..."}}, ...].{hint}'
         )
+
+
+def too_long_message(line: int, what: str, cap: int, max_cell_chars: int) -> str:
+    """Say the limit a person can act on (the cell's), not the internal per-record cap."""
+    size = f"{cap / 1e6:.1f} million" if cap >= 1_000_000 else f"{cap:,}"
+    return (
+        f"Line {line}: this {what} is over {size} characters long, too long to be one record; "
+        f"no cell may be longer than {max_cell_chars:,} characters."
+    )
 
 
 def _end_of(pattern: re.Pattern[str], text: str, pos: int) -> int:

@@ -28,8 +28,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from workers.ml.data.json_array import _CHUNK, _DECODER, _JsonArray
+from workers.ml.data.json_array import _CHUNK, _DECODER, _JsonArray, too_long_message
 from workers.ml.data.records import DatasetRejected, Problem, Row, _describe
+from workers.ml.data.sniff import (
+    looks_binary,
+    separator_guess,
+    sniff_delimiter,
+    unicode_without_bom,
+)
+from workers.ml.data.strict_json import JsonRefused
+from workers.ml.data.strict_json import loads as strict_loads
 
 FORMATS = ("jsonl", "json", "csv", "tsv")
 FORMAT_NAMES = {"jsonl": "JSON Lines", "json": "JSON", "csv": "CSV", "tsv": "TSV"}
@@ -78,7 +86,12 @@ def _reject_binary(head: bytes, filename: str) -> None:
             f"This is a bzip2-compressed file, not {expected}: decompress it and upload the "
             "file inside."
         )
-    if b"\x00" in head:
+    if unicode := unicode_without_bom(head):
+        raise DatasetRejected(
+            f"This looks like {unicode} without a byte-order mark, not {expected}: save it as "
+            "UTF-8 and upload it again (only UTF-8 is accepted)."
+        )
+    if looks_binary(head):
         raise DatasetRejected(
             f"This looks like a binary file (it contains NUL bytes), not {expected}: {_EXPORT}"
         )
@@ -100,7 +113,6 @@ def _detect_format(path: Path, filename: str) -> str:
                 raise DatasetRejected("The file holds only whitespace: there are no records.")
         head += f.read(_CHUNK)
     text = head.lstrip()
-    first_line = text.splitlines()[0]
     if text.startswith("["):
         return "json"
     if text.startswith("{"):
@@ -115,32 +127,43 @@ def _detect_format(path: Path, filename: str) -> str:
     by_extension = EXTENSIONS.get(ext)
     if by_extension == "jsonl":
         return "jsonl"  # every line will be reported as malformed, with its number
-    if by_extension == "csv":
-        return "tsv" if "\t" in first_line and "," not in first_line else "csv"
     if by_extension == "tsv":
         return "tsv"
-    for fmt, delimiter in (("tsv", "\t"), ("csv", ",")):
-        if delimiter in first_line and _consistent_table(text, delimiter):
-            return fmt
+    delimiter, agree = sniff_delimiter(text)
+    if by_extension == "csv":
+        return "tsv" if delimiter == "\t" else "csv"  # one column: `inspect` says so
+    if delimiter is not None and agree == 1.0:  # no extension to go by: a regular table
+        return "tsv" if delimiter == "\t" else "csv"
     raise DatasetRejected(
         f"Could not tell what format {filename!r} is: it is not JSON Lines, a JSON array, "
-        "CSV (comma-separated with a header row) or TSV (tab-separated with a header row)."
+        "CSV (a header row, then cells separated by commas, semicolons or '|') or TSV "
+        "(tab-separated with a header row)."
     )
 
 
-def _consistent_table(text: str, delimiter: str) -> bool:
-    """Whether the header and the first row (if any) split into the same number of cells."""
-    try:
-        rows = [r for r in csv.reader(text.splitlines()[:50], delimiter=delimiter) if r][:2]
-    except csv.Error:
-        return False
-    return len(rows) == 1 or len(rows[0]) == len(rows[1])
+def csv_delimiter(path: Path) -> str:
+    """The delimiter of a CSV file, sniffed from its first rows (a comma when unclear)."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        delimiter, _ = sniff_delimiter(f.read(_CHUNK))
+    return delimiter or ","
+
+
+def one_column_message(header: list[str]) -> str:
+    guess = separator_guess(header[0])
+    hint = f" The header seems to use {guess} between columns." if guess else ""
+    return (
+        f"Only one column was found: the header is {header[0][:80]!r}.{hint} A dataset needs "
+        "an input and a target column, separated by commas, semicolons, tabs or '|': save "
+        "the file with one of those between columns."
+    )
 
 
 def _looks_like_jsonl(text: str) -> bool:
     lines = [line for line in text.splitlines() if line.strip()]
     try:
-        return len(lines) > 1 and isinstance(json.loads(lines[0]), dict)
+        return len(lines) > 1 and isinstance(strict_loads(lines[0]), dict)
+    except JsonRefused:
+        return len(lines) > 1  # an object with a repeated key: the JSON Lines reader says so
     except json.JSONDecodeError:
         return False
 
@@ -162,11 +185,12 @@ def _reading(
         # utf-8-sig strips a byte order mark; newline="" keeps line ends for csv.
         with path.open(encoding="utf-8-sig", newline="") as f:
             if fmt == "jsonl":
-                yield None, _jsonl_rows(f, cap)
+                yield None, _jsonl_rows(f, cap, max_cell_chars)
             elif fmt == "json":
                 yield None, _JsonArray(f, cap, max_cell_chars, path).rows()
             else:
-                header, rows = _csv_rows(f, "\t" if fmt == "tsv" else ",", max_cell_chars)
+                delimiter = "\t" if fmt == "tsv" else csv_delimiter(path)
+                header, rows = _csv_rows(f, delimiter, max_cell_chars)
                 yield header, rows
     finally:
         csv.field_size_limit(old_limit)
@@ -180,20 +204,24 @@ def _limited(rows: Iterator[Row], max_rows: int) -> Iterator[Row]:
         yield row
 
 
-def _jsonl_rows(f: TextIO, cap: int) -> Iterator[Row]:
+def _jsonl_rows(f: TextIO, cap: int, max_cell_chars: int) -> Iterator[Row]:
     line = 0
     while text := f.readline(cap):
         line += 1
         if len(text) >= cap and not text.endswith(("\n", "\r")):
             while (rest := f.readline(cap)) and not rest.endswith(("\n", "\r")):
                 pass
-            message = f"Line {line}: the line is over {cap:,} characters long."
+            message = too_long_message(line, "line", cap, max_cell_chars)
             yield Row(line, None, Problem(line, "too_long", message))
             continue
         if text.isspace():
             continue
         try:
             value = _DECODER.decode(text)  # accepts the surrounding whitespace
+        except JsonRefused as exc:
+            message = f"Line {line}: {exc}."
+            yield Row(line, None, Problem(line, "malformed", message))
+            continue
         except json.JSONDecodeError:
             message = f"Line {line}: {_explain_line(text.rstrip())}."
             yield Row(line, None, Problem(line, "malformed", message))
@@ -211,12 +239,21 @@ def _explain_line(text: str) -> str:
         _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         return _explain(exc, text)
+    except JsonRefused as exc:
+        return str(exc)
     return "the JSON is not valid"
 
 
 def _explain(exc: json.JSONDecodeError, text: str) -> str:
     if exc.msg.startswith("Unterminated string"):
         return "the JSON is cut off (unterminated string)"
+    if exc.msg.startswith("Invalid control character"):
+        char = text[exc.pos] if exc.pos < len(text) else ""
+        what = "NUL" if char == "\x00" else f"U+{ord(char):04X}" if char else "a control character"
+        return (
+            f"a control character ({what}) inside a string at column {exc.colno}; write it "
+            "as an escape (\\n, \\t) or remove it"
+        )
     if exc.pos >= len(text.rstrip()):
         return "the JSON is cut off (the record is not closed)"
     if exc.msg == "Extra data":
@@ -268,12 +305,19 @@ def _csv_rows(f: TextIO, delimiter: str, max_cell_chars: int) -> tuple[list[str]
                         f"Line {start}: a cell is longer than {max_cell_chars:,} characters "
                         "(the limit)."
                     )
+                    if end > start:  # the cell ran on over line ends: most likely a quote
+                        message += (
+                            f' It runs on to line {end}: a quote (") that opens a cell on '
+                            f"line {start} is probably never closed."
+                        )
                     yield Row(start, None, Problem(start, "too_long", message))
                 else:
                     message = f"Line {start}: the row cannot be read ({error})."
                     yield Row(start, None, Problem(start, "malformed", message))
             elif not any(c.strip() for c in cells):
                 continue  # blank lines and rows of empty cells are not records
+            elif end > start and (quote := _unclosed_quote(start, end, cells, len(header))):
+                yield Row(start, None, Problem(start, "malformed", quote))
             elif len(cells) != len(header):
                 noun = "cell" if len(cells) == 1 else "cells"
                 message = (
@@ -284,6 +328,35 @@ def _csv_rows(f: TextIO, delimiter: str, max_cell_chars: int) -> tuple[list[str]
                 yield Row(start, dict(zip(header, cells, strict=True)))
 
     return header, rows()
+
+
+def _unclosed_quote(start: int, end: int, cells: list[str], columns: int) -> str:
+    """Explain a row read across lines `start`..`end` because a quote was left open.
+
+    A quoted cell may hold line breaks, so a row over several lines is fine when it has the
+    header's cells and its multi-line cell does not run to the end of the file (an open
+    quote swallows the final line break). Otherwise a '"' opened a cell and was not closed
+    where the cell should end. Returns "" when the row looks fine.
+    """
+    spanning = next((i for i, c in enumerate(cells) if "\n" in c or "\r" in c), None)
+    if spanning is None:
+        return ""
+    runs_to_end = cells[-1].endswith(("\n", "\r"))
+    if len(cells) == columns and not runs_to_end:
+        return ""
+    opened = start + sum(c.count("\n") for c in cells[:spanning])
+    if runs_to_end:
+        return (
+            f'Line {opened}: a quote (") opens a cell here and is never closed, so everything '
+            f"from line {opened} to the end of the file (line {end}) was read as one cell. "
+            'Close the quote, or write a quote inside a cell as two quotes ("").'
+        )
+    noun = "cell" if len(cells) == 1 else "cells"
+    return (
+        f'Line {opened}: a quote (") opens a cell here and is not closed until line {end}, '
+        f"so lines {start}–{end} were read as one row of {len(cells)} {noun}, but the header "
+        f'has {columns} columns. Close the quote, or write a quote inside a cell as "".'
+    )
 
 
 # --- Encoding errors --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from workers.ml.errors import UserFacingError
 class Problem:
     line: int | None  # 1-based physical line; for a JSON array, where the element starts
     kind: str  # malformed | missing_field | empty_field | wrong_type | duplicate | too_long
-    #            | encoding | ragged | too_many_rows
+    #            | encoding | control_character | unknown_role | ragged | too_many_rows
     message: str
 
 

@@ -23,7 +23,9 @@ from typing import Any
 
 from workers.ml.data.readers import FORMATS, _limited, _reading, _utf8_errors
 from workers.ml.data.records import DatasetRejected, Problem, _describe
+from workers.ml.data.sniff import control_character, has_control
 
+CHAT_ROLES = ("system", "user", "assistant")
 MAX_LABELS = 1000  # a classification target with more distinct values is not a label
 
 
@@ -48,12 +50,8 @@ def _checked_rows(
         if header is not None:
             for name in dict.fromkeys((input_field, target_field)):
                 if name not in header:
-                    hint = ""
-                    if len(header) == 1 and ";" in header[0]:
-                        hint = " The header seems to use ';' between columns: save it with commas."
                     raise DatasetRejected(
-                        f"The file has no column '{name}'; its columns are: "
-                        f"{', '.join(header)}.{hint}"
+                        f"The file has no column '{name}'; its columns are: {', '.join(header)}."
                     )
         for row in _limited(records, max_rows):
             if row.data is None:
@@ -135,7 +133,21 @@ def _field_text(
             f"Line {line}: the {role} '{name}' is {len(value):,} characters long; "
             f"the limit is {max_cell_chars:,}.",
         )
+    if has_control(value):
+        return _control_problem(value, f"the {role} '{name}'", line)
     return value.strip() if label else value
+
+
+def _control_problem(text: str, where: str, line: int) -> Problem:
+    found = control_character(text)
+    assert found is not None
+    position, name = found
+    return Problem(
+        line,
+        "control_character",
+        f"Line {line}: {where} holds a control character ({name}) at character {position} "
+        "of the cell; only tabs and line breaks are allowed. Remove it and upload again.",
+    )
 
 
 def _chat_pair(
@@ -181,7 +193,17 @@ def _chat_pair(
                 f"Line {line}: {where} is {len(message['content']):,} characters long; "
                 f"the limit is {max_cell_chars:,}.",
             )
-        turns.append((message["role"].strip(), message["content"]))
+        role = message["role"].strip()
+        if role.lower() not in CHAT_ROLES:
+            return Problem(
+                line,
+                "unknown_role",
+                f"Line {line}: {where} has the role {role[:40]!r}, which is not one of "
+                f"{', '.join(CHAT_ROLES)}.",
+            )
+        if has_control(message["content"]):
+            return _control_problem(message["content"], f"the content of {where}", line)
+        turns.append((role, message["content"]))
     last = max((i for i, (role, _) in enumerate(turns) if role.lower() == "assistant"), default=-1)
     if last < 0:
         return Problem(

@@ -52,6 +52,15 @@ def check_depth(value: Any) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
+def _may_be_too_deep(text: str, start: int = 0, end: int | None = None) -> bool:
+    """False when text[start:end] holds too few brackets to nest deeper than MAX_DEPTH.
+
+    The count is an upper bound of the depth (brackets inside strings count too), and
+    str.count runs in C: most records skip the walk of `check_depth` this way.
+    """
+    return text.count("[", start, end) + text.count("{", start, end) > MAX_DEPTH
+
+
 class StrictDecoder(json.JSONDecoder):
     """json.JSONDecoder that refuses repeated keys and deep nesting (also in raw_decode)."""
 
@@ -63,7 +72,8 @@ class StrictDecoder(json.JSONDecoder):
             value, end = super().raw_decode(s, idx)
         except RecursionError:
             raise JsonRefused(too_deep_message()) from None
-        check_depth(value)
+        if _may_be_too_deep(s, idx, end):
+            check_depth(value)
         return value, end
 
 
@@ -79,5 +89,6 @@ def loads(text: str | bytes) -> Any:
         value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except RecursionError:
         raise JsonRefused(too_deep_message()) from None
-    check_depth(value)
+    if _may_be_too_deep(text):
+        check_depth(value)
     return value

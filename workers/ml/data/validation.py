@@ -33,6 +33,8 @@ from workers.ml.data.readers import (
     _reading,
     _reject_binary,
     _utf8_errors,
+    csv_delimiter,
+    one_column_message,
 )
 from workers.ml.data.records import DatasetRejected, Problem
 from workers.ml.data.rows import (
@@ -42,6 +44,8 @@ from workers.ml.data.rows import (
     _draw,
     _require_valid_rows,
 )
+from workers.ml.data.sniff import DELIMITER_NAMES
+from workers.ml.data.strict_json import loads as strict_loads
 
 __all__ = [
     "SPLITS",
@@ -49,6 +53,8 @@ __all__ = [
     "ValidationReport",
     "inspect",
     "read_clean",
+    "split_sizes",
+    "split_warnings",
     "validate",
     "write_clean",
 ]
@@ -76,6 +82,7 @@ class Inspection:
     suggested_input: str | None
     suggested_target: str | None
     rows: int = 0  # records in the file, counting ones that validation will drop
+    delimiter: str | None = None  # CSV and TSV: the character between cells
 
 
 _KIND_PHRASES = {
@@ -87,6 +94,8 @@ _KIND_PHRASES = {
     "malformed": ("malformed line", "malformed lines"),
     "ragged": ("row with the wrong number of cells", "rows with the wrong number of cells"),
     "encoding": ("row with an invalid character", "rows with an invalid character"),
+    "control_character": ("row with a control character", "rows with a control character"),
+    "unknown_role": ("row with an unknown chat role", "rows with an unknown chat role"),
 }
 
 
@@ -149,6 +158,8 @@ def inspect(
                     preview.append({k: _render(v) for k, v in row.data.items()})
     if header is not None:
         fields = dict.fromkeys(header)
+        if len(header) == 1:
+            raise DatasetRejected(one_column_message(header))
     if not rows:
         raise DatasetRejected(_no_rows_message(fmt, header))
     if not usable:
@@ -164,6 +175,7 @@ def inspect(
         suggested_input="messages" if is_chat else _suggest(names, INPUT_NAMES),
         suggested_target="messages" if is_chat else _suggest(names, TARGET_NAMES),
         rows=rows,
+        delimiter=("\t" if fmt == "tsv" else csv_delimiter(path)) if header is not None else None,
     )
 
 
@@ -293,9 +305,41 @@ def read_clean(path: Path, split: str | None = None) -> Iterator[dict[str, Any]]
     with path.open(encoding="utf-8") as f:
         for text in f:
             if text.strip():
-                record: dict[str, Any] = json.loads(text)
+                record: dict[str, Any] = strict_loads(text)
                 if split is None or record["split"] == split:
                     yield record
+
+
+def split_sizes(
+    valid_rows: int, labels: dict[str, int] | None, fractions: tuple[float, float, float]
+) -> dict[str, int]:
+    """The rows each split gets (as `write_clean` assigns them, per label when stratified)."""
+    sizes_of = _check_fractions(fractions)
+    counts = [0, 0, 0]
+    for n in (labels or {"": valid_rows}).values():
+        counts = [a + b for a, b in zip(counts, sizes_of(n), strict=True)]
+    return dict(zip(SPLITS, counts, strict=True))
+
+
+def split_warnings(
+    counts: dict[str, int], fractions: tuple[float, float, float], *, saved: bool
+) -> list[str]:
+    """A sentence for each split with a share of the rows that gets none of them."""
+    sizes_of = _check_fractions(fractions)
+    total = sum(counts.values())
+    warnings = []
+    for k, split in enumerate(SPLITS):
+        if counts.get(split, 0) or not fractions[k]:
+            continue
+        needed = next((n for n in range(1, 1_000_001) if sizes_of(n)[k]), None)
+        rows = f"{total:,} valid row{'' if total == 1 else 's'}"
+        verb = "is" if saved else "would be"
+        warnings.append(
+            f"The {split} split {verb} empty: {rows} at fractions {fractions[0]:g} / "
+            f"{fractions[1]:g} / {fractions[2]:g} give it none. It needs at least "
+            f"{needed:,} valid rows at these fractions (or a larger {split} fraction)."
+        )
+    return warnings
 
 
 # --- Inspection helpers -----------------------------------------------------------------
@@ -333,7 +377,7 @@ def _no_usable_rows_message(
 ) -> str:
     first = problems[0].message if problems else ""
     if header is not None and all(p.kind == "ragged" for p in problems):
-        sep = "tabs" if fmt == "tsv" else "commas"
+        sep = DELIMITER_NAMES["\t"] if fmt == "tsv" else "commas, semicolons or '|'"
         return (
             f"Every row has a different number of cells than the header ({len(header)} "
             f"columns), so the file cannot be read as {FORMAT_NAMES[fmt]}. Check that cells "
