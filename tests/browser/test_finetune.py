@@ -64,17 +64,19 @@ def test_a_lora_run_draws_its_loss_curves_live_and_ends_with_a_candidate(
     page.wait_for_url(re.compile(r"/finetune/\d+/$"))
     live = page.locator("#ft-live")
     expect(live).to_have_attribute("data-status", "running", timeout=JOB_TIMEOUT_MS)
+    # Function form: under the Content-Security-Policy a bare expression string would
+    # need eval, which the policy refuses.
     page.evaluate("window.__marker = 'no reload'")
-    page.wait_for_function(f"{POINTS} >= 3", timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function(f"() => {POINTS} >= 3", timeout=JOB_TIMEOUT_MS)
     seen = page.evaluate(POINTS)
     page.screenshot(path="/tmp/pw_finetune_running.png", full_page=True)
     # More points arrive while it runs, in the same page.
-    page.wait_for_function(f"{POINTS} > {seen}", timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function(f"() => {POINTS} > {seen}", timeout=JOB_TIMEOUT_MS)
     assert page.locator("#ft-live").get_attribute("data-status") in ("running", "succeeded")
 
     expect(live).to_have_attribute("data-status", "succeeded", timeout=JOB_TIMEOUT_MS)
     assert page.evaluate("window.__marker") == "no reload"
-    page.wait_for_function(f"{POINTS} == {STEPS}", timeout=10_000)
+    page.wait_for_function(f"() => {POINTS} == {STEPS}", timeout=10_000)
     validation = page.evaluate("Chart.getChart('curves').data.datasets[1].data.length")
     assert validation == STEPS // 50 + 1  # the untrained model, then every 50 steps
     expect(page.get_by_test_id("step")).to_have_text(f"{STEPS} / {STEPS}")
