@@ -417,3 +417,15 @@ def bad_files() -> dict[str, BadFile]:
         ),
     }
     return cases
+
+
+# The mapping form of a staged upload, filled in for files with "input" and "target" fields.
+STAGED_MAPPING = {
+    "name": "x",
+    "input_field": "input",
+    "target_field": "target",
+    "seed": "1",
+    "train": "0.8",
+    "validation": "0.1",
+    "test": "0.1",
+}

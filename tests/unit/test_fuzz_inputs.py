@@ -36,6 +36,7 @@ from lifecycle_app.models import (
 )
 from lifecycle_app.stages.deploy.services import api_token_create, variant_deploy
 from tests.factories import JobFactory
+from tests.unit.bad_files import STAGED_MAPPING
 
 SEED = 17
 ROWS = [
@@ -195,16 +196,7 @@ def _assert_refusal_or_staged(client: Client, project: Project, response: Any, w
         assert page.status_code == 200, what
         check = client.post(
             response["Location"],
-            {
-                "name": "x",
-                "input_field": "input",
-                "target_field": "target",
-                "seed": "1",
-                "train": "0.8",
-                "validation": "0.1",
-                "test": "0.1",
-                "action": "check",
-            },
+            {**STAGED_MAPPING, "action": "check"},
         )
         assert check.status_code < 500, what
         token = response["Location"].rstrip("/").rsplit("/", 1)[-1]

@@ -14,20 +14,12 @@ from django.test import Client
 from django.urls import reverse
 
 from lifecycle_app.models import Dataset, Project
-from tests.unit.bad_files import MAX_ROWS, bad_files
+from tests.unit.bad_files import MAX_ROWS, STAGED_MAPPING, bad_files
 
 CASES = bad_files()
 # Cases whose message is about mapping to a field the file does not have.
 MAPPING_CASES = {"csv_missing_target_column", "unknown_field_mapping"}
-MAPPING = {
-    "name": "x",
-    "input_field": "input",
-    "target_field": "target",
-    "seed": "1",
-    "train": "0.8",
-    "validation": "0.1",
-    "test": "0.1",
-}
+MAPPING = STAGED_MAPPING
 
 
 def stored_files(*folders: Path) -> list[Path]:

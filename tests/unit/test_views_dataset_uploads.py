@@ -18,16 +18,9 @@ from django.urls import reverse
 
 from lifecycle_app.datasets.services import short_filename
 from lifecycle_app.models import Dataset, Project
+from tests.unit.bad_files import STAGED_MAPPING
 
-MAPPING = {
-    "name": "x",
-    "input_field": "input",
-    "target_field": "target",
-    "seed": "1",
-    "train": "0.8",
-    "validation": "0.1",
-    "test": "0.1",
-}
+MAPPING = STAGED_MAPPING
 
 
 @pytest.fixture(autouse=True)
