@@ -7,8 +7,8 @@ extra context, the job it starts), by dotted path; the wizard resolves it lazily
 the two leaf rule modules below. Adding a step is one `Step` entry here plus its handler.
 A step without a handler is shown as planned.
 
-Read the declaration through `stages()`, `stage_def()`, `step_def()` and `next_step()`: they
-look `STAGES` up at call time, so a test can declare a step of its own.
+Code reads `steps.STAGES` (the module attribute) or `stage_def()`, `step_def()` and
+`next_step()`, which look it up at call time, so a test can declare a step of its own.
 """
 
 from __future__ import annotations
@@ -163,10 +163,6 @@ STAGES: tuple[StageDef, ...] = (
         ),
     ),
 )
-
-
-def stages() -> tuple[StageDef, ...]:
-    return STAGES
 
 
 def stage_def(key: str) -> StageDef | None:

@@ -62,8 +62,8 @@ def share_step(request: HtmxHttpRequest, share_token: str, stage: str, step: str
     link = teams_selectors.share_link_get_active(token=share_token)
     step_def = steps.step_def(stage, step)
     if step_def is None:
-        if (stage, step) in steps.RENAMED_SLUGS:
-            new = steps.RENAMED_SLUGS[stage, step]
+        new = steps.RENAMED_SLUGS.get((stage, step))
+        if new is not None:
             return redirect("share_step", share_token, stage, new, permanent=True)
         raise Http404("No such step.")
     return read_only_step(request, project=link.project, step_def=step_def, share=link)

@@ -44,8 +44,8 @@ def _following_url(project: Project, stage: str, step: str) -> str:
 def step_view(request: HtmxHttpRequest, slug: str, stage: str, step: str) -> HttpResponse:
     step_def = steps.step_def(stage, step)
     if step_def is None:
-        if (stage, step) in steps.RENAMED_SLUGS:
-            new = steps.RENAMED_SLUGS[stage, step]
+        new = steps.RENAMED_SLUGS.get((stage, step))
+        if new is not None:
             return redirect("wizard_step", slug, stage, new, permanent=True)
         raise Http404("No such step.")
     handler = handler_for(step_def)

@@ -10,8 +10,6 @@ from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.projects.models import Project
 from lifecycle_app.stages.deploy.models import ApiToken, ModelVariant
 
-# --- optimize and deploy ------------------------------------------------------------------
-
 
 def variant_get(*, project: Project, variant_id: int) -> ModelVariant:
     variant = (

@@ -10,8 +10,6 @@ from lifecycle_app.projects.models import Project
 from lifecycle_app.projects.selectors import MAX_ID
 from lifecycle_app.stages.evaluate.models import EvaluationCandidate, EvaluationExample
 
-# --- Evaluation ---------------------------------------------------------------------------
-
 
 def _evaluations(project: Project) -> QuerySet[Job]:
     return Job.objects.select_related("dataset", "created_by", "project").filter(

@@ -11,8 +11,6 @@ from lifecycle_app.projects.selectors import MAX_ID, step_answers
 from lifecycle_app.projects.steps import StepSlug
 from lifecycle_app.stages.prompt.models import PromptTemplate, TrialExample
 
-# --- Prompt templates and trials ----------------------------------------------------------
-
 
 def template_list(*, project: Project) -> list[PromptTemplate]:
     """Every version, newest version of each name first."""

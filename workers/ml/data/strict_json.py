@@ -23,13 +23,16 @@ class JsonRefused(ValueError):
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     record = dict(pairs)
-    if len(record) != len(pairs):
-        seen: set[str] = set()
-        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise JsonRefused(
-            f'the key "{repeated[:60]}" appears twice in one object (which value is meant?)'
-        )
-    return record
+    if len(record) == len(pairs):
+        return record
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise JsonRefused(
+                f'the key "{key[:60]}" appears twice in one object (which value is meant?)'
+            )
+        seen.add(key)
+    raise AssertionError("unreachable: a shorter dict means a repeated key")
 
 
 def too_deep_message() -> str:
