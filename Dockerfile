@@ -30,7 +30,6 @@ case \"$0\" in \
   worker) exec celery -A workers.celery worker -Q cpu --concurrency ${WORKER_CONCURRENCY:-1} --loglevel INFO ;; \
   serve) exec celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO ;; \
   worker-gpu) exec celery -A workers.celery worker -Q gpu --concurrency 1 --loglevel INFO ;; \
-  beat) exec celery -A workers.celery beat --loglevel INFO ;; \
   *) exec \"$0\" \"$@\" ;; \
 esac"]
 CMD ["web"]

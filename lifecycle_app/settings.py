@@ -7,6 +7,7 @@ DATABASE_URL and REDIS_URL switch to PostgreSQL and Redis.
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -111,8 +112,12 @@ TEMPLATES = [
 ]
 
 _database_url = env_str("DATABASE_URL")
+# Persistent connections (60 s) under gunicorn's thread pool and the workers; none under
+# `runserver`, which starts a thread per request: each would keep its own connection
+# open until PostgreSQL ran out ("too many clients").
+_CONN_MAX_AGE = 0 if "runserver" in sys.argv else 60
 if _database_url:
-    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=_CONN_MAX_AGE)}
 else:
     DATABASES = {
         "default": {
@@ -194,6 +199,15 @@ JOB_STALE_AFTER_S = env_int("LIFECYCLE_JOB_STALE_AFTER_S", 60, minimum=5)
 JOB_HEARTBEAT_S = min(10.0, JOB_STALE_AFTER_S / 4)
 # A job a lost worker can resume (fine-tuning) is tried at most this many times.
 JOB_MAX_ATTEMPTS = env_int("LIFECYCLE_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# A worker retries a job write that hits a transient database error (restart, dropped
+# connection) for this long before leaving the job to the reaper (which resumes it).
+JOB_DB_RETRY_S = env_int("LIFECYCLE_JOB_DB_RETRY_S", 30, minimum=1)
+# A job still queued this long after its message was sent, with no worker on it, is sent
+# again (a broker restarted without persistence loses its queues); the wait doubles after
+# each re-send, so a job queued behind a long run is not re-sent every few minutes.
+JOB_RESEND_AFTER_S = env_int("LIFECYCLE_JOB_RESEND_AFTER_S", 120, minimum=2)
+# How often every worker's reaper thread looks for stale and lost jobs.
+JOB_REAP_EVERY_S = min(30.0, JOB_STALE_AFTER_S / 2)
 # Memory (GB) a training worker may use, for the fine-tuning plan's verdict; 0 = this
 # machine's RAM (set it when workers run elsewhere, e.g. the GPU's memory on a GPU host).
 WORKER_MEMORY_GB = env_int("LIFECYCLE_WORKER_MEMORY_GB", 0, minimum=0)
@@ -226,4 +240,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # kombu's filesystem transport (the embedded default) has no host, and kombu warns
+    # "No hostname was supplied" on every connection: not a problem, so not a warning.
+    "loggers": {"kombu.connection": {"level": "ERROR"}},
 }

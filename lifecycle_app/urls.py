@@ -7,6 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from lifecycle_app.catalog import views as catalog_views
+from lifecycle_app.common.http import healthz
 from lifecycle_app.datasets import views as dataset_views
 from lifecycle_app.jobs import views as job_views
 from lifecycle_app.stages.align import views as align_views
@@ -17,10 +18,11 @@ from lifecycle_app.stages.finetune import views as finetune_views
 from lifecycle_app.stages.prompt import views as prompt_views
 from lifecycle_app.teams import accounts
 from lifecycle_app.teams import views as team_views
-from lifecycle_app.wizard import deletion, overview, share_views
+from lifecycle_app.wizard import deletion, overview, rerun, share_views
 from lifecycle_app.wizard import views as wizard_views
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("", overview.project_list, name="project_list"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -31,6 +33,8 @@ urlpatterns = [
     path("p/<slug:slug>/jobs/<int:job_id>/", job_views.job_detail, name="job_detail"),
     path("p/<slug:slug>/jobs/<int:job_id>/status/", job_views.job_status, name="job_status"),
     path("p/<slug:slug>/jobs/<int:job_id>/cancel/", job_views.job_cancel_view, name="job_cancel"),
+    path("p/<slug:slug>/jobs/<int:job_id>/again/", rerun.job_run_again, name="job_run_again"),
+    path("p/<slug:slug>/jobs/<int:job_id>/resume/", rerun.job_resume_view, name="job_resume"),
     path("p/<slug:slug>/models/add/", catalog_views.model_add, name="model_add"),
     path("p/<slug:slug>/datasets/", dataset_views.dataset_list, name="dataset_list"),
     path("p/<slug:slug>/datasets/upload/", dataset_views.dataset_upload, name="dataset_upload"),

@@ -88,6 +88,7 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "signup": {"GET": PUBLIC, "POST": PUBLIC},
     "login": {"GET": PUBLIC, "POST": PUBLIC},
     "logout": {"POST": PUBLIC},
+    "healthz": {"GET": PUBLIC},
     "project_list": {"GET": LOGIN, "POST": LOGIN},
     "all_jobs": {"GET": LOGIN},
     # One project's pages.
@@ -96,6 +97,8 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "job_detail": {"GET": VIEWER},
     "job_status": {"GET": VIEWER},
     "job_cancel": {"POST": EDITOR},
+    "job_run_again": {"POST": EDITOR},
+    "job_resume": {"POST": EDITOR},
     "model_add": {"GET": VIEWER, "POST": EDITOR},
     "dataset_list": {"GET": VIEWER},
     "dataset_upload": {"POST": EDITOR},

@@ -82,7 +82,7 @@ def test_a_killed_worker_s_training_job_resumes_from_its_checkpoint(
         max_steps=MAX_STEPS,
         checkpoint_every=CHECKPOINT_EVERY,
     )
-    run = storage / "var" / "jobs" / str(job.id) / "run"
+    run = storage / "var" / "jobs" / str(job.id) / "attempt-1" / "run"
 
     # Past a checkpoint and a few steps beyond it, but well before the end.
     job = wait_for_job(
@@ -147,5 +147,8 @@ def test_a_killed_worker_s_training_job_resumes_from_its_checkpoint(
     assert Path(artifacts[0].path).is_dir() or Path(artifacts[0].path).is_file()
     assert CatalogModel.objects.filter(trained_by_job=job).count() == 1
     assert "requeued [" in second.log_text()
-    # The checkpoints are gone once the final weights are saved; nothing half-written stays.
-    assert sorted(p.name for p in run.iterdir()) == ["final"]
+    # The second attempt wrote in its own folder, starting from the first one's checkpoint;
+    # its checkpoints are gone once the final weights are saved; nothing half-written stays.
+    resumed_run = run.parent.parent / "attempt-2" / "run"
+    assert artifacts[0].path.startswith(str(resumed_run))
+    assert sorted(p.name for p in resumed_run.iterdir()) == ["final"]

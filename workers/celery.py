@@ -28,9 +28,18 @@ from django.conf import settings  # noqa: E402
 # running (celery issues 5935, 3430).
 VISIBILITY_TIMEOUT_S = 4 * 3600
 
+# Every broker call from the web is bounded: connecting, and each read and write on the
+# socket, so a hung (not down) Redis fails a submission within seconds, like a down one.
+BROKER_SOCKET_TIMEOUT_S = 2.0
+
 if settings.REDIS_URL:
     broker_url = settings.REDIS_URL
-    transport_options: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    transport_options: dict[str, object] = {
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+        "retry_on_timeout": False,
+    }
 else:
     broker_url = "filesystem://"
     folders = {name: settings.BROKER_DIR / name for name in ("queue", "processed", "control")}
@@ -70,7 +79,7 @@ app.conf.update(
     broker_url=broker_url,
     broker_transport_options=transport_options,
     broker_connection_retry_on_startup=True,
-    broker_connection_timeout=3,  # a silent broker must not hang a web request
+    broker_connection_timeout=BROKER_SOCKET_TIMEOUT_S,  # a silent broker must not hang a page
     task_serializer="json",
     accept_content=["json"],
     result_serializer="json",
@@ -84,9 +93,9 @@ app.conf.update(
         Queue("gpu", Exchange("gpu", type="direct"), routing_key="gpu"),
         Queue("serve", Exchange("serve", type="direct"), routing_key="serve"),
     ],
-    task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    # One quick retry (a dropped connection); with the socket timeouts, a hung broker
+    # fails a submission in about 2 x 2 s.
+    task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
     worker_hijack_root_logger=False,
-    beat_schedule={"reap-stale-jobs": {"task": "jobs.reap", "schedule": 30.0}},
-    beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
     timezone="UTC",
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
 
@@ -15,3 +16,10 @@ def authed_user(request: HttpRequest) -> User:
     user = request.user
     assert isinstance(user, User), "login_required runs first"
     return user
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness for load balancers and compose health checks: the process answers. Touches
+    no database (a database outage must not make every web process look dead)."""
+    return HttpResponse("ok", content_type="text/plain")

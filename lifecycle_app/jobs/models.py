@@ -65,7 +65,11 @@ class Job(models.Model):
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    # The claim's token: each claim (first run, resume, takeover) increments it, and every
+    # write a worker makes for the job checks it (jobs/fencing.py).
     attempt = models.PositiveIntegerField(default=0)
+    # One entry per attempt: worker, started/ended (ISO), outcome; see `attempt_spans`.
+    attempts = models.JSONField(default=list, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="jobs"
@@ -74,6 +78,10 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the job's message was last handed to the broker, and how many times: the
+    # reaper sends a queued job again when its message was lost (jobs/services.py).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    sends = models.PositiveIntegerField(default=0)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -103,6 +111,20 @@ class Job(models.Model):
 
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
+
+    @property
+    def attempt_spans(self) -> list[dict[str, object]]:
+        """Each attempt with its duration in seconds (None while it runs)."""
+        from django.utils.dateparse import parse_datetime
+
+        spans = []
+        for entry in self.attempts or []:
+            start = parse_datetime(entry.get("started_at") or "")
+            end = parse_datetime(entry.get("ended_at") or "")
+            spans.append(
+                {**entry, "duration_s": (end - start).total_seconds() if start and end else None}
+            )
+        return spans
 
 
 class MetricPoint(models.Model):

@@ -9,7 +9,14 @@ Design note. The Job row is the source of truth; Celery only carries the job id.
 - Cancel of a queued job is immediate (the guarded claim then finds nothing). Cancel of
   a running job sets `cancel_requested_at`; the worker checks it every generation step
   and records "cancelled" itself.
-- The reaper fails running jobs whose heartbeat stopped, with a reason a person can act on.
+- The reaper fails running jobs whose heartbeat stopped, with a reason a person can act on,
+  or requeues them to resume; it also sends again a job whose broker message was lost
+  (queued too long with no claim). It runs in a thread of every worker (workers/tasks/reap.py),
+  so it never waits behind the jobs it watches.
+- A worker's writes are fenced by the claim's attempt (jobs/fencing.py).
+- Bookkeeping across attempts: the first start is kept, each attempt is logged in
+  `attempts`, progress never goes back while its total is unchanged, and a succeeded job
+  shows its whole total done.
 - Every job is created by `job_create`, the one place that enforces the submission limits
   (queued + running jobs per user and per project) and records "started" in the activity
   feed; a new job kind gets both by calling it. The user's and the project's rows are
@@ -25,7 +32,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, When
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from lifecycle_app.jobs.models import ACTIVE_STATUSES, Job, JobKind, JobStatus
@@ -51,21 +59,31 @@ def _queue_for(kind: str) -> str:
     return "gpu" if settings.GPU_QUEUE else "cpu"
 
 
-def _enqueue(job_id: int) -> None:
+QUEUE_DOWN_MESSAGE = (
+    "The job could not be queued: the job service is not reachable right now. Nothing was "
+    "lost; try again in a minute. If it keeps happening, tell whoever runs this "
+    "installation (the message broker is down or not answering)."
+)
+
+
+def _send(job: Job) -> None:
+    """Hand the job's id to the broker (bounded by the broker timeouts in celery.py)."""
     from workers.celery import app
 
+    app.send_task(TASK_FOR_KIND[JobKind(job.kind)], args=[job.id], queue=job.queue)
+
+
+def _enqueue(job_id: int) -> None:
     job = Job.objects.get(id=job_id)
     try:
-        app.send_task(TASK_FOR_KIND[JobKind(job.kind)], args=[job.id], queue=job.queue)
-    except Exception as exc:  # the broker is down: fail loudly, never run inline
-        logger.exception("Could not enqueue job %s", job.id)
-        job_fail(
-            job_id=job.id,
-            error=(
-                "The job queue could not be reached, so the job was not started. "
-                f"Check that the broker is running and try again. ({type(exc).__name__})"
-            ),
-        )
+        _send(job)
+    except Exception as exc:  # the broker is down or hung: fail loudly, never run inline
+        logger.exception("Could not enqueue job %s (%s: %s)", job.id, type(exc).__name__, exc)
+        job_fail(job_id=job.id, error=QUEUE_DOWN_MESSAGE)
+        return
+    Job.objects.filter(id=job_id, status=JobStatus.QUEUED).update(
+        enqueued_at=timezone.now(), sends=F("sends") + 1
+    )
 
 
 class JobLimitReached(Exception):
@@ -159,28 +177,57 @@ def job_cancel(*, job: Job, actor: User | None = None) -> Job:
     return job
 
 
+def _attempt_log(job_id: int, attempt: int, **fields: Any) -> None:
+    """Add or update this attempt's entry in the job's attempt log (inside the caller's
+    transaction when there is one)."""
+    with transaction.atomic():
+        row = Job.objects.select_for_update().filter(id=job_id).values("attempts").first()
+        if row is None:
+            return
+        log = [dict(e) for e in row["attempts"] or []]
+        entry = next((e for e in log if e.get("attempt") == attempt), None)
+        if entry is None:
+            entry = {"attempt": attempt}
+            log.append(entry)
+        entry.update(fields)
+        Job.objects.filter(id=job_id).update(attempts=log)
+
+
+def _end_attempt(job_id: int, outcome: str) -> None:
+    current = Job.objects.filter(id=job_id).values_list("attempt", flat=True).first()
+    if current:
+        _attempt_log(job_id, current, ended_at=timezone.now().isoformat(), outcome=outcome)
+
+
 def job_claim(*, job_id: int, worker: str) -> Job | None:
-    """Take a job for this worker, or return None if it is not ours to run."""
+    """Take a job for this worker, or return None if it is not ours to run.
+
+    The claim increments `attempt`: the token every later write of this worker carries.
+    The first start is kept across attempts (`started_at`); each attempt is logged.
+    """
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": JobStatus.RUNNING,
-        "started_at": now,
+        "started_at": Coalesce(F("started_at"), now),
         "heartbeat_at": now,
         "worker": worker[:200],
         "attempt": F("attempt") + 1,
         "message": "Starting",
     }
-    claimed = Job.objects.filter(id=job_id, status=JobStatus.QUEUED).update(**fields)
-    if not claimed:
-        stale = now - timedelta(seconds=settings.JOB_STALE_AFTER_S)
-        claimed = Job.objects.filter(
-            id=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale
-        ).update(
-            **{**fields, "started_at": F("started_at"), "message": "Resuming after a lost worker"}
-        )
-    if not claimed:
-        return None
-    return Job.objects.select_related("base_model", "dataset").get(id=job_id)
+    with transaction.atomic():
+        claimed = Job.objects.filter(id=job_id, status=JobStatus.QUEUED).update(**fields)
+        if not claimed:
+            stale = now - timedelta(seconds=settings.JOB_STALE_AFTER_S)
+            taken = Job.objects.filter(id=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale)
+            previous = taken.values_list("attempt", flat=True).first()
+            claimed = taken.update(**{**fields, "message": "Resuming after a lost worker"})
+            if claimed and previous:
+                _attempt_log(job_id, previous, ended_at=now.isoformat(), outcome="lost")
+        if not claimed:
+            return None
+        attempt = Job.objects.filter(id=job_id).values_list("attempt", flat=True).get()
+        _attempt_log(job_id, attempt, worker=worker[:200], started_at=now.isoformat())
+        return Job.objects.select_related("base_model", "dataset").get(id=job_id)
 
 
 def job_heartbeat(*, job_id: int) -> None:
@@ -192,8 +239,12 @@ def job_cancel_requested(*, job_id: int) -> bool:
 
 
 def job_progress(*, job_id: int, done: int, total: int, message: str = "") -> None:
+    """Measured progress. It never goes back while the total stays the same (a resumed
+    run repeats the steps after its checkpoint); a new total (a new phase) starts over."""
     Job.objects.filter(id=job_id, status=JobStatus.RUNNING).update(
-        progress_done=done,
+        progress_done=Case(
+            When(progress_total=total, then=Greatest(F("progress_done"), done)), default=done
+        ),
         progress_total=total,
         message=message[:300],
         heartbeat_at=timezone.now(),
@@ -221,6 +272,10 @@ def _record_finished(job: Job) -> None:
 def _finish(job_id: int, status: JobStatus, **fields: Any) -> bool:
     """Move an unfinished job to `status`; False when it had already finished."""
     now = timezone.now()
+    if status == JobStatus.SUCCEEDED:  # the whole total is done, whatever the last report
+        fields["progress_done"] = Case(
+            When(progress_total__gt=0, then=F("progress_total")), default=F("progress_done")
+        )
     with transaction.atomic():
         finished = (
             Job.objects.filter(id=job_id)
@@ -229,6 +284,7 @@ def _finish(job_id: int, status: JobStatus, **fields: Any) -> bool:
         )
         # Only the call that actually finished the job records it (a duplicate is a no-op).
         if finished:
+            _end_attempt(job_id, str(status))
             _record_finished(Job.objects.select_related("created_by").get(id=job_id))
     return bool(finished)
 
@@ -258,6 +314,104 @@ def _enqueue_on_commit(job_id: int) -> None:
 RESUMABLE_KINDS = (JobKind.FINETUNE, JobKind.ALIGN)
 
 
+def job_retry_later(*, job_id: int, attempt: int, reason: str) -> bool:
+    """Put a running job back in the queue after an infrastructure fault (the database went
+    away mid-run). Resumable kinds continue from their checkpoint, others start over.
+    Returns False (and fails the job) when it is out of attempts. Call it fenced."""
+    job = Job.objects.get(id=job_id)
+    if job.attempt >= settings.JOB_MAX_ATTEMPTS:
+        job_fail(
+            job_id=job_id,
+            error=(
+                f"{reason} This happened on each of {job.attempt} attempts, so the job "
+                "stopped retrying. Start it again once the service is back."
+            ),
+        )
+        return False
+    how = "resume from the last checkpoint" if job.kind in RESUMABLE_KINDS else "start again"
+    _end_attempt(job_id, "retried")
+    Job.objects.filter(id=job_id, attempt=attempt, status=JobStatus.RUNNING).update(
+        status=JobStatus.QUEUED,
+        heartbeat_at=None,
+        worker="",
+        message=f"{reason} Waiting for a worker to {how} (attempt {attempt + 1} of "
+        f"{settings.JOB_MAX_ATTEMPTS})",
+    )
+    _enqueue_on_commit(job_id)
+    return True
+
+
+def job_resume(*, job: Job, actor: User) -> Job:
+    """Queue a failed resumable run again; it continues from its last checkpoint.
+
+    The caller checks that a checkpoint exists. Submission limits apply as for a new job.
+    """
+    with transaction.atomic():
+        list(User.objects.select_for_update().filter(id=actor.id).values_list("id"))
+        list(Project.objects.select_for_update().filter(id=job.project_id).values_list("id"))
+        job_limits_check(project=job.project, user=actor)
+        updated = Job.objects.filter(
+            id=job.id, status=JobStatus.FAILED, kind__in=RESUMABLE_KINDS
+        ).update(
+            status=JobStatus.QUEUED,
+            finished_at=None,
+            heartbeat_at=None,
+            cancel_requested_at=None,
+            worker="",
+            error="",
+            traceback="",
+            message="Waiting for a worker to resume from the last checkpoint",
+        )
+        if updated:
+            activity_record(
+                project=job.project,
+                actor=actor,
+                verb=ActivityVerb.JOB_STARTED,
+                description=f"resumed {job.get_kind_display()} job #{job.id}",
+                job=job,
+            )
+            _enqueue_on_commit(job.id)
+    job.refresh_from_db()
+    return job
+
+
+def job_resend_lost() -> list[int]:
+    """Send again the jobs whose broker message was lost. Returns their ids.
+
+    A job counts as lost when it is still queued `JOB_RESEND_AFTER_S` after its last send
+    (doubling after each re-send, at most an hour), or was never sent at all. A duplicate
+    message is harmless: the guarded claim lets only one delivery run the job. The
+    compare-and-set on `enqueued_at` keeps two reapers from sending the same job twice.
+    """
+    now = timezone.now()
+    base = settings.JOB_RESEND_AFTER_S
+    sent: list[int] = []
+    queued = Job.objects.filter(status=JobStatus.QUEUED).values_list(
+        "id", "enqueued_at", "sends", "created_at"
+    )
+    for job_id, enqueued_at, sends, created_at in queued:
+        wait = min(base * 2 ** max(sends - 1, 0), 3600)
+        last = enqueued_at or created_at
+        if (now - last).total_seconds() < wait:
+            continue
+        claimed = Job.objects.filter(
+            id=job_id, status=JobStatus.QUEUED, enqueued_at=enqueued_at
+        ).update(enqueued_at=now, sends=F("sends") + 1)
+        if not claimed:
+            continue
+        try:
+            _send(Job.objects.get(id=job_id))
+        except Exception as exc:
+            logger.warning(
+                "Could not re-send queued job %s: %s: %s", job_id, type(exc).__name__, exc
+            )
+            continue
+        sent.append(job_id)
+    if sent:
+        logger.warning("Re-sent %s queued job(s) whose message was lost: %s", len(sent), sent)
+    return sent
+
+
 def job_reap_stale() -> int:
     """Handle running jobs whose worker stopped sending heartbeats. Returns how many.
 
@@ -281,6 +435,7 @@ def job_reap_stale() -> int:
             cancel_requested_at__isnull=True,
         )
         for job in retry:
+            _attempt_log(job.id, job.attempt, ended_at=now.isoformat(), outcome="lost")
             Job.objects.filter(id=job.id, status=JobStatus.RUNNING).update(
                 status=JobStatus.QUEUED,
                 heartbeat_at=None,
@@ -305,6 +460,7 @@ def job_reap_stale() -> int:
             ),
         )
         for job in Job.objects.filter(id__in=failed_ids).select_related("created_by"):
+            _attempt_log(job.id, job.attempt, ended_at=now.isoformat(), outcome="lost")
             if job.kind in RESUMABLE_KINDS and job.attempt >= settings.JOB_MAX_ATTEMPTS:
                 Job.objects.filter(id=job.id).update(
                     error=(

@@ -40,7 +40,8 @@ def dialogues(
 
 
 def run_folder(worker: WorkerProcess, job: Job) -> Path:
-    return worker.log_path.parent / "var" / "jobs" / str(job.id) / "run"
+    """The first attempt's training folder (each attempt writes into its own)."""
+    return worker.log_path.parent / "var" / "jobs" / str(job.id) / "attempt-1" / "run"
 
 
 def test_a_lora_run_finishes_with_curves_an_artifact_and_a_candidate(

@@ -170,7 +170,7 @@ def test_a_job_whose_broker_cannot_be_reached_fails_loudly(
 
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
-    assert "The job queue could not be reached" in job.error
+    assert job.error.startswith("The job could not be queued")
     assert job.started_at is None
     assert job.finished_at is not None
     assert f"Could not enqueue job {job.id}" in caplog.text

@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from lifecycle_app.jobs.fencing import JobFenced
 from lifecycle_app.jobs.services import job_reap_stale
 from lifecycle_app.models import (
     Artifact,
@@ -35,6 +36,7 @@ from lifecycle_app.stages.prompt.services import template_create
 from tests.integration.sample_data import sample_dialogues
 from workers.ml.params import TrainParams
 from workers.ml.training import sft
+from workers.tasks.base import JobRun, attempt_folder
 
 FIELDS: dict[str, Any] = {
     "instruction": "Summarize the dialogue in one sentence.",
@@ -223,7 +225,7 @@ def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     enqueued: list[int],
 ) -> None:
     job = queued_run(project, owner, tiny_model, dialogues)
-    final = finetune_runs.run_dir(job.id) / "final"
+    final = attempt_folder(job.id, 1) / "run" / "final"
     final.mkdir(parents=True)
     (final / "adapter_model.safetensors").write_bytes(b"weights" * 100)
     (final / "adapter_config.json").write_text("{}")
@@ -255,6 +257,38 @@ def test_finishing_a_run_twice_keeps_one_artifact_and_one_candidate(
     assert candidate in CatalogModel.objects.for_project(project)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
+
+
+def test_a_superseded_attempt_cannot_publish_its_artifact(
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+    dialogues: Dataset,
+    storage: Path,
+    enqueued: list[int],
+) -> None:
+    """Fencing: attempt 1 woke up after attempt 2 took the job; its finish writes nothing."""
+    job = queued_run(project, owner, tiny_model, dialogues)
+    Job.objects.filter(id=job.id).update(status=JobStatus.RUNNING, attempt=2)
+    final = attempt_folder(job.id, 1) / "run" / "final"
+    final.mkdir(parents=True)
+    (final / sft.CONFIG_NAME).write_text("{}")
+    late = JobRun(job_id=job.id, attempt=1)
+
+    with pytest.raises(JobFenced):
+        late.write(
+            finetune_services.finetune_finish,
+            job=job,
+            summary={"steps": 30},
+            final_dir=final,
+            files=sft.artifact_files(final),
+        )
+    with pytest.raises(JobFenced):  # and it stops at its next check, without asking the row
+        late.should_cancel()
+
+    assert not Artifact.objects.filter(job=job).exists()
+    assert not CatalogModel.objects.filter(trained_by_job=job).exists()
+    assert Job.objects.get(id=job.id).status == JobStatus.RUNNING
 
 
 def lose(job: Job, attempt: int, **fields: Any) -> None:

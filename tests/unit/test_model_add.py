@@ -229,11 +229,12 @@ def test_a_valid_folder_queues_one_register_job_and_the_worker_adds_the_model(
     assert enqueued == [job.id]
     assert not CatalogModel.objects.exists()
 
+    from workers.tasks.base import JobRun
     from workers.tasks.register_model import _register_model
 
     claimed = job_claim(job_id=job.id, worker="t")
     assert claimed is not None
-    _register_model(claimed)
+    _register_model(claimed, JobRun(job_id=claimed.id, attempt=claimed.attempt))
 
     model = CatalogModel.objects.get()
     assert (model.source, model.location, model.name) == ("local", str(tiny_dir.resolve()), "m")
@@ -269,6 +270,7 @@ def test_an_unsupported_architecture_fails_on_the_worker_and_adds_nothing(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     from workers.ml.errors import ModelNotAvailable
+    from workers.tasks.base import JobRun
     from workers.tasks.register_model import _register_model
 
     folder = model_folder(tiny_config(tiny_dir, model_type="frobnicator"), name="frob")
@@ -280,7 +282,7 @@ def test_an_unsupported_architecture_fails_on_the_worker_and_adds_nothing(
     assert claimed is not None
 
     with pytest.raises(ModelNotAvailable, match="architecture this version of transformers"):
-        _register_model(claimed)
+        _register_model(claimed, JobRun(job_id=claimed.id, attempt=claimed.attempt))
 
     assert not CatalogModel.objects.exists()
 

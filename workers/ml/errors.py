@@ -15,3 +15,10 @@ class ModelNotAvailable(UserFacingError):
 
 class GenerationError(UserFacingError):
     pass
+
+
+class JobInterrupted(Exception):
+    """Raised by a job's own bookkeeping (a callback such as `should_cancel` or
+    `on_batch`): the job must stop now for a reason outside the input (its claim was
+    superseded, the database is unreachable). The ML core never treats it as a bad row
+    or a bad candidate: it lets it propagate."""

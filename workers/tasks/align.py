@@ -12,11 +12,16 @@ from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.align import services as fb
 from lifecycle_app.stages.finetune import runs as ft
 from workers.ml.errors import UserFacingError
-from workers.tasks.base import job_task, model_spec_for
-from workers.tasks.training import FINETUNE_SOFT_LIMIT_S, _training_end, _training_progress
+from workers.tasks.base import JobRun, job_task, model_spec_for
+from workers.tasks.training import (
+    FINETUNE_SOFT_LIMIT_S,
+    _training_end,
+    _training_progress,
+    run_folder,
+)
 
 
-def _align(job: Job) -> None:
+def _align(job: Job, run: JobRun) -> None:
     from workers.ml import loading as models
     from workers.ml.params import AlignParams
     from workers.ml.training import dpo as align
@@ -27,9 +32,10 @@ def _align(job: Job) -> None:
     pairs = [align.Pair(**p) for p in fb.align_pairs(job=job)]
     if not pairs:
         raise UserFacingError("The preference set of this run was deleted or is empty.")
-    out_dir = ft.run_dir(job.id)
+    out_dir = run_folder(run)
     resume = job.attempt > 1 and align.latest_checkpoint(out_dir) is not None
-    job_services.job_progress(
+    run.write(
+        job_services.job_progress,
         job_id=job.id,
         done=job.progress_done if resume else 0,
         total=params.max_steps,
@@ -39,15 +45,20 @@ def _align(job: Job) -> None:
     if resume:
         checkpoint = align.latest_checkpoint(out_dir)
         name = checkpoint.name if checkpoint else "the start"
-        ft.finetune_log(job_id=job.id, line=f"attempt {job.attempt}: resuming from {name}")
+        run.write(
+            ft.finetune_log, job_id=job.id, line=f"attempt {job.attempt}: resuming from {name}"
+        )
     else:
-        ft.finetune_log(job_id=job.id, line="measuring preference accuracy before alignment")
+        run.write(
+            ft.finetune_log, job_id=job.id, line="measuring preference accuracy before alignment"
+        )
 
     def on_score(when: str, score: align.PreferenceScore) -> None:
-        fresh = Job.objects.get(id=job.id)
-        preference = {**(fresh.result or {}).get("preference", {}), when: score.as_dict()}
-        Job.objects.filter(id=job.id).update(result={**fresh.result, "preference": preference})
-        ft.finetune_log(
+        run.write(
+            ft.run_result_merge, job_id=job.id, key="preference", values={when: score.as_dict()}
+        )
+        run.write(
+            ft.finetune_log,
             job_id=job.id,
             line=f"preference accuracy {when} alignment: {score.accuracy:.1%} of "
             f"{score.pairs} held-out pairs (mean log-likelihood margin {score.margin:+.3f})",
@@ -58,12 +69,12 @@ def _align(job: Job) -> None:
         params,
         pairs,
         out_dir=out_dir,
-        on_step=_training_progress(job),
+        on_step=_training_progress(job, run),
         on_score=on_score,
-        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        should_cancel=run.should_cancel,
         resume=resume,
     )
-    _training_end(job, result, fb.align_finish)
+    _training_end(job, run, result, fb.align_finish)
 
 
 align_job = job_task(

@@ -10,31 +10,51 @@ from typing import Any
 from django.conf import settings
 
 from lifecycle_app.jobs import services as job_services
+from lifecycle_app.jobs.fencing import is_transient_db_error
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.evaluate import candidates as evaluating
 from lifecycle_app.stages.evaluate import services as ev
 from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCandidate
 from lifecycle_app.stages.evaluate.services import candidate_record_batch
 from lifecycle_app.stages.prompt.building import PromptingError
-from workers.ml.errors import UserFacingError
+from workers.ml.errors import JobInterrupted, UserFacingError
 from workers.ml.loading import ModelSpec
-from workers.tasks.base import job_task
+from workers.tasks.base import JobRun, job_task
 
 logger = logging.getLogger(__name__)
 
 EVALUATE_SOFT_LIMIT_S = 3 * 3600  # below celery.VISIBILITY_TIMEOUT_S (4 h)
 
 
-def _record_eval_batch(outcomes: list[Any], stats: Any, *, job_id: int, candidate_id: int) -> None:
+def _record_eval_batch(outcomes: list[Any], stats: Any, *, run: JobRun, candidate_id: int) -> None:
+    run.write(
+        candidate_record_batch,
+        job_id=run.job_id,
+        candidate_id=candidate_id,
+        outcomes=outcomes,
+        stats=stats,
+    )
 
-    candidate_record_batch(job_id=job_id, candidate_id=candidate_id, outcomes=outcomes, stats=stats)
+
+def _progress_reset(*, job_id: int, total: int) -> None:
+    Job.objects.filter(id=job_id).update(progress_done=0, progress_total=total)
 
 
-def _evaluate(job: Job) -> None:
-    """Each candidate in turn over the same rows; one that cannot run is marked
-    unavailable (or failed, with the error) and the others still run."""
+def _progress_add(*, job_id: int, done: int) -> None:
     from django.db.models import F
 
+    Job.objects.filter(id=job_id).update(progress_done=F("progress_done") + done)
+
+
+def _evaluation_succeed(*, job: Job, result: dict[str, Any], message: str) -> None:
+    """Succeed the job and save the step in one transaction: either both hold or neither."""
+    if job_services.job_succeed(job_id=job.id, result=result, message=message):
+        ev.evaluation_finished(job=job)
+
+
+def _evaluate(job: Job, run: JobRun) -> None:
+    """Each candidate in turn over the same rows; one that cannot run is marked
+    unavailable (or failed, with the error) and the others still run."""
     from workers.ml import errors as ml_errors
     from workers.ml import loading as ml_loading
     from workers.ml.evaluation.runner import run_candidate, run_general
@@ -52,19 +72,16 @@ def _evaluate(job: Job) -> None:
             "base_model", "base_model__trained_by_job", "source_job"
         )
     )
-    Job.objects.filter(id=job.id).update(
-        progress_done=0, progress_total=len(rows) * len(candidates)
-    )
+    run.write(_progress_reset, job_id=job.id, total=len(rows) * len(candidates))
     general: dict[tuple[str, str], dict[str, float]] = {}
 
-    def cancel() -> bool:
-        return job_services.job_cancel_requested(job_id=job.id)
+    cancel = run.should_cancel
 
     scored = 0
 
     def skip(candidate: EvaluationCandidate, status: CandidateStatus, reason: str) -> None:
-        ev.candidate_mark(candidate_id=candidate.id, status=status, reason=reason)
-        Job.objects.filter(id=job.id).update(progress_done=F("progress_done") + len(rows))
+        run.write(ev.candidate_mark, candidate_id=candidate.id, status=status, reason=reason)
+        run.write(_progress_add, job_id=job.id, done=len(rows))
 
     for n, candidate in enumerate(candidates, start=1):
         step = f"Candidate {n} of {len(candidates)}: {candidate.label}"
@@ -82,8 +99,8 @@ def _evaluate(job: Job) -> None:
                 rows=rows,
                 split=params.split,
             )
-            ev.candidate_start(candidate_id=candidate.id, prompts=prompts)
-            job_services.job_progress_message(job_id=job.id, message=f"{step}: loading")
+            run.write(ev.candidate_start, candidate_id=candidate.id, prompts=prompts)
+            run.write(job_services.job_progress_message, job_id=job.id, message=f"{step}: loading")
             model_spec = ModelSpec(
                 source=candidate.base_model.source,  # type: ignore[arg-type]
                 location=candidate.base_model.location,
@@ -92,7 +109,7 @@ def _evaluate(job: Job) -> None:
         except (PromptingError, ml_errors.ModelNotAvailable) as exc:
             skip(candidate, CandidateStatus.UNAVAILABLE, str(exc))
             continue
-        job_services.job_progress_message(job_id=job.id, message=f"{step}: generating")
+        run.write(job_services.job_progress_message, job_id=job.id, message=f"{step}: generating")
         try:
             result = run_candidate(
                 loaded,
@@ -100,52 +117,64 @@ def _evaluate(job: Job) -> None:
                 spec.generation,
                 task=params.task,
                 batch_size=params.batch_size,
-                on_batch=functools.partial(
-                    _record_eval_batch, job_id=job.id, candidate_id=candidate.id
-                ),
+                on_batch=functools.partial(_record_eval_batch, run=run, candidate_id=candidate.id),
                 should_cancel=cancel,
             )
             if result.cancelled:
-                ev.candidate_mark(candidate_id=candidate.id, status=CandidateStatus.CANCELLED)
-                job_services.job_mark_cancelled(job_id=job.id, result={"scored": scored})
+                run.write(
+                    ev.candidate_mark, candidate_id=candidate.id, status=CandidateStatus.CANCELLED
+                )
+                run.write(job_services.job_mark_cancelled, job_id=job.id, result={"scored": scored})
                 return
             if result.stats.rows_done == 0:
-                ev.candidate_mark(
+                run.write(
+                    ev.candidate_mark,
                     candidate_id=candidate.id,
                     status=CandidateStatus.FAILED,
                     reason="No row could be generated; see the rows.",
                 )
                 continue
-            ev.candidate_finish(candidate_id=candidate.id, result=result)
+            run.write(ev.candidate_finish, candidate_id=candidate.id, result=result)
             scored += 1
             if params.general_check:
                 # Forgetting is a property of the weights: one run per model.
                 key = (model_spec.source, model_spec.location)
                 if key not in general:
-                    job_services.job_progress_message(
-                        job_id=job.id, message=f"{step}: general-ability check"
+                    run.write(
+                        job_services.job_progress_message,
+                        job_id=job.id,
+                        message=f"{step}: general-ability check",
                     )
                     outcome = run_general(loaded, should_cancel=cancel)
                     if outcome.cancelled:
-                        job_services.job_mark_cancelled(job_id=job.id, result={"scored": scored})
+                        run.write(
+                            job_services.job_mark_cancelled,
+                            job_id=job.id,
+                            result={"scored": scored},
+                        )
                         return
                     general[key] = outcome.scores
-                ev.candidate_general(candidate_id=candidate.id, scores=general[key])
+                run.write(ev.candidate_general, candidate_id=candidate.id, scores=general[key])
+        except JobInterrupted:  # fenced, or the database is away: not the candidate's fault
+            raise
         except Exception as exc:  # one candidate's crash must not lose the others
+            if is_transient_db_error(exc):
+                raise
             logger.exception("Evaluation %s: candidate %s failed", job.id, candidate.id)
-            ev.candidate_mark(
+            run.write(
+                ev.candidate_mark,
                 candidate_id=candidate.id,
                 status=CandidateStatus.FAILED,
                 reason=f"{type(exc).__name__}: {exc}",
             )
     if scored == 0:
         raise UserFacingError("No candidate could be scored: see each candidate's reason.")
-    job_services.job_succeed(
-        job_id=job.id,
+    run.write(
+        _evaluation_succeed,
+        job=job,
         result={"scored": scored, "candidates": len(candidates), "rows": len(rows)},
         message=f"Scored {scored} of {len(candidates)} candidates on {len(rows)} rows",
     )
-    ev.evaluation_finished(job=job)
 
 
 evaluate_job = job_task(

@@ -12,7 +12,7 @@ from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.deploy import services as deploy
 from lifecycle_app.stages.prompt.building import PromptingError, kit_for, spec_of, split_rows
 from workers.ml.errors import UserFacingError
-from workers.tasks.base import job_task, model_spec_for
+from workers.tasks.base import JobRun, job_task, model_spec_for
 
 EXPORT_SOFT_LIMIT_S = 60 * 60
 LATENCY_PROMPT = (
@@ -22,7 +22,7 @@ LATENCY_PROMPT = (
 )
 
 
-def _export(job: Job) -> None:
+def _export(job: Job, run: JobRun) -> None:
     """Build a variant, measure it and its parent side by side, bundle it, record it."""
     import shutil
 
@@ -47,18 +47,18 @@ def _export(job: Job) -> None:
     total = deploy.EXPORT_STEPS
 
     def progress(done: int, _total: int, message: str) -> None:
-        job_services.job_progress(job_id=job.id, done=done, total=total, message=message)
+        run.write(job_services.job_progress, job_id=job.id, done=done, total=total, message=message)
 
     def cancelled() -> bool:
-        if job_services.job_cancel_requested(job_id=job.id):
-            job_services.job_mark_cancelled(job_id=job.id)
+        if run.should_cancel():
+            run.write(job_services.job_mark_cancelled, job_id=job.id)
             return True
         return False
 
     source_path = models.resolve(model_spec_for(job), Path(settings.MODELS_DIR))
-    root = deploy.export_dir(job.id)
+    root = run.folder / "export"  # this attempt's own folder: a late writer cannot touch ours
     out_dir = root / "variant"
-    if out_dir.exists():  # a redelivered job starts its folder again
+    if out_dir.exists():
         shutil.rmtree(out_dir)
     info = deploy.card_info(job)
     files = export_variants.build_variant(
@@ -148,7 +148,8 @@ def _export(job: Job) -> None:
         bundle = export_bundle.write_bundle(out_dir, root / "bundle.zip")
     weights = export_variants.main_weights(files)
     progress(total, total, "Recording the variant")
-    deploy.export_finish(
+    run.write(
+        deploy.export_finish,
         job=job,
         out_dir=out_dir,
         bundle=bundle,

@@ -13,11 +13,16 @@ from lifecycle_app.stages.finetune import runs as finetune_runs
 from lifecycle_app.stages.finetune import services as finetune_services
 from lifecycle_app.stages.prompt.building import PromptingError, kit_for, split_rows
 from workers.ml.errors import UserFacingError
-from workers.tasks.base import job_task, model_spec_for
-from workers.tasks.training import FINETUNE_SOFT_LIMIT_S, _training_end, _training_progress
+from workers.tasks.base import JobRun, job_task, model_spec_for
+from workers.tasks.training import (
+    FINETUNE_SOFT_LIMIT_S,
+    _training_end,
+    _training_progress,
+    run_folder,
+)
 
 
-def _finetune(job: Job) -> None:
+def _finetune(job: Job, run: JobRun) -> None:
     from workers.ml import loading as models
     from workers.ml.params import TrainParams
     from workers.ml.training import common as training_common
@@ -33,10 +38,11 @@ def _finetune(job: Job) -> None:
     except PromptingError as exc:
         raise UserFacingError(str(exc)) from exc
     render = training_common.make_render(kit, training_common.template_spec(params.template))
-    out_dir = finetune_runs.run_dir(job.id)
+    out_dir = run_folder(run)
     resume = job.attempt > 1 and bool(training_common.checkpoints(out_dir))
     total = job.progress_total or params.max_steps or 0
-    job_services.job_progress(
+    run.write(
+        job_services.job_progress,
         job_id=job.id,
         done=job.progress_done if resume else 0,
         total=total,
@@ -44,16 +50,20 @@ def _finetune(job: Job) -> None:
     )
     loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
     if resume:
-        finetune_runs.finetune_log(
+        run.write(
+            finetune_runs.finetune_log,
             job_id=job.id,
             line=f"attempt {job.attempt}: resuming from {training_common.checkpoints(out_dir)[-1].name}",
         )
 
-    on_step = _training_progress(job)
+    on_step = _training_progress(job, run)
 
     def on_eval(e: training_common.EvalLog) -> None:
-        finetune_runs.metric_record(job_id=job.id, step=e.step, values={"val_loss": e.loss})
-        finetune_runs.finetune_log(
+        run.write(
+            finetune_runs.metric_record, job_id=job.id, step=e.step, values={"val_loss": e.loss}
+        )
+        run.write(
+            finetune_runs.finetune_log,
             job_id=job.id,
             line=f"step {e.step}: validation loss {e.loss:.4f} on {e.rows} rows",
         )
@@ -67,10 +77,10 @@ def _finetune(job: Job) -> None:
         render=render,
         on_step=on_step,
         on_eval=on_eval,
-        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        should_cancel=run.should_cancel,
         resume=resume,
     )
-    _training_end(job, result, finetune_services.finetune_finish)
+    _training_end(job, run, result, finetune_services.finetune_finish)
 
 
 finetune_job = job_task(

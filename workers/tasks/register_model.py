@@ -9,10 +9,10 @@ from django.conf import settings
 from lifecycle_app.catalog.services import catalog_model_register_result
 from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
-from workers.tasks.base import job_task
+from workers.tasks.base import JobRun, job_task
 
 
-def _register_model(job: Job) -> None:
+def _register_model(job: Job, run: JobRun) -> None:
     from workers.ml import loading as models
     from workers.ml.planner import shape as planner
 
@@ -21,7 +21,8 @@ def _register_model(job: Job) -> None:
     path = models.resolve(spec, Path(settings.MODELS_DIR))
     info = models.describe(path)
     shape = planner.shape_from_config(path)
-    model = catalog_model_register_result(
+    model = run.write(
+        catalog_model_register_result,
         name=job.params.get("name") or location,
         source=source,
         location=location,
@@ -29,7 +30,8 @@ def _register_model(job: Job) -> None:
         shape=shape.to_json(),
         weights_present=models.weights_present(path),
     )
-    job_services.job_succeed(
+    run.write(
+        job_services.job_succeed,
         job_id=job.id,
         result={"base_model": model.slug},
         message=f"Added {model.name} ({info.family}, {info.n_params:,} parameters)",

@@ -11,12 +11,12 @@ from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.prompt import services as trial_services
 from lifecycle_app.stages.prompt.building import PromptingError, build_for_trial
 from workers.ml.errors import UserFacingError
-from workers.tasks.base import job_task, model_spec_for
+from workers.tasks.base import JobRun, job_task, model_spec_for
 
 TRIAL_SOFT_LIMIT_S = 60 * 60
 
 
-def _trial(job: Job) -> None:
+def _trial(job: Job, run: JobRun) -> None:
     from workers.ml import loading as models
     from workers.ml.generation.batch import RowOutcome, TrialStats, run_trial
     from workers.ml.params import TrialParams
@@ -28,18 +28,26 @@ def _trial(job: Job) -> None:
         built = build_for_trial(base_model=job.base_model, dataset=job.dataset, params=params)
     except PromptingError as exc:
         raise UserFacingError(str(exc)) from exc
-    trial_services.trial_examples_init(job_id=job.id, prompts=built.prompts)
+    run.write(trial_services.trial_examples_init, job_id=job.id, prompts=built.prompts)
     total = built.rows
-    job_services.job_progress(
-        job_id=job.id, done=0, total=total, message=f"Loading the model for {total} rows"
+    run.write(
+        job_services.job_progress,
+        job_id=job.id,
+        done=0,
+        total=total,
+        message=f"Loading the model for {total} rows",
     )
     loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
     extra = {"device": loaded.device, "shots": len(built.shots)}
-    job_services.job_progress(job_id=job.id, done=0, total=total, message="Generating")
+    run.write(job_services.job_progress, job_id=job.id, done=0, total=total, message="Generating")
 
     def on_batch(outcomes: list[RowOutcome], stats: TrialStats) -> None:
-        trial_services.trial_record_batch(
-            job_id=job.id, outcomes=outcomes, stats=stats, extra=extra
+        run.write(
+            trial_services.trial_record_batch,
+            job_id=job.id,
+            outcomes=outcomes,
+            stats=stats,
+            extra=extra,
         )
 
     stats = run_trial(
@@ -49,11 +57,11 @@ def _trial(job: Job) -> None:
         score_kind=params.score_kind,
         batch_size=params.batch_size,
         on_batch=on_batch,
-        should_cancel=lambda: job_services.job_cancel_requested(job_id=job.id),
+        should_cancel=run.should_cancel,
     )
     summary = trial_services.trial_summary(stats, **extra)
     if stats.cancelled:
-        job_services.job_mark_cancelled(job_id=job.id, result=summary)
+        run.write(job_services.job_mark_cancelled, job_id=job.id, result=summary)
         return
     if stats.rows_done == 0:
         raise UserFacingError(
@@ -61,7 +69,8 @@ def _trial(job: Job) -> None:
             + ("every row was skipped." if stats.rows_skipped == total else "see the rows below.")
         )
     scores = ", ".join(f"{k} {v:.3f}" for k, v in stats.scores.items())
-    trial_services.trial_succeed(
+    run.write(
+        trial_services.trial_succeed,
         job_id=job.id,
         result=summary,
         message=f"{stats.rows_done} rows, {scores}, {stats.tokens_per_second} tokens/s",

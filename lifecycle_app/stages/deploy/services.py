@@ -10,7 +10,6 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
@@ -28,11 +27,6 @@ from workers.ml.params import ExportParams
 
 TOKEN_PREFIX = "lcs_"
 EXPORT_STEPS = 6  # load+merge, convert, checksums, measure parent, measure variant, bundle
-
-
-def export_dir(job_id: int) -> Path:
-    """Where an export job writes its variant folder and bundle (shared storage)."""
-    return Path(settings.JOBS_DIR) / str(job_id) / "export"
 
 
 def export_create(

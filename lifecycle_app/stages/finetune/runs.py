@@ -3,20 +3,13 @@ metric points, live figures and the log tail."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from lifecycle_app.jobs.models import Job, JobStatus, MetricPoint
 from lifecycle_app.stages.finetune.services import LOG_TAIL
-
-
-def run_dir(job_id: int) -> Path:
-    """Where a fine-tuning job's checkpoints and final weights live (shared storage)."""
-    return Path(settings.JOBS_DIR) / str(job_id) / "run"
 
 
 def metric_record(*, job_id: int, step: int, values: dict[str, float]) -> None:
@@ -52,4 +45,15 @@ def finetune_log(*, job_id: int, line: str) -> None:
             return
         result = dict(job.result or {})
         result["log"] = [*(result.get("log") or []), line][-LOG_TAIL:]
+        Job.objects.filter(id=job_id).update(result=result)
+
+
+def run_result_merge(*, job_id: int, key: str, values: dict[str, Any]) -> None:
+    """Merge `values` into the job's `result[key]` under the row lock (no lost update)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(id=job_id).first()
+        if job is None:
+            return
+        result = dict(job.result or {})
+        result[key] = {**(result.get(key) or {}), **values}
         Job.objects.filter(id=job_id).update(result=result)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from workers.ml.errors import JobInterrupted
 from workers.ml.generation.stream import BatchOutput, CancelFn, generate_batch
 from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
@@ -149,6 +150,8 @@ def run_trial(
             outputs = generate_batch(
                 loaded, [p.text for p in batch], settings, should_cancel=should_cancel
             )
+        except JobInterrupted:  # the job's own bookkeeping stopped it: never a bad row
+            raise
         except Exception as exc:
             if _is_oom(exc) and size > 1:
                 size = max(1, size // 2)
@@ -183,6 +186,8 @@ def _one(
 ) -> BaseException | BatchOutput:
     try:
         result = generate_batch(loaded, [prompt.text], settings)
+    except JobInterrupted:
+        raise
     except Exception as exc:
         return exc
     return result[0] if result else RuntimeError("cancelled")
