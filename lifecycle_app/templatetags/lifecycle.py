@@ -3,6 +3,8 @@ from __future__ import annotations
 from django import template
 from django.urls import NoReverseMatch, reverse
 
+from lifecycle_app.common.labels import versioned_name
+
 register = template.Library()
 
 
@@ -151,3 +153,9 @@ def reduction(ratio: float | None) -> str:
     if ratio is None:
         return ""
     return f"{(1 - ratio) * 100:.0f}%"
+
+
+@register.filter
+def versioned(name: str | None, version: object) -> str:
+    """A prompt template's name and version, once (see common.labels.versioned_name)."""
+    return versioned_name(name, version)

@@ -82,7 +82,7 @@ def candidate_options(*, project: Project) -> list[CandidateOption]:
     trials, its fine-tuned models (with the reason when one is unavailable)."""
     options = [
         CandidateOption(f"base:{m.slug}", f"{m.name} · zero-shot", "base")
-        for m in CatalogModel.objects.catalog().filter(weights_present=True)
+        for m in CatalogModel.objects.catalog().pickable().filter(weights_present=True)
     ]
     trials = (
         Job.objects.filter(project=project, kind=JobKind.TRIAL, status=JobStatus.SUCCEEDED)

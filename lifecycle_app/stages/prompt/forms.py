@@ -81,7 +81,7 @@ class GenerationSettingsForm(StepForm):
         field = self.fields.get("base_model")
         if isinstance(field, forms.ModelChoiceField):
             # The catalog and this project's fine-tuned candidates; never another project's.
-            field.queryset = CatalogModel.objects.for_project(self.project)
+            field.queryset = CatalogModel.objects.for_project(self.project).pickable()
 
     def clean_repetition_penalty(self) -> float:
         value = self.cleaned_data.get("repetition_penalty")
@@ -290,7 +290,6 @@ class TrialForm(GenerationSettingsForm):
             self.fields["template"].queryset = PromptTemplate.objects.filter(  # type: ignore[attr-defined]
                 project=self.project
             )
-        self.fields["template"].label_from_instance = lambda t: f"{t.name} v{t.version}"  # type: ignore[attr-defined]
         self.fields["max_new_tokens"].initial = 48
 
     def clean_shot_lines(self) -> list[int]:
