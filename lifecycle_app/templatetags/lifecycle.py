@@ -105,6 +105,11 @@ SHARE_URL_NAMES = {
     "scorecard": "share_scorecard",
     "evaluation_detail": "share_evaluation",
     "evaluation_compare": "share_evaluation_compare",
+    "trial_list": "share_trial_list",
+    "trial_detail": "share_trial_detail",
+    "trial_compare": "share_trial_compare",
+    "finetune_detail": "share_finetune_detail",
+    "align_run_detail": "share_align_run",
 }
 
 
