@@ -148,7 +148,12 @@ def trial_compare_response(
     ids = list(dict.fromkeys(_int_list(request.GET.getlist("t"))))[:MAX_COMPARE]
     trials = prompt_selectors.trials_by_ids(project=project, ids=ids)
     if len(trials) < 2:
-        context = {"project": project, "membership": membership, "too_few": True, "share": share}
+        context: dict[str, Any] = {
+            "project": project,
+            "membership": membership,
+            "too_few": True,
+            "share": share,
+        }
         return render(request, "prompt/compare.html", context)
     rows, shared_only = _aligned_rows(trials)
     keys = prompt_selectors.trial_metric_keys(trials)
