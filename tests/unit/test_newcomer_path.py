@@ -381,3 +381,51 @@ def test_a_finished_trial_and_run_say_what_to_do_next(
     content = text.content.decode()
     assert 'data-testid="next-step"' in content and "Evaluate it" in content
     assert 'data-testid="schedule"' in content and "Learning rate 2.0e-04" in content
+
+
+# --- evaluation pages -------------------------------------------------------------------
+
+
+def _scope_on(project: Project, owner: User, metric: str, target: str) -> None:
+    client_for(owner).post(
+        reverse("wizard_step", args=[project.slug, StageKey.SCOPE, "use-case"]),
+        scope_data(success_metric=metric, metric_target=target),
+    )
+
+
+def test_a_queued_evaluation_does_not_claim_the_target_is_unmeasured(
+    project: Project, owner: User
+) -> None:
+    from tests.unit.test_views_evaluation import make_evaluation
+
+    _scope_on(project, owner, "rouge_l", "0.3")
+    pending = [{"label": "Base", "kind": "base", "status": "pending"}]
+    job, _ = make_evaluation(project, owner, pending, status=JobStatus.QUEUED)
+    text = client_for(owner).get(reverse("evaluation_detail", args=[project.slug, job.id]))
+    assert "does not measure" not in text.content.decode()
+
+
+def test_side_by_side_opens_on_the_baseline_against_the_best_candidate(
+    project: Project, owner: User
+) -> None:
+    from tests.unit.test_views_evaluation import make_evaluation
+
+    _scope_on(project, owner, "rouge_l", "0.3")
+    job, (base, _weak, best, _mid) = make_evaluation(
+        project,
+        owner,
+        [
+            {"label": "Base", "kind": "base", "scores": {"rougeL": 0.1}, "row_scores": [0.1]},
+            {"label": "Weak", "scores": {"rougeL": 0.15}, "row_scores": [0.15]},
+            {"label": "Best", "scores": {"rougeL": 0.4}, "row_scores": [0.4]},
+            {"label": "Mid", "scores": {"rougeL": 0.2}, "row_scores": [0.2]},
+        ],
+    )
+    client = client_for(owner)
+    page = client.get(reverse("evaluation_compare", args=[project.slug, job.id]))
+    assert (page.context["a"], page.context["b"]) == (base, best)
+    card = client.get(reverse("evaluation_detail", args=[project.slug, job.id]))
+    assert f"?a={base.id}&amp;b={best.id}" in card.content.decode()
+    overview = client.get(reverse("project_detail", args=[project.slug])).content.decode()
+    assert 'data-testid="best-candidate"' in overview and "Best" in overview
+    assert "passes" in overview
