@@ -87,7 +87,11 @@ def overview_context(*, project: Project, membership: Membership | None) -> dict
         ]
     context["evaluated"] = evaluate_selectors.evaluation_list(project=project, limit=1) != []
     scope = projects_selectors.step_answers(stages, StageKey.SCOPE, steps.StepSlug.USE_CASE)
-    summary = evaluate_selectors.evaluation_leader(project=project, scope=scope)
+    summary = (
+        evaluate_selectors.evaluation_leader(project=project, scope=scope)
+        if context["evaluated"]
+        else None
+    )
     if summary is not None:
         context["eval_job"], context["card"], context["leader"] = summary
     if membership is not None:

@@ -10,6 +10,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
+from lifecycle_app.common.labels import versioned_name
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.building import PromptingError, build_for_trial, snapshot
 from lifecycle_app.stages.prompt.models import PromptTemplate
@@ -320,7 +321,7 @@ class TrialForm(GenerationSettingsForm):
         if template is not None and cleaned.get("shots") and "{examples}" not in template.body:
             self.add_error(
                 "shots",
-                f"Template '{template.name}' v{template.version} has no {{examples}} "
+                f"Template '{versioned_name(template.name, template.version)}' has no {{examples}} "
                 "placeholder, so examples would not reach the prompt: use 0 shots, or add "
                 "{examples} to the template.",
             )
