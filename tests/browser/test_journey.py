@@ -118,16 +118,22 @@ class Watch:
 
 
 def check_sidebar(page: Page, name: str) -> None:
-    """The wizard's sidebar is at the top left at both widths (and screenshots for a look)."""
+    """The wizard's sidebar is at the top left at both widths, also when the page has been
+    scrolled to the bottom (a sticky sidebar once followed the scroll halfway down long
+    pages). Measured in page coordinates; full-page screenshots are kept for a look."""
     SHOTS.mkdir(exist_ok=True)
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
-        page.evaluate("() => window.scrollTo(0, 0)")
+        page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
         page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
-        nav = page.locator(".wizard-nav").bounding_box()
-        body = page.locator(".step-body").bounding_box()
-        main = page.locator("main").bounding_box()
-        assert nav is not None and body is not None and main is not None, name
+        boxes = page.evaluate(
+            """() => Object.fromEntries(["main", ".wizard-nav", ".step-body"].map(sel => {
+                 const r = document.querySelector(sel).getBoundingClientRect();
+                 return [sel, {x: r.left + window.scrollX, y: r.top + window.scrollY,
+                               width: r.width}];
+               }))"""
+        )
+        nav, body, main = boxes[".wizard-nav"], boxes[".step-body"], boxes["main"]
         assert nav["x"] - main["x"] < 40, (name, width, nav, main)  # the content's left edge
         assert nav["y"] < 320, (name, width, nav)  # under the top bar and any message
         if width >= 1000:  # side by side, both starting at the top
@@ -135,6 +141,7 @@ def check_sidebar(page: Page, name: str) -> None:
             assert nav["x"] + nav["width"] <= body["x"], (name, width)
         else:  # stacked: the sidebar first
             assert nav["y"] < body["y"], (name, width, nav, body)
+    page.evaluate("() => window.scrollTo(0, 0)")
     page.set_viewport_size({"width": 1400, "height": 900})
 
 
