@@ -198,7 +198,7 @@ urlpatterns = [
         name="share_finetune_detail",
     ),
     path(
-        "s/<str:share_token>/align/runs/<int:run_id>/",
+        "s/<str:share_token>/align/runs/<int:align_run_id>/",
         share_views.share_align_run,
         name="share_align_run",
     ),

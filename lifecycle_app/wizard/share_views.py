@@ -158,9 +158,11 @@ def share_finetune(request: HtmxHttpRequest, share_token: str, run_id: int) -> H
 
 
 @share_page
-def share_align_run(request: HtmxHttpRequest, share_token: str, run_id: int) -> HttpResponse:
+def share_align_run(request: HtmxHttpRequest, share_token: str, align_run_id: int) -> HttpResponse:
     link = teams_selectors.share_link_get_active(token=share_token)
-    job = finetune_selectors.run_get(project=link.project, job_id=run_id, kinds=(JobKind.ALIGN,))
+    job = finetune_selectors.run_get(
+        project=link.project, job_id=align_run_id, kinds=(JobKind.ALIGN,)
+    )
     titles = {
         "run_title": "Alignment",
         "step_title": "Align with human feedback",

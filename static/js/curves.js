@@ -73,6 +73,8 @@
         options: {
           animation: false,
           parsing: false,
+          // The box's CSS height (.curves-box) decides, so a phone gets a readable chart.
+          maintainAspectRatio: false,
           // A curve with no points (no smoothing, no validation yet) has no legend entry.
           plugins: { legend: { labels: { filter: function (item, chartData) {
             return chartData.datasets[item.datasetIndex].data.length > 0; } } } },

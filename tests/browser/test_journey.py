@@ -477,6 +477,17 @@ def test_the_newcomers_path_from_sign_up_to_a_viewer(
                 expect(v.get_by_text("hidden", exact=True)).to_be_visible()  # token prefix
             if name == "viewer-scope":
                 check_sidebar(v, name)
+        # A page left open while the role changed: the refused htmx request says why.
+        v.goto(f"{p}/scope/use-case/")
+        v.evaluate(
+            "() => htmx.ajax('POST', location.pathname, {target: '#wizard', swap: 'outerHTML'})"
+        )
+        expect(v.get_by_test_id("refusal")).to_contain_text("You can look at this project")
+        # The browser and htmx each log the refused request's 403: expected, nothing else.
+        refused = [e for e in watch.errors if "403" in e]
+        assert 1 <= len(refused) <= 2, watch.errors
+        for error in refused:
+            watch.errors.remove(error)
     finally:
         viewer_context.close()
 
