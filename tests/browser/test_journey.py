@@ -145,6 +145,15 @@ def check_sidebar(page: Page, name: str) -> None:
     page.set_viewport_size({"width": 1400, "height": 900})
 
 
+def shots(page: Page, name: str) -> None:
+    """Full-page screenshots at both widths, for a person to look at."""
+    SHOTS.mkdir(exist_ok=True)
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
 def no_write_controls(page: Page, name: str) -> None:
     """Every form that would change something has no enabled field or button."""
     enabled = page.evaluate(
@@ -276,10 +285,11 @@ def test_the_newcomers_path_from_sign_up_to_a_viewer(
     page.get_by_role("button", name="Upload and check").click()
     expect(page.get_by_test_id("split-counts")).to_contain_text("24 train · 4 validation · 6 test")
     expect(page.locator("#id_split_field")).to_have_value("split")
-    page.screenshot(path=str(SHOTS / "staged-1400.png"), full_page=True)
+    shots(page, "staged")
     page.get_by_role("button", name="Save dataset").click()
     expect(page.get_by_test_id("licence")).to_have_text("CC BY 4.0")
     expect(page.get_by_test_id("next-step")).to_be_visible()
+    shots(page, "dataset")
     dataset = Dataset.objects.get(project=project)
     assert dataset.split_counts == {"train": 24, "validation": 4, "test": 6}
 
@@ -379,6 +389,7 @@ def test_the_newcomers_path_from_sign_up_to_a_viewer(
     page.fill("input[name=name]", "journey")
     page.get_by_test_id("create-token").click()
     expect(page.get_by_test_id("copy-token")).to_be_visible()
+    shots(page, "deploy-token")
 
     # --- a rating round: blind until done ----------------------------------------------------
     page.goto(f"{p}/adapt/align/")
@@ -388,16 +399,19 @@ def test_the_newcomers_path_from_sign_up_to_a_viewer(
     page.wait_for_url(re.compile(r"/feedback/rounds/\d+/$"))
     round_url = page.url
     expect(page.get_by_test_id("blind-note")).to_be_visible()
+    shots(page, "round-blind")
     expect(page.get_by_test_id("sources")).to_have_count(0)
     expect(page.locator("body")).not_to_contain_text(f"Trial #{trial_ids[0]} ·")
     page.get_by_test_id("rate-link").click()
     expect(page.locator(".lead")).to_contain_text("stays hidden until you have rated every row")
+    shots(page, "rate")
     progress = page.get_by_test_id("rate-progress")
     while "all done" not in progress.inner_text():
         page.keyboard.press("1")
         page.wait_for_timeout(200)
     page.goto(round_url)
     expect(page.get_by_test_id("sources")).to_contain_text(f"Trial #{trial_ids[0]}")
+    shots(page, "round-revealed")
 
     # --- every link an owner can follow answers ---------------------------------------------
     statuses = crawl(page, f"{p}/", within=f"/p/{project.slug}/")
@@ -431,6 +445,8 @@ def test_the_newcomers_path_from_sign_up_to_a_viewer(
             response = anon.goto(url)
             assert response is not None and response.status == 200, (name, response)
             no_controls(anon, name)
+        anon.goto(twins["share-trial"])
+        shots(anon, "share-trial")
         anon.goto(twins["share-trials"])
         expect(anon.locator(f"a[href='/s/{token}/trials/{trial_ids[0]}/']")).to_be_visible()
         anon.goto(twins["share-run"])
@@ -473,6 +489,8 @@ def test_the_newcomers_path_from_sign_up_to_a_viewer(
             response = v.goto(f"{p}{path}")
             assert response is not None and response.status == 200, (name, response)
             no_write_controls(v, name)
+            if name in ("viewer-deploy", "viewer-round", "viewer-trial"):
+                shots(v, name)
             if name == "viewer-deploy":
                 expect(v.get_by_text("hidden", exact=True)).to_be_visible()  # token prefix
             if name == "viewer-scope":
