@@ -185,6 +185,28 @@ urlpatterns = [
         share_views.share_job_status,
         name="share_job_status",
     ),
+    path("s/<str:share_token>/trials/", share_views.share_trials, name="share_trial_list"),
+    path(
+        "s/<str:share_token>/trials/compare/",
+        share_views.share_trial_compare,
+        name="share_trial_compare",
+    ),
+    path(
+        "s/<str:share_token>/trials/<int:trial_id>/",
+        share_views.share_trial,
+        name="share_trial_detail",
+    ),
+    path(
+        "s/<str:share_token>/finetune/<int:run_id>/",
+        share_views.share_finetune,
+        name="share_finetune_detail",
+    ),
+    path(
+        "s/<str:share_token>/align/runs/<int:align_run_id>/",
+        share_views.share_align_run,
+        name="share_align_run",
+    ),
+    # The catch-all for wizard steps comes after every other two-segment share page.
     path("s/<str:share_token>/<str:stage>/<slug:step>/", share_views.share_step, name="share_step"),
     # The generation API: token auth, JSON in and out (stages/deploy/api.py).
     path("api/projects/<slug:slug>/generate", api.generate, name="api_generate"),

@@ -118,3 +118,10 @@ def project(owner: User, teammate: User) -> Project:
     project = make_project(owner)
     Membership.objects.create(project=project, user=teammate, role=Role.VIEWER)
     return project
+
+
+@pytest.fixture(autouse=True)
+def _test_models_offered(settings: Any) -> None:
+    # Pickers hide the random-weight tiny model outside tests and development
+    # (CatalogModelQuerySet.pickable); the tests run everything on it.
+    settings.LIFECYCLE_SHOW_TEST_MODELS = True

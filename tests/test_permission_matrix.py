@@ -158,6 +158,11 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "share_scorecard": {"GET": SHARE},
     "share_evaluation": {"GET": SHARE},
     "share_evaluation_compare": {"GET": SHARE},
+    "share_trial_list": {"GET": SHARE},
+    "share_trial_compare": {"GET": SHARE},
+    "share_trial_detail": {"GET": SHARE},
+    "share_finetune_detail": {"GET": SHARE},
+    "share_align_run": {"GET": SHARE},
 }
 
 

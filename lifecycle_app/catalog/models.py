@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 
 
@@ -22,6 +23,19 @@ class CatalogModelQuerySet(models.QuerySet["CatalogModel"]):
     def for_project(self, project: Any) -> CatalogModelQuerySet:
         """What a project can run: the catalog and its own fine-tuned candidates."""
         return self.filter(models.Q(project__isnull=True) | models.Q(project=project))
+
+    def pickable(self) -> CatalogModelQuerySet:
+        """What pickers offer. The tiny test model has random weights (its output is noise):
+        only tests and development (DEBUG, or LIFECYCLE_SHOW_TEST_MODELS) see it, and the
+        candidates trained from it. Read on every call, so a test can switch it."""
+        if show_test_models():
+            return self
+        return self.exclude(is_test_model=True)
+
+
+def show_test_models() -> bool:
+    shown = getattr(settings, "LIFECYCLE_SHOW_TEST_MODELS", None)
+    return bool(settings.DEBUG if shown is None else shown)
 
 
 class CatalogModel(models.Model):

@@ -10,7 +10,7 @@ from lifecycle_app.projects.models import Project
 
 
 def catalog_list() -> QuerySet[CatalogModel]:
-    return CatalogModel.objects.catalog()
+    return CatalogModel.objects.catalog().pickable()
 
 
 def candidate_of(*, job: Job) -> CatalogModel | None:

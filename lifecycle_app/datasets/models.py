@@ -40,6 +40,12 @@ class Dataset(models.Model):
     split_seed = models.PositiveIntegerField(default=0)
     split_fractions = models.JSONField(default=list)
     split_counts = models.JSONField(default=dict)
+    # Where the split came from: "" a random split (split_seed, split_fractions); else the
+    # name of the split column, or "files" when one file was uploaded per split.
+    split_source = models.CharField(max_length=200, blank=True, default="")
+    # The data's licence as the uploader states it (e.g. "CC BY-SA 4.0"); the model card of
+    # a model trained on it names it.
+    licence = models.CharField(max_length=200, blank=True, default="")
     profile = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="datasets"

@@ -46,6 +46,19 @@ def split_warnings_before_saving(
         return []
 
 
+def split_counts_before_saving(
+    *, report: ValidationReport, fractions: tuple[float, float, float]
+) -> dict[str, int] | None:
+    """The rows each split would get: from the split column when the mapping names one,
+    else as the random split at `fractions` would assign them."""
+    if report.splits is not None:
+        return report.splits
+    try:
+        return split_sizes(report.valid_rows, report.labels, fractions)
+    except ValueError:  # fractions the form refuses anyway
+        return None
+
+
 def split_warnings_of_dataset(*, dataset: Dataset) -> list[str]:
     """Splits of a saved dataset that got no rows though their fraction is not zero."""
     fractions = dataset.split_fractions

@@ -17,7 +17,7 @@ import logging
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from lifecycle_app.projects.activity import activity_record
 from lifecycle_app.projects.models import ActivityVerb, Project
 from workers.ml.data import validation as dataset_io
 from workers.ml.data.records import DatasetRejected
+from workers.ml.data.splits import SPLIT_COLUMN, combine_split_files
 from workers.ml.data.validation import Inspection, ValidationReport
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class StagedUpload:
     size_bytes: int
     created: float
     inspection: dict[str, Any]
+    licence: str = ""
+    # One file per split, combined into one file with a SPLIT_COLUMN: split -> file name.
+    split_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -74,6 +78,7 @@ class Mapping:
     classification: bool
     seed: int
     fractions: tuple[float, float, float]
+    split_field: str = ""  # a column naming each row's split; "" splits at random
 
 
 def _staged_dir() -> Path:
@@ -88,7 +93,14 @@ def _remove(path: Path) -> None:
 
 
 def dataset_stage_file(
-    *, project: Project, user: User, path: Path, filename: str, name: str = ""
+    *,
+    project: Project,
+    user: User,
+    path: Path,
+    filename: str,
+    name: str = "",
+    licence: str = "",
+    split_files: dict[str, str] | None = None,
 ) -> StagedUpload:
     """Inspect a streamed upload at `path` and stage it; the file is moved or deleted.
 
@@ -113,9 +125,57 @@ def dataset_stage_file(
         size_bytes=target.stat().st_size,
         created=time.time(),
         inspection=asdict(inspection),
+        licence=licence.strip()[:200],
+        split_files=split_files or {},
     )
     (_staged_dir() / f"{token}.json").write_text(json.dumps(asdict(staged)))
     return staged
+
+
+def dataset_stage_split_files(
+    *,
+    project: Project,
+    user: User,
+    parts: list[tuple[str, Path, str]],
+    name: str = "",
+    licence: str = "",
+) -> StagedUpload:
+    """Stage one file per split (split, path, file name) as one upload: each file is
+    inspected, then their records are written to one JSON Lines file whose SPLIT_COLUMN
+    names each row's split. The files are deleted either way.
+
+    Raises DatasetRejected, naming the file, when one of them cannot be used.
+    """
+    combined = Path(settings.FILE_UPLOAD_TEMP_DIR) / f"splits-{secrets.token_hex(8)}.jsonl"
+    try:
+        readable: list[tuple[str, Path, str]] = []
+        for split, path, filename in parts:
+            try:
+                inspection = dataset_io.inspect(
+                    path, filename=filename, max_rows=settings.DATASET_MAX_ROWS
+                )
+            except DatasetRejected as exc:
+                raise DatasetRejected(
+                    f"The {split} file ({filename}): {exc}", exc.problems
+                ) from None
+            readable.append((split, path, inspection.format))
+        combine_split_files(readable, combined, max_rows=settings.DATASET_MAX_ROWS)
+    except BaseException:
+        _remove(combined)
+        raise
+    finally:
+        for _, path, _ in parts:
+            _remove(path)
+    train_name = next((f for s, _, f in parts if s == "train"), parts[0][2])
+    return dataset_stage_file(
+        project=project,
+        user=user,
+        path=combined,
+        filename=f"{Path(train_name).stem} (+{len(parts) - 1} split files).jsonl",
+        name=name or Path(train_name).stem,
+        licence=licence,
+        split_files={split: short_filename(Path(f).name) for split, _, f in parts},
+    )
 
 
 def short_filename(name: str, limit: int = FILENAME_MAX_CHARS) -> str:
@@ -129,11 +189,18 @@ def short_filename(name: str, limit: int = FILENAME_MAX_CHARS) -> str:
     return name[: -len(suffix)][: limit - len(suffix)] + suffix
 
 
-def dataset_stage_text(*, project: Project, user: User, text: str, name: str = "") -> StagedUpload:
+def dataset_stage_text(
+    *, project: Project, user: User, text: str, name: str = "", licence: str = ""
+) -> StagedUpload:
     tmp = Path(settings.FILE_UPLOAD_TEMP_DIR) / f"paste-{secrets.token_hex(8)}.txt"
     tmp.write_text(text, encoding="utf-8")
     return dataset_stage_file(
-        project=project, user=user, path=tmp, filename=PASTED_FILENAME, name=name or "Pasted rows"
+        project=project,
+        user=user,
+        path=tmp,
+        filename=PASTED_FILENAME,
+        name=name or "Pasted rows",
+        licence=licence,
     )
 
 
@@ -182,6 +249,7 @@ def dataset_validate_staged(*, staged: StagedUpload, mapping: Mapping) -> Valida
         target_field=mapping.target_field,
         classification=mapping.classification,
         max_rows=settings.DATASET_MAX_ROWS,
+        split_field=mapping.split_field,
     )
 
 
@@ -201,6 +269,7 @@ def dataset_create_from_staged(
     mapping: Mapping,
     name: str,
     profile_model: CatalogModel | None,
+    licence: str | None = None,
 ) -> Dataset:
     """Validate, split and save a staged upload; start its profile job.
 
@@ -233,6 +302,7 @@ def dataset_create_from_staged(
             fractions=mapping.fractions,
             stratify=mapping.classification,
             max_rows=settings.DATASET_MAX_ROWS,
+            split_field=mapping.split_field,
         )
         shutil.move(str(staged.path), original)
         with transaction.atomic():
@@ -258,6 +328,12 @@ def dataset_create_from_staged(
                 split_seed=mapping.seed,
                 split_fractions=list(mapping.fractions),
                 split_counts=counts,
+                split_source=(
+                    "files"
+                    if staged.split_files and mapping.split_field == SPLIT_COLUMN
+                    else mapping.split_field
+                ),
+                licence=(staged.licence if licence is None else licence).strip()[:200],
                 created_by=user,
             )
             activity_record(

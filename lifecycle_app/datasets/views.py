@@ -27,6 +27,10 @@ from lifecycle_app.projects.models import Membership, Project
 from lifecycle_app.projects.steps import StepSlug
 from workers.ml.data.records import DatasetRejected
 from workers.ml.data.sniff import DELIMITER_NAMES
+from workers.ml.data.splits import SPLIT_COLUMN
+
+# Column names taken as a split column when an upload has one.
+SPLIT_COLUMN_NAMES = {SPLIT_COLUMN, "partition", "subset"}
 
 
 def _rejection_points(rejection: DatasetRejected | None, limit: int = 20) -> list[str]:
@@ -88,13 +92,34 @@ def _dataset_upload(
         user = authed_user(request)
         try:
             upload = form.cleaned_data.get("file")
-            if upload is not None:
+            splits = [
+                (split, form.cleaned_data.get(key))
+                for split, key in (
+                    ("train", "file"),
+                    ("validation", "validation_file"),
+                    ("test", "test_file"),
+                )
+            ]
+            if upload is not None and any(f is not None for _, f in splits[1:]):
+                staged = dataset_services.dataset_stage_split_files(
+                    project=project,
+                    user=user,
+                    parts=[
+                        (split, Path(f.temporary_file_path()), f.name or split)
+                        for split, f in splits
+                        if f is not None
+                    ],
+                    name=form.cleaned_data["name"],
+                    licence=form.cleaned_data["licence"],
+                )
+            elif upload is not None:
                 staged = dataset_services.dataset_stage_file(
                     project=project,
                     user=user,
                     path=Path(upload.temporary_file_path()),
                     filename=upload.name or "upload",
                     name=form.cleaned_data["name"],
+                    licence=form.cleaned_data["licence"],
                 )
             else:
                 staged = dataset_services.dataset_stage_text(
@@ -102,6 +127,7 @@ def _dataset_upload(
                     user=user,
                     text=form.cleaned_data["text"],
                     name=form.cleaned_data["name"],
+                    licence=form.cleaned_data["licence"],
                 )
         except DatasetRejected as exc:
             rejection = exc
@@ -126,8 +152,12 @@ def _mapping_initial(staged: dataset_services.StagedUpload, project: Project) ->
     target_field = inspection.get("suggested_target") or next(
         (f for f in fields if f != input_field), input_field
     )
+    # A column named like a split column is taken as one (and always after a per-split upload).
+    split_field = next((f for f in fields if f.strip().lower() in SPLIT_COLUMN_NAMES), "")
     return {
         "name": staged.name,
+        "licence": staged.licence,
+        "split_field": split_field,
         "input_field": input_field,
         "target_field": target_field,
         "classification": task == "classification",
@@ -146,6 +176,7 @@ def _mapping(form: DatasetMappingForm) -> dataset_services.Mapping:
         classification=data["classification"],
         seed=data["seed"],
         fractions=(data["train"], data["validation"], data["test"]),
+        split_field=data.get("split_field") or "",
     )
 
 
@@ -160,11 +191,12 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
     report = None
     rejection = None
     fractions: tuple[float, float, float] | None = None
+    split_field = ""
     if request.method == "POST":
         form = DatasetMappingForm(request.POST, fields=fields)
         if form.is_valid():
             mapping = _mapping(form)
-            fractions = mapping.fractions
+            fractions, split_field = mapping.fractions, mapping.split_field
             try:
                 if request.POST.get("action") == "save":
                     dataset = dataset_services.dataset_create_from_staged(
@@ -174,6 +206,7 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
                         mapping=mapping,
                         name=form.cleaned_data["name"],
                         profile_model=selectors.profile_model_for(project=project),
+                        licence=form.cleaned_data["licence"],
                     )
                     url = reverse("dataset_detail", args=[project.slug, dataset.id])
                     if request.htmx:  # a new page, not a fragment inside the form
@@ -190,7 +223,7 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
         # Check the suggested mapping straight away, so problems show without a click.
         guess = DatasetMappingForm(initial, fields=fields)
         if guess.is_valid():
-            fractions = _mapping(guess).fractions
+            fractions, split_field = _mapping(guess).fractions, _mapping(guess).split_field
             try:
                 report = dataset_services.dataset_validate_staged(
                     staged=staged, mapping=_mapping(guess)
@@ -209,9 +242,15 @@ def dataset_staged(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespo
         "delimiter": DELIMITER_NAMES.get(staged.inspection.get("delimiter") or ""),
         "split_warnings": (
             selectors.split_warnings_before_saving(report=report, fractions=fractions)
-            if report and fractions
+            if report and fractions and not split_field
             else []
         ),
+        "split_counts": (
+            selectors.split_counts_before_saving(report=report, fractions=fractions)
+            if report and fractions
+            else None
+        ),
+        "split_field": split_field,
     }
     template = "datasets/staged.html"
     if request.htmx and not request.htmx.history_restore_request:

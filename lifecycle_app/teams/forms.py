@@ -66,7 +66,10 @@ class ProjectDeleteForm(forms.Form):
 
 
 class SignupForm(UserCreationForm):  # type: ignore[type-arg]
-    email = forms.EmailField(required=False, help_text="Optional; used for nothing yet.")
+    email = forms.EmailField(
+        required=False,
+        help_text="Optional. Teammates can add you to a project by this address instead of your username; nothing is ever sent to it.",
+    )
 
     class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]
         model = User

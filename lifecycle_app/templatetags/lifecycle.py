@@ -3,6 +3,8 @@ from __future__ import annotations
 from django import template
 from django.urls import NoReverseMatch, reverse
 
+from lifecycle_app.common.labels import versioned_name
+
 register = template.Library()
 
 
@@ -103,6 +105,11 @@ SHARE_URL_NAMES = {
     "scorecard": "share_scorecard",
     "evaluation_detail": "share_evaluation",
     "evaluation_compare": "share_evaluation_compare",
+    "trial_list": "share_trial_list",
+    "trial_detail": "share_trial_detail",
+    "trial_compare": "share_trial_compare",
+    "finetune_detail": "share_finetune_detail",
+    "align_run_detail": "share_align_run",
 }
 
 
@@ -151,3 +158,9 @@ def reduction(ratio: float | None) -> str:
     if ratio is None:
         return ""
     return f"{(1 - ratio) * 100:.0f}%"
+
+
+@register.filter
+def versioned(name: str | None, version: object) -> str:
+    """A prompt template's name and version, once (see common.labels.versioned_name)."""
+    return versioned_name(name, version)

@@ -86,6 +86,14 @@ def overview_context(*, project: Project, membership: Membership | None) -> dict
             (METRIC_LABELS.get(k, k), v) for k, v in (best[0].result.get("scores") or {}).items()
         ]
     context["evaluated"] = evaluate_selectors.evaluation_list(project=project, limit=1) != []
+    scope = projects_selectors.step_answers(stages, StageKey.SCOPE, steps.StepSlug.USE_CASE)
+    summary = (
+        evaluate_selectors.evaluation_leader(project=project, scope=scope)
+        if context["evaluated"]
+        else None
+    )
+    if summary is not None:
+        context["eval_job"], context["card"], context["leader"] = summary
     if membership is not None:
         context["activities"] = projects_selectors.activity_list(project=project)
     return context

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
@@ -108,6 +109,12 @@ def _act(
     stage_step_save(
         project=project, stage_key=stage, step_slug=step, answers=form.answers(), actor=user
     )
+    step_def = steps.step_def(stage, step)
+    following = steps.next_step(stage, step)
+    saved = f"Saved “{step_def.title if step_def else step}”."
+    messages.success(
+        request, f"{saved} Next: {following[1].title}." if following is not None else saved
+    )
     return _following_url(project, stage, step)
 
 
@@ -146,6 +153,8 @@ def render_step(
             "scope": scope,
         }
     )
+    if form is not None and membership is not None and not membership.can_write:
+        disable_fields(form)
     if handler is not None:
         context.update(
             handler.extra(
@@ -178,6 +187,17 @@ def _hide_dataset_names(field: forms.Field, saved: Any) -> None:
     field.label_from_instance = _share_dataset_label  # type: ignore[method-assign,assignment]
 
 
+def disable_fields(form: StepForm, *, hide_dataset_names: bool = False) -> None:
+    """Render every field of the form (and its example rows) disabled: the page of a viewer
+    or a share link shows the answers with nothing that can be changed."""
+    subforms = getattr(form, "examples", None)  # the Scope step's example rows
+    for each in [form, *(subforms.forms if subforms is not None else [])]:
+        for name, field in each.fields.items():
+            field.disabled = True
+            if hide_dataset_names:
+                _hide_dataset_names(field, each.initial.get(name))
+
+
 def read_only_step(
     request: HtmxHttpRequest, *, project: Project, step_def: steps.Step, share: ShareLink
 ) -> HttpResponse:
@@ -191,11 +211,7 @@ def read_only_step(
         # Always the saved answers: a share visitor's query string plans nothing.
         initial = handler.initial(project=project, answers=answers, stages=stages)
         form = handler.form_class(initial=initial, project=project)
-        subforms = getattr(form, "examples", None)  # the Scope step's example rows
-        for each in [form, *(subforms.forms if subforms is not None else [])]:
-            for name, field in each.fields.items():
-                field.disabled = True
-                _hide_dataset_names(field, each.initial.get(name))
+        disable_fields(form, hide_dataset_names=True)
     return render_step(
         request,
         project=project,

@@ -6,6 +6,28 @@
 (function () {
   var COLORS = ["#3b5bdb", "#e8590c", "#2b8a3e", "#ae3ec9", "#1098ad", "#f08c00", "#c92a2a", "#5c940d"];
   var chart = null;
+  var targetValue = null;  // the Scope target on the shown metric, or null
+
+  // The target as a dashed line across the whole plot area, from the y axis to the edge.
+  var TARGET_LINE = {
+    id: "targetLine",
+    afterDatasetsDraw: function (c) {
+      if (targetValue === null) return;
+      var y = c.scales.y.getPixelForValue(targetValue);
+      var area = c.chartArea;
+      if (y < area.top || y > area.bottom) return;
+      var ctx = c.ctx;
+      ctx.save();
+      ctx.strokeStyle = "#c92a2a";
+      ctx.lineWidth = 2;
+      ctx.setLineDash([6, 4]);
+      ctx.beginPath();
+      ctx.moveTo(area.left, y);
+      ctx.lineTo(area.right, y);
+      ctx.stroke();
+      ctx.restore();
+    },
+  };
 
   function draw() {
     if (typeof Chart === "undefined") return;
@@ -25,20 +47,24 @@
       borderColor: data.candidates.map(function (_, i) { return i === data.baseline ? "#000" : "transparent"; }),
       borderWidth: 2,
     }];
-    if (data.target && data.target.key === metric.key) {
+    var showsTarget = data.target && data.target.key === metric.key;
+    if (showsTarget) {
+      // No points: the legend entry only. The line itself is drawn edge to edge of the plot
+      // area by TARGET_LINE below (a line through the bars' centres stopped half a bar short).
       datasets.push({
         type: "line",
         label: "Scope target " + data.target.label + " " + data.target.value,
-        data: data.candidates.map(function () { return data.target.value; }),
+        data: [],
         borderColor: "#c92a2a", borderDash: [6, 4], pointRadius: 0, fill: false,
       });
     }
-    var showsTarget = data.target && data.target.key === metric.key;
+    targetValue = showsTarget ? data.target.value : null;
     var yMax = showsTarget ? Math.max.apply(null, metric.values.concat([data.target.value])) * 1.15 : undefined;
     if (chart && chart.canvas !== canvas) { chart.destroy(); chart = null; }
     if (!chart) {
       chart = new Chart(canvas, {
         data: { labels: data.candidates, datasets: datasets },
+        plugins: [TARGET_LINE],
         options: {
           animation: false,
           scales: { y: { beginAtZero: true, suggestedMax: yMax, title: { display: true, text: metric.label } } },

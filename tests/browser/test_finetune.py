@@ -77,7 +77,7 @@ def test_a_lora_run_draws_its_loss_curves_live_and_ends_with_a_candidate(
     expect(live).to_have_attribute("data-status", "succeeded", timeout=JOB_TIMEOUT_MS)
     assert page.evaluate("window.__marker") == "no reload"
     page.wait_for_function(f"() => {POINTS} == {STEPS}", timeout=10_000)
-    validation = page.evaluate("Chart.getChart('curves').data.datasets[1].data.length")
+    validation = page.evaluate("Chart.getChart('curves').data.datasets[2].data.length")
     assert validation == STEPS // 50 + 1  # the untrained model, then every 50 steps
     expect(page.get_by_test_id("step")).to_have_text(f"{STEPS} / {STEPS}")
     page.screenshot(path="/tmp/pw_finetune_done.png", full_page=True)

@@ -581,7 +581,7 @@ def test_the_detail_page_shows_the_summary_mapping_split_and_profile_job(
     assert response.status_code == 200
     assert "181 valid, none dropped." in content
     assert "<code>dialogue</code> → <code>summary</code>" in content
-    assert "train 145 · validation 18 · test 18 (seed 42" in content
+    assert "train 145 · validation 18 · test 18 (random: seed 42" in content
     assert f"Profile job #{job.id}" in content
     assert 'hx-trigger="every 1s"' in content  # polls while the profile job is active
 

@@ -86,9 +86,8 @@ class AlignForm(StepForm):
         super().__init__(*args, **kwargs)
         self.params: AlignParams | None = None
         if self.project is not None:
-            self.fields["base_model"].queryset = CatalogModel.objects.for_project(  # type: ignore[attr-defined]
-                self.project
-            ).exclude(shape={})
+            models = CatalogModel.objects.for_project(self.project).exclude(shape={})
+            self.fields["base_model"].queryset = models.pickable()  # type: ignore[attr-defined]
             self.fields["preference_set"].queryset = PreferenceSet.objects.filter(  # type: ignore[attr-defined]
                 project=self.project
             )

@@ -65,3 +65,21 @@ def preference_set_of(*, job: Job) -> PreferenceSet | None:
     """The preference set an alignment run trained on (None once deleted)."""
     set_id = (job.params or {}).get("preference_set_id") or 0
     return PreferenceSet.objects.filter(id=set_id, project=job.project_id).first()
+
+
+def sources_revealed(
+    *, mine: int, total: int, per_rater: dict[int, int], can_manage: bool, can_write: bool
+) -> bool:
+    """Blind rating: may this person see which model wrote A and which wrote B?
+
+    A rater sees the sources once they have rated every row, never before (they would sway
+    the ratings). Someone who has not rated sees them only when everyone who started
+    rating has finished, and only if they cannot rate (a viewer) or run the round (an
+    owner); an editor who has not rated yet might still rate, so stays blind.
+    """
+    if total and mine >= total:
+        return True
+    if mine:
+        return False
+    everyone_finished = bool(per_rater) and all(n >= total for n in per_rater.values())
+    return everyone_finished and (can_manage or not can_write)

@@ -91,6 +91,14 @@ def round_detail(request: HtmxHttpRequest, slug: str, round_id: int) -> HttpResp
         for item in items
     ]
     overall = Counter(r.choice for r in ratings)
+    mine = per_rater.get(authed_user(request).id, 0)
+    revealed = selectors.sources_revealed(
+        mine=mine,
+        total=total,
+        per_rater=dict(per_rater),
+        can_manage=membership.can_manage,
+        can_write=membership.can_write,
+    )
     return render(
         request,
         "align/round.html",
@@ -103,7 +111,8 @@ def round_detail(request: HtmxHttpRequest, slug: str, round_id: int) -> HttpResp
                 {"name": names[rid], "done": n, "share": n / total if total else 0}
                 for rid, n in sorted(per_rater.items(), key=lambda kv: names[kv[0]])
             ],
-            "mine": per_rater.get(authed_user(request).id, 0),
+            "mine": mine,
+            "revealed": revealed,
             "agreement": agreement,
             "agreement_pairs": [
                 {"names": f"{names[p.rater_1]} & {names[p.rater_2]}", "pair": p}

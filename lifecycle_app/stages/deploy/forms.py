@@ -60,6 +60,7 @@ class ExportForm(StepForm):
                 CatalogModel.objects.for_project(project)
                 .filter(weights_present=True)
                 .exclude(id__in=exported.values("candidate_id"))
+                .pickable()
             )
             self.fields["dataset"].queryset = Dataset.objects.filter(project=project)  # type: ignore[attr-defined]
 

@@ -82,6 +82,10 @@ def card_info(job: Job) -> dict[str, Any]:
     if trained is not None:
         info["method"] = str(trained.params.get("method", ""))
         info["dataset"] = trained.dataset.name if trained.dataset else ""
+        # The weights' licence is the base model's; what they were trained on has its own.
+        info["dataset_licence"] = (
+            (trained.dataset.licence or "not stated by the uploader") if trained.dataset else ""
+        )
         info["hyperparameters"] = {
             k: v for k, v in trained.params.items() if k not in ("template", "model_ref")
         }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle_app.catalog.models import CatalogModel
+from lifecycle_app.common.labels import versioned_name
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind, JobStatus
 from lifecycle_app.projects.models import Project
@@ -82,7 +83,7 @@ def candidate_options(*, project: Project) -> list[CandidateOption]:
     trials, its fine-tuned models (with the reason when one is unavailable)."""
     options = [
         CandidateOption(f"base:{m.slug}", f"{m.name} · zero-shot", "base")
-        for m in CatalogModel.objects.catalog().filter(weights_present=True)
+        for m in CatalogModel.objects.catalog().pickable().filter(weights_present=True)
     ]
     trials = (
         Job.objects.filter(project=project, kind=JobKind.TRIAL, status=JobStatus.SUCCEEDED)
@@ -137,7 +138,7 @@ def resolve_candidate(
             raise CandidateError("That prompt trial is not in this project.")
         params = TrialParams(**job.params)
         spec = CandidateSpec(
-            label=f"Trial #{job.id} · {params.template.name} v{params.template.version} · "
+            label=f"Trial #{job.id} · {versioned_name(params.template.name, params.template.version)} · "
             f"{params.shots}-shot",
             kind="trial",
             model_ref=params.model_ref,

@@ -89,7 +89,6 @@ class EvaluateForm(StepForm):
                 project=self.project
             )
             self.options = evaluating.candidate_options(project=self.project)
-        self.fields["template"].label_from_instance = lambda t: f"{t.name} v{t.version}"  # type: ignore[attr-defined]
         self.fields["candidates"].choices = [  # type: ignore[attr-defined]
             (o.key, o.label + (f" — unavailable: {o.unavailable}" if o.unavailable else ""))
             for o in self.options

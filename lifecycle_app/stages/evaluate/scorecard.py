@@ -184,6 +184,8 @@ def _apply_target(card: Scorecard, scope: dict[str, Any]) -> None:
 
     label = METRICS[metric].label if metric in METRICS else metric
     card.target = Target(key=key, label=label, value=float(target), measured=measured)
+    if not any(r.available for r in card.rows):
+        return  # nothing scored yet (a queued evaluation): nothing to say about the target
     if not measured:
         card.notes.append(
             f"The Scope target is on {label}, which this evaluation does not measure."
@@ -192,6 +194,27 @@ def _apply_target(card: Scorecard, scope: dict[str, Any]) -> None:
     for r in card.rows:
         value = r.cells[key].value
         r.passes = None if value is None else value >= float(target)
+
+
+def primary_key(card: Scorecard) -> str | None:
+    """The metric that decides: the Scope target's when measured, else the first column."""
+    if card.target and card.target.measured:
+        return card.target.key
+    return card.columns[0][0] if card.columns else None
+
+
+def leader(card: Scorecard) -> Row | None:
+    """The best scored candidate other than the baseline, on the primary metric."""
+    key = primary_key(card)
+    if key is None:
+        return None
+    rows = [
+        r for r in card.rows if r.available and not r.is_baseline and r.cells[key].value is not None
+    ]
+    if not rows:
+        return None
+    sign = 1.0 if key in LOWER_IS_BETTER else -1.0
+    return min(rows, key=lambda r: sign * float(r.cells[key].value or 0.0))
 
 
 # --- Exports ----------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 from django.http import Http404
 
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.projects.models import Project
 from lifecycle_app.projects.selectors import MAX_ID
+from lifecycle_app.stages.evaluate import scorecard
 from lifecycle_app.stages.evaluate.models import EvaluationCandidate, EvaluationExample
 
 
@@ -54,3 +57,17 @@ def evaluation_all_examples(*, job: Job) -> list[EvaluationExample]:
             "candidate__position", "index"
         )
     )
+
+
+def evaluation_leader(
+    *, project: Project, scope: dict[str, Any]
+) -> tuple[Job, scorecard.Scorecard, scorecard.Row | None] | None:
+    """The latest scored evaluation, its scorecard against the Scope target, and its best
+    candidate other than the baseline (None: no evaluation has scored anything)."""
+    job = evaluation_latest(project=project)
+    if job is None:
+        return None
+    card = scorecard.build(
+        evaluation_candidates(job=job), task=job.params.get("task", "text"), scope=scope
+    )
+    return job, card, scorecard.leader(card)

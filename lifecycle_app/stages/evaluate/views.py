@@ -32,6 +32,11 @@ def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() and len(value) < 19 else None
 
 
+def _scope(project: Project) -> dict[str, Any]:
+    stages = projects_selectors.stages_for_project(project=project)
+    return projects_selectors.step_answers(stages, StageKey.SCOPE, StepSlug.USE_CASE)
+
+
 def scorecard_response(
     request: HtmxHttpRequest,
     *,
@@ -49,17 +54,13 @@ def scorecard_response(
     }
     if job is not None:
         candidates = selectors.evaluation_candidates(job=job)
-        scope = projects_selectors.step_answers(
-            projects_selectors.stages_for_project(project=project),
-            StageKey.SCOPE,
-            StepSlug.USE_CASE,
-        )
         card = scorecard.build(
             candidates,
             task=job.params.get("task", "text"),
             baseline_id=_int(request.GET.get("baseline")),
-            scope=scope,
+            scope=_scope(project),
         )
+        best = scorecard.leader(card)
         scored = [r.candidate for r in card.rows if r.available]
         context.update(
             {
@@ -68,7 +69,10 @@ def scorecard_response(
                 "scored": scored,
                 "chart": card.chart_data(),
                 "compare_a": card.baseline.id if card.baseline else None,
-                "compare_b": next((c.id for c in scored if c != card.baseline), None),
+                "compare_b": best.candidate.id
+                if best is not None
+                else next((c.id for c in scored if c != card.baseline), None),
+                "leader": best,
             }
         )
     template = "evaluate/scorecard.html"
@@ -107,10 +111,18 @@ def compare_response(
     candidates = selectors.evaluation_candidates(job=job)
     scored = [c for c in candidates if c.is_scored]
     by_id = {c.id: c for c in scored}
-    a = by_id.get(_int(request.GET.get("a")) or 0) or (scored[0] if scored else None)
-    b = by_id.get(_int(request.GET.get("b")) or 0) or next((c for c in scored if c != a), None)
     task = job.params.get("task", "text")
-    keys = [k for k, _ in scorecard.build(candidates, task=task).columns]
+    card = scorecard.build(candidates, task=task, scope=_scope(project))
+    # Opens on the baseline against the best other candidate: the comparison that matters.
+    best = scorecard.leader(card)
+    a = by_id.get(_int(request.GET.get("a")) or 0) or (
+        card.baseline if card.baseline in scored else (scored[0] if scored else None)
+    )
+    b = by_id.get(_int(request.GET.get("b")) or 0) or (
+        best.candidate if best is not None and best.candidate != a else None
+    )
+    b = b or next((c for c in scored if c != a), None)
+    keys = [k for k, _ in card.columns]
     metric = request.GET.get("metric") or ""
     if metric not in keys:
         metric = "rougeL" if "rougeL" in keys else (keys[0] if keys else "")

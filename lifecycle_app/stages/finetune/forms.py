@@ -97,6 +97,7 @@ class FineTuneForm(StepForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = CatalogModel.objects.catalog().pickable()  # type: ignore[attr-defined]
         self.params: TrainParams | None = None
         self.plan: dict[str, Any] = {}
         if self.project is not None:
@@ -106,10 +107,11 @@ class FineTuneForm(StepForm):
             self.fields["template"].queryset = PromptTemplate.objects.filter(  # type: ignore[attr-defined]
                 project=self.project
             )
-        self.fields["template"].label_from_instance = lambda t: f"{t.name} v{t.version}"  # type: ignore[attr-defined]
         slug = self.data.get("base_model") if self.is_bound else self.initial.get("base_model")
-        model = CatalogModel.objects.catalog().filter(slug=slug).first() if slug else None
-        model = model or CatalogModel.objects.catalog().exclude(shape={}).first()
+        model = (
+            CatalogModel.objects.catalog().pickable().filter(slug=slug).first() if slug else None
+        )
+        model = model or CatalogModel.objects.catalog().pickable().exclude(shape={}).first()
         if model is not None and not self.is_bound and not self.initial.get("base_model"):
             self.initial["base_model"] = model.slug
         targets = (model.shape or {}).get("linear_modules", {}) if model else {}

@@ -18,7 +18,7 @@ from lifecycle_app.stages.finetune.forms import FineTuneForm
 from lifecycle_app.stages.finetune.services import finetune_create
 from lifecycle_app.stages.prompt import selectors as prompt_selectors
 from lifecycle_app.stages.prompt.step import prompt_defaults
-from lifecycle_app.stages.select.selectors import picked_model_slug
+from lifecycle_app.stages.select.selectors import picked_model_slug, saved_plan
 
 
 class FinetuneStep(StepHandler):
@@ -30,8 +30,11 @@ class FinetuneStep(StepHandler):
     def initial(
         self, *, project: Project, answers: dict[str, Any], stages: dict[str, Stage]
     ) -> dict[str, Any]:
-        """The last run's settings, else: the model picked in Select, the dataset that suits
-        the task, and the template of the best prompt trial (so training sees its text)."""
+        """Each layer starts from the decisions before it: the model picked in Select, the
+        dataset that suits the task and the template of the best prompt trial (so training
+        sees its text); then the compute plan saved in Select (method, LoRA rank and
+        targets, batch size, sequence length); then the last run's settings, unless the
+        plan was saved after that run."""
         last = latest_job_for_step(project=project, kind=JobKind.FINETUNE)
         defaults = prompt_defaults(project=project, stages=stages)
         initial: dict[str, Any] = {
@@ -44,13 +47,25 @@ class FinetuneStep(StepHandler):
         if best and best[0].prompt_template_id:
             initial["template"] = best[0].prompt_template_id
             initial["base_model"] = best[0].params.get("model_ref") or initial["base_model"]
+        plan = saved_plan(stages)
+        select_stage = stages.get("select")
+        plan_is_newer = (
+            last is None
+            or select_stage is None
+            or (bool(plan) and select_stage.updated_at > last.created_at)
+        )
         if last is not None:
             params = {k: v for k, v in last.params.items() if k != "template"}
             initial.update(params)
             initial["base_model"] = params.get("model_ref")
             initial["dataset"] = params.get("dataset_id")
             initial["template"] = (last.params.get("template") or {}).get("id", initial["template"])
-        return {k: v for k, v in initial.items() if v is not None}
+        if plan_is_newer:
+            initial.update(plan)
+        # A run that trained for its epochs had no step limit: the form says so (an empty
+        # field), rather than falling back to the field's default of 30.
+        keep_none = {"max_steps"} if last is not None and "max_steps" in last.params else set()
+        return {k: v for k, v in initial.items() if v is not None or k in keep_none}
 
     def extra(
         self,

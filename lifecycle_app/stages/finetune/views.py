@@ -17,6 +17,9 @@ from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import Membership, Project
 from lifecycle_app.stages.finetune import selectors
 from lifecycle_app.stages.finetune.services import METHOD_LABELS
+from lifecycle_app.teams.models import ShareLink
+from workers.ml.params import DEFAULT_LEARNING_RATES
+from workers.ml.training.common import FINAL_LOSS_WINDOW
 
 ARTIFACT_LABELS = {
     "lora_adapter": "LoRA adapter",
@@ -52,7 +55,17 @@ def dashboard_context(job: Job, *, titles: dict[str, Any] | None = None) -> dict
         **(titles if titles is not None else _FINETUNE_TITLES),
         "candidate": catalog_selectors.candidate_of(job=job),
         "peak_mb": (live.get("peak_memory_bytes") or 0) / 2**20,
+        "learning_rate": _learning_rate(job),
+        "final_loss_window": FINAL_LOSS_WINDOW,
     }
+
+
+def _learning_rate(job: Job) -> float | None:
+    """The peak learning rate the run used (the method's default when none was given)."""
+    params = job.params or {}
+    if params.get("learning_rate"):
+        return float(params["learning_rate"])
+    return DEFAULT_LEARNING_RATES.get(params.get("method", ""))
 
 
 def dashboard_response(
@@ -62,13 +75,18 @@ def dashboard_response(
     membership: Membership | None,
     job: Job,
     titles: dict[str, Any] | None = None,
+    share: ShareLink | None = None,
 ) -> HttpResponse:
-    """The run dashboard page, or its live fragment for the page's own polling."""
+    """The run dashboard page, or its live fragment for the page's own polling. With
+    `share`, the share link's read-only twin: it polls its own /s/ URL."""
     context = {
         "project": project,
         "membership": membership,
         **dashboard_context(job, titles=titles),
+        "share": share,
     }
+    if share is not None:
+        context["live_url"] = request.path
     template = "finetune/detail.html"
     if request.htmx and request.htmx.target == "ft-live":
         template += "#live"

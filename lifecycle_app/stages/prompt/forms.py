@@ -10,6 +10,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.common.forms import StepForm
+from lifecycle_app.common.labels import versioned_name
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.building import PromptingError, build_for_trial, snapshot
 from lifecycle_app.stages.prompt.models import PromptTemplate
@@ -81,7 +82,7 @@ class GenerationSettingsForm(StepForm):
         field = self.fields.get("base_model")
         if isinstance(field, forms.ModelChoiceField):
             # The catalog and this project's fine-tuned candidates; never another project's.
-            field.queryset = CatalogModel.objects.for_project(self.project)
+            field.queryset = CatalogModel.objects.for_project(self.project).pickable()
 
     def clean_repetition_penalty(self) -> float:
         value = self.cleaned_data.get("repetition_penalty")
@@ -290,7 +291,6 @@ class TrialForm(GenerationSettingsForm):
             self.fields["template"].queryset = PromptTemplate.objects.filter(  # type: ignore[attr-defined]
                 project=self.project
             )
-        self.fields["template"].label_from_instance = lambda t: f"{t.name} v{t.version}"  # type: ignore[attr-defined]
         self.fields["max_new_tokens"].initial = 48
 
     def clean_shot_lines(self) -> list[int]:
@@ -321,7 +321,7 @@ class TrialForm(GenerationSettingsForm):
         if template is not None and cleaned.get("shots") and "{examples}" not in template.body:
             self.add_error(
                 "shots",
-                f"Template '{template.name}' v{template.version} has no {{examples}} "
+                f"Template '{versioned_name(template.name, template.version)}' has no {{examples}} "
                 "placeholder, so examples would not reach the prompt: use 0 shots, or add "
                 "{examples} to the template.",
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from lifecycle_app.common.labels import versioned_name
+
 
 class PromptTemplate(models.Model):
     """One version of a prompt template (see workers/ml/prompts.py for the placeholders).
@@ -37,7 +39,7 @@ class PromptTemplate(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} v{self.version}"
+        return versioned_name(self.name, self.version)
 
 
 class GenerationOutput(models.Model):

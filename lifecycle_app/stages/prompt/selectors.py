@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
+from lifecycle_app.common.labels import versioned_name
 from lifecycle_app.jobs.models import Job, JobKind, JobStatus
 from lifecycle_app.projects.models import Project, Stage
 from lifecycle_app.projects.selectors import MAX_ID, step_answers
@@ -129,8 +130,6 @@ def trial_label(job: Job, *, with_scores: bool = False) -> str:
     )
     model = job.base_model.name if job.base_model else "deleted model"
     sampling = f" · sampled, seed {params.get('seed')}" if params.get("do_sample") else ""
-    label = (
-        f"Trial #{job.id} · {model} · {name} v{version} · {params.get('shots', 0)}-shot{sampling}"
-    )
+    label = f"Trial #{job.id} · {model} · {versioned_name(name, version)} · {params.get('shots', 0)}-shot{sampling}"
     scores = ", ".join(f"{k} {v:.3f}" for k, v in ((job.result or {}).get("scores") or {}).items())
     return label + (f" ({scores})" if with_scores and scores else "")

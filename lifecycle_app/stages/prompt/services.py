@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from lifecycle_app.catalog.models import CatalogModel
+from lifecycle_app.common.labels import versioned_name
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_create, job_succeed
@@ -59,7 +60,7 @@ def _record_template(template: PromptTemplate, user: User) -> None:
         project=template.project_id,
         actor=user,
         verb=ActivityVerb.TEMPLATE_SAVED,
-        description=f"saved prompt template '{template.name}' v{template.version}",
+        description=f"saved prompt template '{versioned_name(template.name, template.version)}'",
     )
 
 

@@ -17,10 +17,10 @@ from lifecycle_app.common.http import HtmxHttpRequest, authed_user
 from lifecycle_app.datasets import selectors as datasets_selectors
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs import selectors as jobs_selectors
-from lifecycle_app.jobs.models import JobKind
+from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import JobLimitReached
 from lifecycle_app.projects import selectors as projects_selectors
-from lifecycle_app.projects.models import Project, StageKey
+from lifecycle_app.projects.models import Membership, Project, StageKey
 from lifecycle_app.projects.steps import StepSlug
 from lifecycle_app.stages.prompt import building as prompting
 from lifecycle_app.stages.prompt import selectors as prompt_selectors
@@ -33,6 +33,7 @@ from lifecycle_app.stages.prompt.services import (
     trial_mark_best,
 )
 from lifecycle_app.stages.select import selectors as select_selectors
+from lifecycle_app.teams.models import ShareLink
 from workers.ml.scoring.metrics import LABELS
 
 MAX_COMPARE = 6
@@ -47,6 +48,17 @@ def _metric_columns(keys: list[str]) -> list[tuple[str, str]]:
 @require_GET
 def trial_list_view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
+    return trial_list_response(request, project=project, membership=membership)
+
+
+def trial_list_response(
+    request: HtmxHttpRequest,
+    *,
+    project: Project,
+    membership: Membership | None,
+    share: ShareLink | None = None,
+) -> HttpResponse:
+    """The trials table (a member's page, or a share link's read-only twin with `share`)."""
     sort = request.GET.get("sort") or "created"
     descending = request.GET.get("dir", "desc") != "asc"
     trials = prompt_selectors.trial_list(project=project)
@@ -64,6 +76,7 @@ def trial_list_view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "descending": descending,
         "best_id": prompt_selectors.best_trial_id(stages),
         "polling": jobs_selectors.any_active(trials),
+        "share": share,
     }
     template = "prompt/list.html"
     if request.htmx and request.htmx.target == "trials-table":  # the table's own polling
@@ -76,6 +89,18 @@ def trial_list_view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def trial_detail(request: HtmxHttpRequest, slug: str, trial_id: int) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
     job = prompt_selectors.trial_get(project=project, job_id=trial_id)
+    return trial_detail_response(request, project=project, membership=membership, job=job)
+
+
+def trial_detail_response(
+    request: HtmxHttpRequest,
+    *,
+    project: Project,
+    membership: Membership | None,
+    job: Job,
+    share: ShareLink | None = None,
+) -> HttpResponse:
+    """One trial's outputs row by row (or its share link's read-only twin)."""
     stages = projects_selectors.stages_for_project(project=project)
     examples = prompt_selectors.trial_examples(job=job)
     context = {
@@ -86,6 +111,7 @@ def trial_detail(request: HtmxHttpRequest, slug: str, trial_id: int) -> HttpResp
         "metric_columns": _metric_columns(prompt_selectors.trial_metric_keys([job])),
         "best_id": prompt_selectors.best_trial_id(stages),
         "counts": _status_counts(examples),
+        "share": share,
     }
     template = "prompt/detail.html"
     if request.htmx and request.htmx.target == "trial-live":  # the page's own polling
@@ -109,10 +135,25 @@ def _int_list(values: list[str]) -> list[int]:
 def trial_compare(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Two or more trials side by side, row by row, with the reference."""
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
+    return trial_compare_response(request, project=project, membership=membership)
+
+
+def trial_compare_response(
+    request: HtmxHttpRequest,
+    *,
+    project: Project,
+    membership: Membership | None,
+    share: ShareLink | None = None,
+) -> HttpResponse:
     ids = list(dict.fromkeys(_int_list(request.GET.getlist("t"))))[:MAX_COMPARE]
     trials = prompt_selectors.trials_by_ids(project=project, ids=ids)
     if len(trials) < 2:
-        context = {"project": project, "membership": membership, "too_few": True}
+        context: dict[str, Any] = {
+            "project": project,
+            "membership": membership,
+            "too_few": True,
+            "share": share,
+        }
         return render(request, "prompt/compare.html", context)
     rows, shared_only = _aligned_rows(trials)
     keys = prompt_selectors.trial_metric_keys(trials)
@@ -127,6 +168,7 @@ def trial_compare(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "best_id": prompt_selectors.best_trial_id(
             projects_selectors.stages_for_project(project=project)
         ),
+        "share": share,
     }
     return render(request, "prompt/compare.html", context)
 

@@ -50,9 +50,14 @@ class ScopeForm(StepForm):
         max_length=2000,
         help_text="As narrow as you can: who uses it, on what input, to produce what.",
     )
-    success_metric = forms.ChoiceField(choices=[(k, v.label) for k, v in METRICS.items()])
+    # Each metric names its scale: ROUGE and accuracy run 0-1, BLEU and chrF 0-100.
+    success_metric = forms.ChoiceField(
+        choices=[(k, f"{v.label} ({v.low:g}–{v.high:g})") for k, v in METRICS.items()]
+    )
     metric_target = forms.FloatField(
-        label="Target", help_text="The score a candidate must reach to ship."
+        label="Target",
+        help_text="The score a candidate must reach to ship, on the metric's own scale: "
+        "0–1 for ROUGE, accuracy, F1 and exact match (0.35, not 35); 0–100 for BLEU and chrF.",
     )
     max_latency_ms = forms.IntegerField(
         label="Latency budget (ms)", required=False, min_value=1, max_value=600_000

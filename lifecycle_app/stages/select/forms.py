@@ -19,6 +19,10 @@ class ModelPickForm(StepForm):
         error_messages={"required": "Pick one model from the catalog."},
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = CatalogModel.objects.catalog().pickable()  # type: ignore[attr-defined]
+
     def answers(self) -> dict[str, Any]:
         return {"base_model": self.cleaned_data["base_model"].slug}
 
@@ -82,11 +86,15 @@ class PlannerForm(StepForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = CatalogModel.objects.catalog().pickable()  # type: ignore[attr-defined]
         slug = self.data.get("base_model") if self.is_bound else self.initial.get("base_model")
-        model = CatalogModel.objects.catalog().filter(slug=slug).first() if slug else None
+        model = (
+            CatalogModel.objects.catalog().pickable().filter(slug=slug).first() if slug else None
+        )
         model = (
             model
             or CatalogModel.objects.catalog()
+            .pickable()
             .exclude(shape={})
             .order_by("is_test_model", "id")
             .first()

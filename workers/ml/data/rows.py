@@ -1,7 +1,8 @@
 """The row rules of an uploaded dataset, and the split's arithmetic.
 
 `_checked_rows` streams a file through `readers` and yields each usable row as
-(line, input, target) or the `Problem` that drops it: missing or empty fields, values that
+(line, input, target, split) or the `Problem` that drops it (split is "" unless the mapping
+names a split column, whose values must name a split): missing or empty fields, values that
 are not text, chat records without an assistant turn, cells over the length limit and
 duplicates. Duplicate detection keeps a 16-byte digest and a line number per row
 (`_SeenPairs`). The split assigns rows by drawing from an urn of exact split sizes
@@ -24,6 +25,7 @@ from typing import Any
 from workers.ml.data.readers import FORMATS, _limited, _reading, _utf8_errors
 from workers.ml.data.records import DatasetRejected, Problem, _describe
 from workers.ml.data.sniff import control_character, has_control
+from workers.ml.data.splits import split_of
 
 CHAT_ROLES = ("system", "user", "assistant")
 MAX_LABELS = 1000  # a classification target with more distinct values is not a label
@@ -39,8 +41,10 @@ def _checked_rows(
     classification: bool,
     max_rows: int,
     max_cell_chars: int,
-) -> Iterator[tuple[int, str, str] | Problem]:
-    """Yield (line, input, target) for each usable row and a Problem for each dropped one."""
+    split_field: str = "",
+) -> Iterator[tuple[int, str, str, str] | Problem]:
+    """Yield (line, input, target, split) for each usable row and a Problem for each dropped
+    one. `split` is the row's split from `split_field` ("" when no split column is named)."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown dataset format {fmt!r}; expected one of {FORMATS}.")
     if codecs.lookup(encoding).name not in ("utf-8", "utf-8-sig"):
@@ -48,7 +52,7 @@ def _checked_rows(
     seen = _SeenPairs()
     with _utf8_errors(path), _reading(path, fmt, max_cell_chars) as (header, records):
         if header is not None:
-            for name in dict.fromkeys((input_field, target_field)):
+            for name in dict.fromkeys(n for n in (input_field, target_field, split_field) if n):
                 if name not in header:
                     raise DatasetRejected(
                         f"The file has no column '{name}'; its columns are: {', '.join(header)}."
@@ -68,6 +72,22 @@ def _checked_rows(
                 yield pair
                 continue
             text, target = pair
+            split = ""
+            if split_field:
+                value = row.data.get(split_field)
+                split = split_of(value) or ""
+                if not split:
+                    if isinstance(value, str):
+                        shown = f"'{value[:40]}'" if value.strip() else "an empty value"
+                    else:
+                        shown = _describe(value) if split_field in row.data else "nothing"
+                    yield Problem(
+                        row.line,
+                        "bad_split",
+                        f"Line {row.line}: the split column '{split_field}' holds {shown}, not "
+                        "train, validation or test (dev and val count as validation).",
+                    )
+                    continue
             try:
                 earlier = seen.add(_digest(text, target), row.line)
             except UnicodeEncodeError:
@@ -85,7 +105,7 @@ def _checked_rows(
                     f"Line {row.line}: the same input and target as line {earlier}.",
                 )
                 continue
-            yield row.line, text, target
+            yield row.line, text, target, split
 
 
 def _pair(

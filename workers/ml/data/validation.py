@@ -96,6 +96,7 @@ _KIND_PHRASES = {
     "encoding": ("row with an invalid character", "rows with an invalid character"),
     "control_character": ("row with a control character", "rows with a control character"),
     "unknown_role": ("row with an unknown chat role", "rows with an unknown chat role"),
+    "bad_split": ("row with an unknown split", "rows with an unknown split"),
 }
 
 
@@ -106,6 +107,7 @@ class ValidationReport:
     dropped: dict[str, int] = field(default_factory=dict)  # kind -> rows dropped for it
     problems: list[Problem] = field(default_factory=list)  # the first MAX_PROBLEMS
     labels: dict[str, int] | None = None  # classification only: label -> valid rows
+    splits: dict[str, int] | None = None  # with a split column: split -> valid rows
 
     def summary(self) -> str:
         dropped = sum(self.dropped.values())
@@ -190,15 +192,22 @@ def validate(
     max_rows: int,
     max_cell_chars: int = 100_000,
     on_progress: Callable[[int], None] | None = None,
+    split_field: str = "",
 ) -> ValidationReport:
     """Check every row against the mapping; count and describe the rows to be dropped.
 
     `input_field == target_field` means chat records (see `_chat_pair`). With
     `classification`, numbers and booleans in the target are accepted as labels.
+    With `split_field`, each row's split comes from that column (`splits` counts them).
     Raises `DatasetRejected` when no row is usable or the mapping names a missing column.
     `on_progress` gets the number of rows read, every 1,000 rows and at the end.
     """
-    report = ValidationReport(0, 0, labels={} if classification else None)
+    report = ValidationReport(
+        0,
+        0,
+        labels={} if classification else None,
+        splits=dict.fromkeys(SPLITS, 0) if split_field else None,
+    )
     dropped: Counter[str] = Counter()
     rows = _checked_rows(
         path,
@@ -209,6 +218,7 @@ def validate(
         classification=classification,
         max_rows=max_rows,
         max_cell_chars=max_cell_chars,
+        split_field=split_field,
     )
     for item in rows:
         report.total_rows += 1
@@ -220,6 +230,8 @@ def validate(
             report.valid_rows += 1
             if report.labels is not None:
                 _count_label(report.labels, item[2])
+            if report.splits is not None:
+                report.splits[item[3]] += 1
         if on_progress and report.total_rows % 1000 == 0:
             on_progress(report.total_rows)
     report.dropped = dict(dropped)
@@ -242,18 +254,20 @@ def write_clean(
     stratify: bool,
     max_rows: int,
     max_cell_chars: int = 100_000,
+    split_field: str = "",
 ) -> dict[str, int]:
     """Write the valid rows as JSON Lines {input, target, split, line}; return split sizes.
 
     Rows are checked with `validate`'s rules (the target is a label when `stratify`).
-    The split is a function of the file, `seed` and `fractions` only: each split gets
+    With `split_field`, each row keeps the split its column names (seed and fractions are
+    not used). Otherwise the split is a function of the file, `seed` and `fractions` only: each split gets
     exactly its largest-remainder share of the valid rows (per label when `stratify`),
     and rows are drawn into splits as from an urn, which makes every assignment with
     those sizes equally likely while holding nothing but the remaining counts.
     """
     sizes_of = _check_fractions(fractions)
 
-    def rows() -> Iterator[tuple[int, str, str] | Problem]:
+    def rows() -> Iterator[tuple[int, str, str, str] | Problem]:
         return _checked_rows(
             path,
             fmt=fmt,
@@ -263,6 +277,7 @@ def write_clean(
             classification=stratify,
             max_rows=max_rows,
             max_cell_chars=max_cell_chars,
+            split_field=split_field,
         )
 
     totals: dict[str, int] = {}
@@ -288,9 +303,12 @@ def write_clean(
             for item in rows():
                 if isinstance(item, Problem):
                     continue
-                line, text, target = item
-                remaining, rng = urns[target if stratify else ""]
-                split = SPLITS[_draw(remaining, rng)]
+                line, text, target, given = item
+                if split_field:
+                    split = given
+                else:
+                    remaining, rng = urns[target if stratify else ""]
+                    split = SPLITS[_draw(remaining, rng)]
                 written[split] += 1
                 record = {"input": text, "target": target, "split": split, "line": line}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -87,9 +87,10 @@ def model_card(info: dict[str, Any]) -> str:
         ("Parent", "parent"),
         ("Method", "method"),
         ("Training data", "dataset"),
+        ("Training data licence", "dataset_licence"),
         ("Architecture", "architecture"),
         ("Parameters", "n_params"),
-        ("Licence", "licence"),
+        ("Base model licence", "licence"),
         ("Exported", "exported_at"),
     ):
         if info.get(key) not in (None, ""):
