@@ -21,6 +21,9 @@ VAR_DIR = Path(env_str("LIFECYCLE_VAR_DIR") or BASE_DIR / "var")
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
+# The random-weight "Tiny test model" (its output is noise) is offered in pickers only in
+# development and tests.
+LIFECYCLE_SHOW_TEST_MODELS = env_bool("LIFECYCLE_SHOW_TEST_MODELS", DEBUG)
 
 
 def _secret_key() -> str:

@@ -152,6 +152,10 @@ def test_a_stalled_worker_is_fenced_and_the_job_has_one_execution_s_writes(
         poll=0.02,
     )
     os.killpg(first.proc.pid, signal.SIGSTOP)  # a VM pause: alive, silent
+    stalled = Job.objects.get(id=job.id)
+    assert stalled.heartbeat_at is not None
+    while (time.time() - stalled.heartbeat_at.timestamp()) <= STALE_AFTER_S + 0.5:
+        time.sleep(0.1)  # stale: any reaper (even one that runs only at start-up) hands it on
     second = _worker(storage, workers, queue, "-takes-over")
     wait_for_job(job.id, lambda j: j.attempt == 2 and j.status == JobStatus.RUNNING, timeout=60)
 

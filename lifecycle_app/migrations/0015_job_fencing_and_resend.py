@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('lifecycle_app', '0013_catalogmodel'),
+        ('lifecycle_app', '0014_dataset_licence_split_source'),
     ]
 
     operations = [
