@@ -189,6 +189,7 @@ class PromptTemplateForm(forms.Form):
             ("inline", "Inline, with the example format, inside the one message"),
         ],
         initial="chat",
+        required=False,  # left out: chat turns (inline anyway where there is no chat template)
         help_text="Chat models learn from conversations: a shot written as a finished "
         "exchange is an example to follow, while shots pasted into one message are text to "
         "continue. Plain models without a chat template always get inline shots.",
@@ -214,6 +215,9 @@ class PromptTemplateForm(forms.Form):
                 for problem in problems:
                     self.add_error(field, problem)
         return cleaned
+
+    def clean_shot_style(self) -> str:
+        return str(self.cleaned_data.get("shot_style") or "chat")
 
     def template_fields(self) -> dict[str, Any]:
         return {
