@@ -12,6 +12,7 @@ from django.conf import settings
 from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.evaluate import candidates as evaluating
+from lifecycle_app.stages.evaluate import reuse
 from lifecycle_app.stages.evaluate import services as ev
 from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCandidate
 from lifecycle_app.stages.evaluate.services import candidate_record_batch
@@ -37,7 +38,7 @@ def _evaluate(job: Job) -> None:
 
     from workers.ml import errors as ml_errors
     from workers.ml import loading as ml_loading
-    from workers.ml.evaluation.runner import run_candidate, run_general
+    from workers.ml.evaluation.runner import reuse_outputs, run_candidate, run_general
     from workers.ml.params import EvaluateParams
 
     params = EvaluateParams(**job.params)
@@ -66,11 +67,19 @@ def _evaluate(job: Job) -> None:
         ev.candidate_mark(candidate_id=candidate.id, status=status, reason=reason)
         Job.objects.filter(id=job.id).update(progress_done=F("progress_done") + len(rows))
 
+    same_as = reuse.duplicates(candidates)
     for n, candidate in enumerate(candidates, start=1):
         step = f"Candidate {n} of {len(candidates)}: {candidate.label}"
         reason = evaluating.candidate_unavailable(candidate)
         if reason:
             skip(candidate, CandidateStatus.UNAVAILABLE, reason)
+            continue
+        twin = same_as.get(candidate.id)
+        if twin is not None and _scored(twin):
+            # The same model, prompt and settings ran already: its rows are these rows.
+            reuse.candidate_copy(source=twin, target=candidate)
+            Job.objects.filter(id=job.id).update(progress_done=F("progress_done") + len(rows))
+            scored += 1
             continue
         assert candidate.base_model is not None
         spec = ev.candidate_spec(candidate)
@@ -92,19 +101,37 @@ def _evaluate(job: Job) -> None:
         except (PromptingError, ml_errors.ModelNotAvailable) as exc:
             skip(candidate, CandidateStatus.UNAVAILABLE, str(exc))
             continue
-        job_services.job_progress_message(job_id=job.id, message=f"{step}: generating")
+        reused = reuse.trial_outputs(candidate, prompts)
+        note: dict[str, Any] = {}
         try:
-            result = run_candidate(
-                loaded,
-                prompts,
-                spec.generation,
-                task=params.task,
-                batch_size=params.batch_size,
-                on_batch=functools.partial(
-                    _record_eval_batch, job_id=job.id, candidate_id=candidate.id
-                ),
-                should_cancel=cancel,
-            )
+            if reused is not None and candidate.source_job_id is not None:
+                job_services.job_progress_message(
+                    job_id=job.id, message=f"{step}: reusing trial #{candidate.source_job_id}"
+                )
+                reuse.candidate_record_reused(
+                    job_id=job.id,
+                    candidate_id=candidate.id,
+                    outcomes=list(reused.values()),
+                    trial_id=candidate.source_job_id,
+                )
+                Job.objects.filter(id=job.id).update(progress_done=F("progress_done") + len(rows))
+                note = {"reused_from_trial": candidate.source_job_id}
+                result = reuse_outputs(
+                    loaded, prompts, reused, task=params.task, should_cancel=cancel
+                )
+            else:
+                job_services.job_progress_message(job_id=job.id, message=f"{step}: generating")
+                result = run_candidate(
+                    loaded,
+                    prompts,
+                    spec.generation,
+                    task=params.task,
+                    batch_size=params.batch_size,
+                    on_batch=functools.partial(
+                        _record_eval_batch, job_id=job.id, candidate_id=candidate.id
+                    ),
+                    should_cancel=cancel,
+                )
             if result.cancelled:
                 ev.candidate_mark(candidate_id=candidate.id, status=CandidateStatus.CANCELLED)
                 job_services.job_mark_cancelled(job_id=job.id, result={"scored": scored})
@@ -116,7 +143,7 @@ def _evaluate(job: Job) -> None:
                     reason="No row could be generated; see the rows.",
                 )
                 continue
-            ev.candidate_finish(candidate_id=candidate.id, result=result)
+            ev.candidate_finish(candidate_id=candidate.id, result=result, note=note)
             scored += 1
             if params.general_check:
                 # Forgetting is a property of the weights: one run per model.
@@ -146,6 +173,11 @@ def _evaluate(job: Job) -> None:
         message=f"Scored {scored} of {len(candidates)} candidates on {len(rows)} rows",
     )
     ev.evaluation_finished(job=job)
+
+
+def _scored(candidate: EvaluationCandidate) -> bool:
+    candidate.refresh_from_db(fields=["status"])
+    return candidate.status == CandidateStatus.DONE
 
 
 evaluate_job = job_task(

@@ -178,6 +178,19 @@ def run_candidate(
     rows = [outcomes[i] for i in sorted(outcomes)]
     if stats.cancelled:
         return CandidateResult(rows, stats, cancelled=True)
+    return score_candidate(loaded, prompts, rows, stats, task=task, should_cancel=should_cancel)
+
+
+def score_candidate(
+    loaded: LoadedModel,
+    prompts: Sequence[BuiltPrompt],
+    rows: list[RowOutcome],
+    stats: TrialStats,
+    *,
+    task: metrics.EvalTask,
+    should_cancel: CancelFn | None = None,
+) -> CandidateResult:
+    """Every metric of `task` over the answered rows, and the references' perplexity."""
     done = [o for o in rows if o.status == "done"]
     by_index = {p.index: p for p in prompts}
     per, overall = metrics.score_eval(
@@ -198,6 +211,26 @@ def run_candidate(
     if ppl is not None:
         overall["perplexity"] = round(ppl, 4)
     return CandidateResult(rows, stats, overall)
+
+
+def reuse_outputs(
+    loaded: LoadedModel,
+    prompts: Sequence[BuiltPrompt],
+    outputs: dict[int, RowOutcome],
+    *,
+    task: metrics.EvalTask,
+    should_cancel: CancelFn | None = None,
+) -> CandidateResult:
+    """Score outputs generated before (a prompt trial's, for exactly these prompts) without
+    generating again: only the references' perplexity needs the model."""
+    rows = [outputs[p.index] for p in prompts if p.index in outputs]
+    stats = TrialStats(
+        rows_total=len(prompts),
+        rows_done=sum(o.status == "done" for o in rows),
+        rows_skipped=sum(1 for p in prompts if p.skipped),
+        output_tokens=sum(o.output_tokens for o in rows),
+    )
+    return score_candidate(loaded, prompts, rows, stats, task=task, should_cancel=should_cancel)
 
 
 # --- General ability (forgetting check) -------------------------------------------------
