@@ -262,6 +262,7 @@ def align(
             "after holding out pairs for the before/after check."
         )
     device, tokenizer = loaded.device, loaded.tokenizer
+    adapters.reset_peak_memory(device)  # this run's peak, not an earlier job's
     if tokenizer.pad_token_id is None:
         tokenizer = copy.copy(tokenizer)
         tokenizer.pad_token = tokenizer.eos_token
