@@ -132,7 +132,14 @@ def test_an_evaluation_scores_candidates_marks_a_deleted_one_unavailable_and_rep
     assert base.status == shot.status == CandidateStatus.DONE
     assert ft.status == CandidateStatus.UNAVAILABLE and "deleted" in ft.reason
     assert {"rouge1", "rougeLsum", "bleu", "exact_match", "perplexity"} <= set(base.scores)
-    assert set(base.general_scores) == {"answer_match", "rougeL", "perplexity"}
+    assert set(base.general_scores) == {
+        "mc_accuracy",
+        "mc_accuracy_raw",
+        "mc_questions",
+        "answer_match",
+        "rougeL",
+        "perplexity",
+    }
     # The trial runs the same weights: it shares the base model's general-ability figures.
     assert shot.general_scores == base.general_scores
     examples = EvaluationExample.objects.filter(candidate=base)
@@ -193,7 +200,14 @@ def test_a_lora_candidate_from_a_fine_tuning_job_is_scored_with_its_own_general_
     base, tuned = EvaluationCandidate.objects.filter(job=job).order_by("position")
     assert tuned.status == CandidateStatus.DONE, tuned.reason
     assert tuned.kind == "finetuned" and tuned.spec["template"]["id"] == template.id
-    assert set(tuned.general_scores) == {"answer_match", "rougeL", "perplexity"}
+    assert set(tuned.general_scores) == {
+        "mc_accuracy",
+        "mc_accuracy_raw",
+        "mc_questions",
+        "answer_match",
+        "rougeL",
+        "perplexity",
+    }
     # Other weights, so their own general-ability run: the LoRA perplexity differs.
     assert tuned.general_scores["perplexity"] != base.general_scores["perplexity"]
 

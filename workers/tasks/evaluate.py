@@ -38,7 +38,8 @@ def _evaluate(job: Job) -> None:
 
     from workers.ml import errors as ml_errors
     from workers.ml import loading as ml_loading
-    from workers.ml.evaluation.runner import reuse_outputs, run_candidate, run_general
+    from workers.ml.evaluation.general import run_general
+    from workers.ml.evaluation.runner import reuse_outputs, run_candidate
     from workers.ml.params import EvaluateParams
 
     params = EvaluateParams(**job.params)

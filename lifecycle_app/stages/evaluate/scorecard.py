@@ -23,8 +23,14 @@ from lifecycle_app.stages.prompt.baseline import points, primary_metric
 from lifecycle_app.stages.scope.guide import METRICS
 from workers.ml.scoring.metrics import EVAL_LABELS, LOWER_IS_BETTER, TASK_METRICS
 
-GENERAL_KEYS = ("answer_match", "perplexity")
-GENERAL_LABELS = {"answer_match": "General answers", "perplexity": "General perplexity"}
+# The forgetting check: multiple choice by log-likelihood first (knowledge), the free
+# answers and the references' perplexity beside it (they move with answer length and style).
+GENERAL_KEYS = ("mc_accuracy", "answer_match", "perplexity")
+GENERAL_LABELS = {
+    "mc_accuracy": "General knowledge (multiple choice)",
+    "answer_match": "Free answers (secondary)",
+    "perplexity": "General perplexity (secondary)",
+}
 # Scope's success metric -> the scorecard column that measures it.
 SCOPE_METRIC_KEYS = {
     "rouge_l": "rougeL",
