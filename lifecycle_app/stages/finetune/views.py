@@ -52,7 +52,19 @@ def dashboard_context(job: Job, *, titles: dict[str, Any] | None = None) -> dict
         **(titles if titles is not None else _FINETUNE_TITLES),
         "candidate": catalog_selectors.candidate_of(job=job),
         "peak_mb": (live.get("peak_memory_bytes") or 0) / 2**20,
+        "preference_caveat": _preference_caveat(job),
     }
+
+
+def _preference_caveat(job: Job) -> str:
+    """For a DPO run: what its held-out preference accuracy can mean on so few pairs."""
+    from workers.ml.training.dpo import heldout_caveat
+
+    preference = (job.result or {}).get("preference") or {}
+    latest = preference.get("after") or preference.get("before") or {}
+    if not latest:
+        return ""
+    return heldout_caveat(int(latest.get("pairs") or 0), float(latest.get("accuracy") or 0))
 
 
 def dashboard_response(
