@@ -8,13 +8,14 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import cast
 
 import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from lifecycle_app.models import CatalogModel, Dataset, Job, JobStatus, Project
+from lifecycle_app.models import CatalogModel, Dataset, Job, JobStatus, Project, TrialExample
 from lifecycle_app.stages.prompt.services import template_create
 from tests.browser.conftest import log_in
 from tests.factories import CatalogModelFactory
@@ -54,10 +55,12 @@ def chat_model(tiny_folder: Path, tmp_path: Path) -> CatalogModel:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["chat_template"] = CHAT_TEMPLATE
     config_path.write_text(json.dumps(config), encoding="utf-8")
-    model: CatalogModel = CatalogModelFactory(
-        slug="tiny-chat", name="Tiny chat model", source="local", location=str(folder)
+    return cast(
+        CatalogModel,
+        CatalogModelFactory(
+            slug="tiny-chat", name="Tiny chat model", source="local", location=str(folder)
+        ),
     )
-    return model
 
 
 def run_trial(page: Page, *, shots: int) -> int:
@@ -110,6 +113,6 @@ def test_a_chat_turn_three_shot_trial_shows_its_change_against_zero_shot(
     job = Job.objects.get(id=three_shot)
     assert job.status == JobStatus.SUCCEEDED and job.params["shots"] == 3
     assert job.params["template"]["shot_style"] == "chat"
-    prompt = job.examples.first().prompt  # type: ignore[attr-defined]
+    prompt = TrialExample.objects.filter(job=job).values_list("prompt", flat=True)[0]
     # Three shots as user/assistant turns, the row as the last user turn.
     assert prompt.count("<|user|>") == 4 and prompt.count("<|assistant|>") == 4

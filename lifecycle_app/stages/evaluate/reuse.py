@@ -39,17 +39,18 @@ def candidate_identity(candidate: EvaluationCandidate) -> str | None:
     spec: dict[str, Any] = candidate.spec or {}
     template = spec.get("template") or {}
     shots = int(spec.get("shots") or 0)
-    identity = {
+    prompt = {k: template.get(k) for k in PROMPT_FIELDS}
+    if prompt["shot_style"] is None:
+        prompt["shot_style"] = "inline"  # snapshots from before shot styles ran inline
+    identity: dict[str, Any] = {
         "model": [model.source, model.location],
-        "template": {k: template.get(k) for k in PROMPT_FIELDS},
+        "template": prompt,
         "shots": shots,
         "shot_choice": [spec.get("shot_mode"), spec.get("shot_seed"), spec.get("shot_lines")]
         if shots
         else None,
         "generation": spec.get("generation") or {},
     }
-    if identity["template"]["shot_style"] is None:
-        identity["template"]["shot_style"] = "inline"  # snapshots from before shot styles
     return json.dumps(identity, sort_keys=True)
 
 
