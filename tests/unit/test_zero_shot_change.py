@@ -124,3 +124,33 @@ def test_the_trials_table_and_the_best_trial_card_show_the_change(
     assert "zero-shot</small>" in table
     assert 'data-testid="speed-definitions"' in table
     assert "+5.8 ROUGE-1" in page and "(helped)" in page
+
+
+def test_the_scorecard_gives_a_few_shot_trial_its_change_against_zero_shot_of_its_model() -> None:
+    from lifecycle_app.stages.evaluate import scorecard
+    from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCandidate
+
+    def candidate(i: int, kind: str, model: int, shots: int, rouge1: float) -> EvaluationCandidate:
+        return EvaluationCandidate(
+            id=i,
+            position=i,
+            label=f"c{i}",
+            kind=kind,
+            base_model_id=model,
+            spec={"shots": shots, "template": {"name": "T", "version": 1}},
+            status=CandidateStatus.DONE,
+            scores={"rouge1": rouge1, "rougeL": rouge1 / 2},
+        )
+
+    card = scorecard.build(
+        [
+            candidate(1, "base", 7, 0, 0.173),
+            candidate(2, "trial", 7, 3, 0.231),
+            candidate(3, "trial", 8, 3, 0.5),  # another model: no zero-shot of its own here
+            candidate(4, "finetuned", 7, 0, 0.4),
+        ],
+        task="text",
+    )
+
+    notes = {r.candidate.id: r.vs_zero for r in card.rows}
+    assert notes == {1: "", 2: "+5.8 ROUGE-1 vs zero-shot", 3: "", 4: ""}
