@@ -108,7 +108,7 @@ def test_an_evaluation_runs_from_the_browser_and_shows_scorecard_and_side_by_sid
     expect(card.locator("thead")).to_contain_text("ROUGE-Lsum")
     expect(card.locator("thead")).to_contain_text("BLEU")
     expect(card.locator("thead")).to_contain_text("Perplexity")
-    expect(card.locator("thead")).to_contain_text("General answers")
+    expect(card.locator("thead")).to_contain_text("General knowledge (multiple choice)")
     baseline_row = card.locator("tr.baseline")
     expect(baseline_row).to_contain_text("Tiny test model · zero-shot")
     # The trial's row carries its changes against the baseline (absolute and relative).

@@ -132,7 +132,14 @@ def test_an_evaluation_scores_candidates_marks_a_deleted_one_unavailable_and_rep
     assert base.status == shot.status == CandidateStatus.DONE
     assert ft.status == CandidateStatus.UNAVAILABLE and "deleted" in ft.reason
     assert {"rouge1", "rougeLsum", "bleu", "exact_match", "perplexity"} <= set(base.scores)
-    assert set(base.general_scores) == {"answer_match", "rougeL", "perplexity"}
+    assert set(base.general_scores) == {
+        "mc_accuracy",
+        "mc_accuracy_raw",
+        "mc_questions",
+        "answer_match",
+        "rougeL",
+        "perplexity",
+    }
     # The trial runs the same weights: it shares the base model's general-ability figures.
     assert shot.general_scores == base.general_scores
     examples = EvaluationExample.objects.filter(candidate=base)
@@ -193,6 +200,87 @@ def test_a_lora_candidate_from_a_fine_tuning_job_is_scored_with_its_own_general_
     base, tuned = EvaluationCandidate.objects.filter(job=job).order_by("position")
     assert tuned.status == CandidateStatus.DONE, tuned.reason
     assert tuned.kind == "finetuned" and tuned.spec["template"]["id"] == template.id
-    assert set(tuned.general_scores) == {"answer_match", "rougeL", "perplexity"}
+    assert set(tuned.general_scores) == {
+        "mc_accuracy",
+        "mc_accuracy_raw",
+        "mc_questions",
+        "answer_match",
+        "rougeL",
+        "perplexity",
+    }
     # Other weights, so their own general-ability run: the LoRA perplexity differs.
     assert tuned.general_scores["perplexity"] != base.general_scores["perplexity"]
+
+
+def test_a_trials_outputs_are_reused_and_a_repeated_candidate_runs_once(
+    live_worker: WorkerProcess,
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+    dialogues: Dataset,
+    template: PromptTemplate,
+) -> None:
+    """Issue 19: a zero-shot trial that answered the evaluation's rows with the very same
+    prompts is not generated again (its outputs show up as they were), and the catalog
+    model zero-shot with the same template and settings is that same candidate: run once."""
+    from lifecycle_app.models import TrialExample
+
+    generation = GenerationSettings(max_new_tokens=6)
+    trial = JobFactory.create(
+        project=project,
+        created_by=owner,
+        kind=JobKind.TRIAL,
+        status=JobStatus.SUCCEEDED,
+        base_model=tiny_model,
+        dataset=dialogues,
+        prompt_template=template,
+        params=TrialParams(
+            model_ref="tiny",
+            dataset_id=dialogues.id,
+            split="test",
+            n_rows=50,
+            template=snapshot(template),
+            **generation.model_dump(),
+        ).model_dump(),
+    )
+    spec, model, _ = evaluating.resolve_candidate(
+        project=project, key=f"trial:{trial.id}", template=template, generation=generation
+    )
+    assert model is not None
+    eval_params = EvaluateParams(
+        dataset_id=dialogues.id, split="test", n_rows=ROWS, sample_seed=3, candidates=[spec]
+    )
+    rows = evaluating.eval_rows(dialogues, eval_params)
+    prompts = evaluating.build_candidate_prompts(
+        model=model, dataset=dialogues, spec=spec, rows=rows, split="test"
+    )
+    # What the trial wrote for these rows (a marker no model would generate).
+    TrialExample.objects.bulk_create(
+        TrialExample(
+            job=trial,
+            index=i,
+            line=p.line,
+            input=p.input,
+            prompt=p.text,
+            reference=p.reference,
+            output=f"trial answer {p.line}",
+            status="done",
+            output_tokens=3,
+        )
+        for i, p in enumerate(prompts)
+    )
+
+    job = start(project, owner, dialogues, [f"trial:{trial.id}", "base:tiny"], template)
+    wait_for_job(job.id, timeout=120)
+    job.refresh_from_db()
+
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    reused, twin = EvaluationCandidate.objects.filter(job=job).order_by("position")
+    assert reused.status == twin.status == CandidateStatus.DONE
+    assert reused.stats["reused_from_trial"] == trial.id
+    outputs = {e.line: e.output for e in EvaluationExample.objects.filter(candidate=reused)}
+    assert outputs == {p.line: f"trial answer {p.line}" for p in prompts}
+    assert "perplexity" in reused.scores and reused.general_scores
+    assert twin.stats["same_as"] == reused.id
+    assert twin.scores == reused.scores and twin.general_scores == reused.general_scores
+    assert job.progress_done == job.progress_total == ROWS * 2

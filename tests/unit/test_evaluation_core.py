@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from workers.ml import loading
-from workers.ml.evaluation import runner
+from workers.ml.evaluation import general, runner
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
 
@@ -98,16 +98,24 @@ def test_a_classification_candidate_has_accuracy_and_macro_f1(tiny: loading.Load
     assert set(result.scores) == {"accuracy", "macro_f1", "perplexity"}
 
 
-def test_the_general_set_ships_40_questions_and_scores_answer_match(
+def test_the_general_check_scores_multiple_choice_first_and_free_answers_beside(
     tiny: loading.LoadedModel,
 ) -> None:
-    rows = runner.general_rows()
+    rows = general.general_rows()
     assert len(rows) == 40 and all(r["input"] and r["target"] for r in rows)
-    result = runner.run_general(tiny)
+    result = general.run_general(tiny)
     assert result.stats.rows_done == 40
-    assert set(result.scores) == {"answer_match", "rougeL", "perplexity"}
-    assert runner.answer_contains("The capital is Paris.", "Paris") == 1.0
-    assert runner.answer_contains("Parisian food", "Paris") == 0.0
+    assert set(result.scores) == {
+        "mc_accuracy",
+        "mc_accuracy_raw",
+        "mc_questions",
+        "answer_match",
+        "rougeL",
+        "perplexity",
+    }
+    assert result.scores["mc_questions"] == len(general.mc_rows()) > 100
+    assert general.answer_contains("The capital is Paris.", "Paris") == 1.0
+    assert general.answer_contains("Parisian food", "Paris") == 0.0
 
 
 def test_the_row_sample_is_seeded_and_in_file_order() -> None:

@@ -146,7 +146,32 @@ def test_measure_reports_size_speed_latency_and_rouge(tiny_folder: Path) -> None
     assert m.size_bytes == 123
     assert m.load_s > 0 and m.latency_ms > 0 and m.tokens_per_s > 0
     assert m.latency_tokens == 8
+    assert m.ms_per_token == pytest.approx(m.latency_ms / 8, abs=0.01)
     assert m.rows == 4 and set(m.scores) == {"rouge1", "rouge2", "rougeL"}
+
+
+def test_latency_is_measured_at_a_fixed_length_even_when_the_model_would_stop(
+    tiny_folder: Path,
+) -> None:
+    """Issue 19: one variant's 11 tokens against another's unshown count compared nothing;
+    every variant now writes exactly the same number of tokens."""
+    from workers.ml.export.measure import fixed_length, load_folder
+
+    loaded = load_folder(str(tiny_folder))
+    eos = int(loaded.tokenizer.eos_token_id)
+    loaded.model.generation_config.eos_token_id = eos
+
+    def stop_at_once(_module: object, _inputs: object, output: Any) -> Any:
+        output = output.clone()
+        output[..., eos] += 100.0
+        return output
+
+    handle = loaded.model.get_output_embeddings().register_forward_hook(stop_at_once)
+    try:
+        assert generate_batch(loaded, PROMPTS[:1], GREEDY)[0].output_tokens == 1  # type: ignore[index]
+        assert fixed_length(loaded, PROMPTS[0], 8) == 8
+    finally:
+        handle.remove()
 
 
 def test_the_bundle_holds_the_model_card_and_a_serving_script(

@@ -381,7 +381,7 @@ def test_build_prompts_wraps_in_the_chat_template_only_when_asked(
     chat_folder: Path, tiny_folder: Path
 ) -> None:
     kit = load_kit(chat_folder, 4096)
-    chat_spec = TemplateSpec(SPEC.instruction, SPEC.example_format, SPEC.body, True)
+    chat_spec = TemplateSpec(SPEC.instruction, SPEC.example_format, SPEC.body, True, "inline")
     plain = render_user_text(SPEC, SHOTS[:1], SHORT)
 
     (wrapped,), _ = build_prompts(kit, chat_spec, rows(SHORT), SHOTS[:1], max_new_tokens=8)
@@ -399,7 +399,7 @@ def test_build_prompts_wraps_in_the_chat_template_only_when_asked(
 
 def test_truncating_a_chat_prompt_keeps_the_template_and_fits(chat_folder: Path) -> None:
     kit = load_kit(chat_folder, 96)
-    chat_spec = TemplateSpec(SPEC.instruction, SPEC.example_format, SPEC.body, True)
+    chat_spec = TemplateSpec(SPEC.instruction, SPEC.example_format, SPEC.body, True, "inline")
 
     (cut,), report = build_prompts(
         kit, chat_spec, rows(LONG), SHOTS[:1], max_new_tokens=16, overflow="truncate"

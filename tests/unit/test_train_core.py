@@ -203,7 +203,10 @@ def test_a_long_input_loses_its_end_and_a_row_whose_target_cannot_fit_is_dropped
 def test_the_zero_shot_render_is_the_trials_prompt_text(tiny_folder: Path) -> None:
     kit = load_kit(tiny_folder, 4096)
     spec = common.template_spec(TEMPLATE)
-    assert spec == TemplateSpec("Count the letters.", "", "{instruction}\n{input}\n=", False)
+    # A snapshot without shot_style (saved before chat-turn shots) ran its shots inline.
+    assert spec == TemplateSpec(
+        "Count the letters.", "", "{instruction}\n{input}\n=", False, "inline"
+    )
     assert common.make_render(kit, spec)("count: a b") == render("count: a b")
 
 

@@ -446,6 +446,7 @@ def test_a_valid_trial_post_queues_one_trial_and_redirects_to_its_page(
         "name": "Summarize",
         "version": 1,
         **FIELDS,
+        "shot_style": "chat",
     }
     assert prompt_answers(project)["last_trial"] == job.id
 

@@ -60,6 +60,8 @@ class TemplateSnapshot(BaseModel):
     example_format: str
     body: str
     use_chat_template: bool
+    # Snapshots written before chat-turn shots existed ran their shots inline.
+    shot_style: Literal["chat", "inline"] = "inline"
 
 
 class TrialParams(GenerationSettings):
@@ -71,7 +73,7 @@ class TrialParams(GenerationSettings):
     split: Literal["validation", "test", "train"] = "validation"
     n_rows: int = Field(default=50, ge=1, le=MAX_TRIAL_ROWS)
     shots: int = Field(default=0, ge=0, le=MAX_SHOTS)
-    shot_mode: Literal["first", "random", "manual"] = "first"
+    shot_mode: Literal["first", "random", "manual", "similar"] = "first"
     shot_seed: int = Field(default=0, ge=0, le=2**31 - 1)
     shot_lines: list[int] = Field(default_factory=list, max_length=MAX_SHOTS)
     overflow: Literal["ask", "truncate", "skip"] = "ask"
@@ -286,7 +288,7 @@ class CandidateSpec(BaseModel):
     model_ref: str = Field(min_length=1)
     template: TemplateSnapshot
     shots: int = Field(default=0, ge=0, le=MAX_SHOTS)
-    shot_mode: Literal["first", "random", "manual"] = "first"
+    shot_mode: Literal["first", "random", "manual", "similar"] = "first"
     shot_seed: int = Field(default=0, ge=0, le=2**31 - 1)
     shot_lines: list[int] = Field(default_factory=list, max_length=MAX_SHOTS)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)

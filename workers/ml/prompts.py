@@ -14,6 +14,18 @@ A template has three parts:
   and followed by one (nothing at all for zero-shot).
 
 Placeholders are replaced literally (no `str.format`), so braces in data are safe.
+
+Shots are written one of two ways (`TemplateSpec.shot_style`):
+- "chat" (the default where the model has a chat template): each shot is an earlier
+  exchange, a user turn (the body filled with the shot's input and no examples) followed by
+  an assistant turn (the shot's target); the real row is the last user turn. Chat models are
+  trained on conversations, so a finished exchange reads as an example to follow.
+- "inline": the shots are written with `example_format` into `{examples}` inside the one
+  user message (what a plain model without a chat template needs).
+
+`build_messages` + `PromptKit.render` are the one builder: the trial preview, the
+context-window check, truncation, evaluation candidates, fine-tuning data and the serving
+worker all turn messages into text through them.
 """
 
 from __future__ import annotations
@@ -32,7 +44,8 @@ EXAMPLE_FIELDS = ("input", "target")
 SHOT_SEPARATOR = "\n\n"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-ShotMode = Literal["first", "random", "manual"]
+ShotMode = Literal["first", "random", "manual", "similar"]
+ShotStyle = Literal["chat", "inline"]
 Overflow = Literal["ask", "truncate", "skip"]
 
 
@@ -42,6 +55,7 @@ class TemplateSpec:
     example_format: str
     body: str
     use_chat_template: bool = True
+    shot_style: ShotStyle = "chat"
 
 
 DEFAULT_TEMPLATE = TemplateSpec(
@@ -98,6 +112,45 @@ def render_user_text(spec: TemplateSpec, shots: Sequence[dict[str, Any]], row_in
     )
 
 
+Message = dict[str, str]
+
+
+def build_messages(
+    spec: TemplateSpec, shots: Sequence[dict[str, Any]], row_input: str, *, chat: bool
+) -> list[Message]:
+    """The conversation one row sends. With `chat` (the template asks for chat-turn shots
+    and the model has a chat template) each shot is a user turn and an assistant turn;
+    otherwise the shots are written inline and there is one user message."""
+    if chat and spec.shot_style == "chat" and spec.use_chat_template:
+        messages: list[Message] = []
+        for shot in shots:
+            messages.append(
+                {"role": "user", "content": render_user_text(spec, [], str(shot["input"]))}
+            )
+            messages.append({"role": "assistant", "content": str(shot["target"])})
+        messages.append({"role": "user", "content": render_user_text(spec, [], row_input)})
+        return messages
+    return [{"role": "user", "content": render_user_text(spec, shots, row_input)}]
+
+
+def render_conversation(
+    messages: Sequence[Message], chat_template: str | None, special_tokens: dict[str, str]
+) -> str:
+    """The text a model sees for `messages`: its chat template with the generation prompt,
+    or (no chat template) the messages' contents one per line."""
+    if not chat_template:
+        return "\n".join(m["content"] for m in messages)
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered: Any = render_jinja_template(
+        conversations=[list(messages)],
+        chat_template=chat_template,
+        add_generation_prompt=True,
+        **dict[str, Any](special_tokens),
+    )
+    return str(rendered[0][0])
+
+
 # --- Shots ------------------------------------------------------------------------------
 
 
@@ -113,6 +166,8 @@ def select_shots(
     rows whose dataset line numbers are in `lines`, in that order."""
     if k <= 0 and mode != "manual":
         return []
+    if mode == "similar":
+        raise ValueError("Similarity picks shots per row: use shots_per_row.")
     if mode == "manual":
         by_line = {int(r["line"]): r for r in train_rows}
         missing = [n for n in lines if int(n) not in by_line]
@@ -129,6 +184,25 @@ def select_shots(
     if mode == "random":
         return random.Random(seed).sample(list(train_rows), k)
     return list(train_rows[:k])
+
+
+def shots_per_row(
+    train_rows: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    k: int,
+    *,
+    mode: ShotMode = "first",
+    seed: int = 0,
+    lines: Sequence[int] = (),
+) -> list[list[dict[str, Any]]]:
+    """The shots of each row: the same ones for every row, or (mode "similar") the k train
+    rows most like each row's input (`workers.ml.shots`)."""
+    if mode == "similar":
+        from workers.ml.shots import similar_shots
+
+        return similar_shots(train_rows, rows, k, seed=seed)
+    same = select_shots(train_rows, k, mode=mode, seed=seed, lines=lines)
+    return [same for _ in rows]
 
 
 # --- Tokenizer and chat template without torch ------------------------------------------
@@ -166,18 +240,26 @@ class PromptKit:
         return text[:end]
 
     def apply_chat(self, user_text: str, use_chat_template: bool) -> str:
+        """One user message in the chat template (as it is when there is none)."""
         if not (use_chat_template and self.chat_template):
             return user_text
-        from transformers.utils.chat_template_utils import render_jinja_template
+        return self.render([{"role": "user", "content": user_text}])
 
-        special: dict[str, Any] = dict(self.special_tokens)
-        rendered: Any = render_jinja_template(
-            conversations=[[{"role": "user", "content": user_text}]],
-            chat_template=self.chat_template,
-            add_generation_prompt=True,
-            **special,
-        )
-        return str(rendered[0][0])
+    def render(self, messages: Sequence[Message]) -> str:
+        return render_conversation(messages, self.chat_template, self.special_tokens)
+
+    def prompt(
+        self, spec: TemplateSpec, shots: Sequence[dict[str, Any]], row_input: str
+    ) -> tuple[str, list[Message]]:
+        """The exact text the model sees for one row, and the messages it came from."""
+        messages = build_messages(spec, shots, row_input, chat=self.chat_shots(spec))
+        if spec.use_chat_template and self.chat_template:
+            return self.render(messages), messages
+        return messages[0]["content"], messages
+
+    def chat_shots(self, spec: TemplateSpec) -> bool:
+        """Whether shots go in as chat turns for this template on this model."""
+        return spec.shot_style == "chat" and spec.use_chat_template and self.has_chat_template
 
 
 def _special_tokens(config: dict[str, Any]) -> dict[str, str]:
@@ -232,11 +314,14 @@ class BuiltPrompt:
     input: str
     reference: str
     text: str = ""  # what the model sees ("" when skipped)
-    user_text: str = ""  # the template filled in, before the chat template
+    user_text: str = ""  # the last user message (the row's), before the chat template
     tokens: int = 0
     over_by: int = 0  # tokens over the budget before truncation/skipping
     truncated: bool = False
     skipped: str = ""  # reason, when the row is not run
+    messages: list[Message] = field(default_factory=list)
+    shot_lines: list[int] = field(default_factory=list)  # train lines of this row's shots
+    chat_shots: bool = False  # shots as earlier chat turns (else inline, or none)
 
 
 @dataclass
@@ -262,22 +347,25 @@ def build_prompts(
     kit: PromptKit,
     spec: TemplateSpec,
     rows: Sequence[dict[str, Any]],
-    shots: Sequence[dict[str, Any]],
+    shots: Sequence[dict[str, Any]] = (),
     *,
     max_new_tokens: int,
     overflow: Overflow = "ask",
+    row_shots: Sequence[Sequence[dict[str, Any]]] | None = None,
 ) -> tuple[list[BuiltPrompt], OverflowReport]:
     """Render every row; measure it against the context window; truncate or skip rows
     that do not fit as `overflow` says ("ask" leaves them as they are, for the caller to
-    report before anything runs)."""
+    report before anything runs). `shots` are the same for every row; `row_shots` (shots
+    chosen per row, e.g. by similarity) replace them when given."""
     budget = kit.context_length - max_new_tokens if kit.context_length else 10**9
     report = OverflowReport(budget=budget)
     built: list[BuiltPrompt] = []
-    user_texts = [render_user_text(spec, shots, str(r["input"])) for r in rows]
-    texts = [kit.apply_chat(t, spec.use_chat_template) for t in user_texts]
-    counts = kit.count_many(texts) if texts else []
-    for i, (row, user_text, text, tokens) in enumerate(
-        zip(rows, user_texts, texts, counts, strict=True)
+    per_row = list(row_shots) if row_shots is not None else [shots] * len(rows)
+    chat = kit.chat_shots(spec)
+    rendered = [kit.prompt(spec, s, str(r["input"])) for r, s in zip(rows, per_row, strict=True)]
+    counts = kit.count_many([text for text, _ in rendered]) if rendered else []
+    for i, (row, row_shot, (text, messages), tokens) in enumerate(
+        zip(rows, per_row, rendered, counts, strict=True)
     ):
         prompt = BuiltPrompt(
             index=i,
@@ -285,8 +373,11 @@ def build_prompts(
             input=str(row["input"]),
             reference=str(row.get("target", "")),
             text=text,
-            user_text=user_text,
+            user_text=messages[-1]["content"],
             tokens=tokens,
+            messages=messages,
+            shot_lines=[int(s["line"]) for s in row_shot if "line" in s],
+            chat_shots=chat and bool(row_shot),
         )
         over = tokens - budget
         if over > 0:
@@ -297,7 +388,7 @@ def build_prompts(
             if overflow == "skip":
                 prompt.text, prompt.skipped = "", f"Skipped: {over} tokens over the budget."
             elif overflow == "truncate":
-                _truncate(kit, spec, shots, prompt, budget)
+                _truncate(kit, spec, row_shot, prompt, budget)
         built.append(prompt)
     return built, report
 
@@ -312,12 +403,11 @@ def _truncate(
     """Cut the row's input (never the instruction or the shots) until the prompt fits."""
     keep = kit.count(prompt.input) - prompt.over_by
     while keep > 0:
-        user_text = render_user_text(spec, shots, kit.keep_tokens(prompt.input, keep))
-        text = kit.apply_chat(user_text, spec.use_chat_template)
+        text, messages = kit.prompt(spec, shots, kit.keep_tokens(prompt.input, keep))
         tokens = kit.count(text)
         if tokens <= budget:
             prompt.text, prompt.tokens, prompt.truncated = text, tokens, True
-            prompt.user_text = user_text
+            prompt.user_text, prompt.messages = messages[-1]["content"], messages
             return
         keep -= max(1, tokens - budget)
     prompt.text = ""

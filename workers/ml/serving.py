@@ -17,6 +17,7 @@ from workers.ml import loading
 from workers.ml.errors import UserFacingError
 from workers.ml.generation.stream import generate_batch
 from workers.ml.params import GenerationSettings, ServeRequest
+from workers.ml.prompts import render_conversation
 
 MAX_WARM = 2
 _lock = threading.Lock()
@@ -41,11 +42,15 @@ def warm_model(path: str, models_dir: Path) -> loading.LoadedModel:
 
 
 def prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        return str(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        )
-    return "\n".join(m["content"] for m in messages)
+    """The request's messages as text, through the same renderer as trials and training
+    (`workers.ml.prompts.render_conversation`), so a deployed model is asked the way its
+    prompts were measured."""
+    special = {
+        name: value
+        for name in ("bos_token", "eos_token", "unk_token", "pad_token")
+        if isinstance(value := getattr(tokenizer, name, None), str)
+    }
+    return render_conversation(messages, getattr(tokenizer, "chat_template", None), special)
 
 
 def complete(loaded: loading.LoadedModel, request: ServeRequest) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.fencing import is_transient_db_error
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.evaluate import candidates as evaluating
+from lifecycle_app.stages.evaluate import reuse
 from lifecycle_app.stages.evaluate import services as ev
 from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCandidate
 from lifecycle_app.stages.evaluate.services import candidate_record_batch
@@ -57,7 +58,8 @@ def _evaluate(job: Job, run: JobRun) -> None:
     unavailable (or failed, with the error) and the others still run."""
     from workers.ml import errors as ml_errors
     from workers.ml import loading as ml_loading
-    from workers.ml.evaluation.runner import run_candidate, run_general
+    from workers.ml.evaluation.general import run_general
+    from workers.ml.evaluation.runner import reuse_outputs, run_candidate
     from workers.ml.params import EvaluateParams
 
     params = EvaluateParams(**job.params)
@@ -83,11 +85,19 @@ def _evaluate(job: Job, run: JobRun) -> None:
         run.write(ev.candidate_mark, candidate_id=candidate.id, status=status, reason=reason)
         run.write(_progress_add, job_id=job.id, done=len(rows))
 
+    same_as = reuse.duplicates(candidates)
     for n, candidate in enumerate(candidates, start=1):
         step = f"Candidate {n} of {len(candidates)}: {candidate.label}"
         reason = evaluating.candidate_unavailable(candidate)
         if reason:
             skip(candidate, CandidateStatus.UNAVAILABLE, reason)
+            continue
+        twin = same_as.get(candidate.id)
+        if twin is not None and _scored(twin, run):
+            # The same model, prompt and settings ran already: its rows are these rows.
+            run.write(reuse.candidate_copy, source=twin, target=candidate)
+            run.write(_progress_add, job_id=job.id, done=len(rows))
+            scored += 1
             continue
         assert candidate.base_model is not None
         spec = ev.candidate_spec(candidate)
@@ -109,17 +119,42 @@ def _evaluate(job: Job, run: JobRun) -> None:
         except (PromptingError, ml_errors.ModelNotAvailable) as exc:
             skip(candidate, CandidateStatus.UNAVAILABLE, str(exc))
             continue
-        run.write(job_services.job_progress_message, job_id=job.id, message=f"{step}: generating")
+        reused = reuse.trial_outputs(candidate, prompts)
+        note: dict[str, Any] = {}
         try:
-            result = run_candidate(
-                loaded,
-                prompts,
-                spec.generation,
-                task=params.task,
-                batch_size=params.batch_size,
-                on_batch=functools.partial(_record_eval_batch, run=run, candidate_id=candidate.id),
-                should_cancel=cancel,
-            )
+            if reused is not None and candidate.source_job_id is not None:
+                run.write(
+                    job_services.job_progress_message,
+                    job_id=job.id,
+                    message=f"{step}: reusing trial #{candidate.source_job_id}",
+                )
+                run.write(
+                    reuse.candidate_record_reused,
+                    job_id=job.id,
+                    candidate_id=candidate.id,
+                    outcomes=list(reused.values()),
+                    trial_id=candidate.source_job_id,
+                )
+                run.write(_progress_add, job_id=job.id, done=len(rows))
+                note = {"reused_from_trial": candidate.source_job_id}
+                result = reuse_outputs(
+                    loaded, prompts, reused, task=params.task, should_cancel=cancel
+                )
+            else:
+                run.write(
+                    job_services.job_progress_message, job_id=job.id, message=f"{step}: generating"
+                )
+                result = run_candidate(
+                    loaded,
+                    prompts,
+                    spec.generation,
+                    task=params.task,
+                    batch_size=params.batch_size,
+                    on_batch=functools.partial(
+                        _record_eval_batch, run=run, candidate_id=candidate.id
+                    ),
+                    should_cancel=cancel,
+                )
             if result.cancelled:
                 run.write(
                     ev.candidate_mark, candidate_id=candidate.id, status=CandidateStatus.CANCELLED
@@ -134,7 +169,7 @@ def _evaluate(job: Job, run: JobRun) -> None:
                     reason="No row could be generated; see the rows.",
                 )
                 continue
-            run.write(ev.candidate_finish, candidate_id=candidate.id, result=result)
+            run.write(ev.candidate_finish, candidate_id=candidate.id, result=result, note=note)
             scored += 1
             if params.general_check:
                 # Forgetting is a property of the weights: one run per model.
@@ -175,6 +210,11 @@ def _evaluate(job: Job, run: JobRun) -> None:
         result={"scored": scored, "candidates": len(candidates), "rows": len(rows)},
         message=f"Scored {scored} of {len(candidates)} candidates on {len(rows)} rows",
     )
+
+
+def _scored(candidate: EvaluationCandidate, run: JobRun) -> bool:
+    run.read(lambda: candidate.refresh_from_db(fields=["status"]))
+    return candidate.status == CandidateStatus.DONE
 
 
 evaluate_job = job_task(

@@ -65,6 +65,9 @@ def tradeoff_rows(*, project: Project) -> list[dict[str, Any]]:
                 "latency_ms": mine.get("latency_ms"),
                 "parent_latency_ms": parent.get("latency_ms"),
                 "latency_tokens": mine.get("latency_tokens"),
+                "ms_per_token": _per_token(mine),
+                "parent_ms_per_token": _per_token(parent),
+                "parent_latency_tokens": parent.get("latency_tokens"),
                 "scores": [
                     {
                         "key": k,
@@ -86,3 +89,10 @@ def export_jobs(*, project: Project, limit: int = 5) -> list[Job]:
         .prefetch_related("outputs")
         .order_by("-created_at", "-id")[:limit]
     )
+
+
+def _per_token(measured: dict[str, Any]) -> float | None:
+    """Milliseconds per generated token of the one-request latency (measurements from
+    before fixed-length latency have different lengths: per token they still compare)."""
+    latency, tokens = measured.get("latency_ms"), measured.get("latency_tokens")
+    return round(float(latency) / int(tokens), 2) if latency and tokens else None

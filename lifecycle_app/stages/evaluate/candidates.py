@@ -209,20 +209,20 @@ def build_candidate_prompts(
         **spec.generation.model_dump(),
     )
     try:
-        shots = prompting.shots_for(dataset, trial_like)
+        row_shots = prompting.shots_for(dataset, trial_like, rows)
     except prompting.PromptingError:
         if spec.shot_mode != "manual":
             raise
         # The trial's hand-picked rows belong to another dataset: take the first ones.
-        shots = prompting.shots_for(
-            dataset, trial_like.model_copy(update={"shot_mode": "first", "shot_lines": []})
+        row_shots = prompting.shots_for(
+            dataset, trial_like.model_copy(update={"shot_mode": "first", "shot_lines": []}), rows
         )
     built, _ = ml_prompts.build_prompts(
         kit,
         prompting.spec_of(spec.template),
         rows,
-        shots,
         max_new_tokens=spec.generation.max_new_tokens,
         overflow="truncate",
+        row_shots=row_shots,
     )
     return built

@@ -51,7 +51,8 @@ class EvaluationCandidate(models.Model):
     reason = models.TextField(blank=True)
     # {"rouge1": ..., "perplexity": ...}: the set's figures (see workers.ml.scoring.metrics.score_eval)
     scores = models.JSONField(default=dict, blank=True)
-    # The general-ability set: {"answer_match", "rougeL", "perplexity"}
+    # The forgetting check: {"mc_accuracy", "mc_accuracy_raw", "mc_questions", "answer_match",
+    # "rougeL", "perplexity"} (workers/ml/evaluation/general.py)
     general_scores = models.JSONField(default=dict, blank=True)
     stats = models.JSONField(default=dict, blank=True)
 

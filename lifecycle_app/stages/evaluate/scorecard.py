@@ -19,11 +19,18 @@ from lifecycle_app.stages.evaluate.models import (
     EvaluationCandidate,
     EvaluationExample,
 )
+from lifecycle_app.stages.prompt.baseline import points, primary_metric
 from lifecycle_app.stages.scope.guide import METRICS
 from workers.ml.scoring.metrics import EVAL_LABELS, LOWER_IS_BETTER, TASK_METRICS
 
-GENERAL_KEYS = ("answer_match", "perplexity")
-GENERAL_LABELS = {"answer_match": "General answers", "perplexity": "General perplexity"}
+# The forgetting check: multiple choice by log-likelihood first (knowledge), the free
+# answers and the references' perplexity beside it (they move with answer length and style).
+GENERAL_KEYS = ("mc_accuracy", "answer_match", "perplexity")
+GENERAL_LABELS = {
+    "mc_accuracy": "General knowledge (multiple choice)",
+    "answer_match": "Free answers (secondary)",
+    "perplexity": "General perplexity (secondary)",
+}
 # Scope's success metric -> the scorecard column that measures it.
 SCOPE_METRIC_KEYS = {
     "rouge_l": "rougeL",
@@ -51,6 +58,7 @@ class Row:
     general: dict[str, Cell]
     is_baseline: bool = False
     passes: bool | None = None  # the Scope target (None: no target or no score)
+    vs_zero: str = ""  # "+5.8 ROUGE-1 vs zero-shot" for a few-shot trial (same model)
 
     @property
     def available(self) -> bool:
@@ -159,6 +167,7 @@ def build(
                 is_baseline=baseline is not None and c.id == baseline.id,
             )
         )
+    _zero_shot_changes(rows)
     for k in keys:
         values = [v for r in rows if (v := r.cells[k].value) is not None]
         if len(values) > 1 and len(set(values)) > 1:  # a tie across the board is no "best"
@@ -173,6 +182,30 @@ def build(
     )
     _apply_target(card, scope or {})
     return card
+
+
+def _is_zero_shot(c: EvaluationCandidate) -> bool:
+    return c.kind == "base" or (c.kind == "trial" and not (c.spec or {}).get("shots"))
+
+
+def _zero_shot_changes(rows: list[Row]) -> None:
+    """Each few-shot trial's change against the zero-shot candidate of the same model in
+    this evaluation (so on the same rows), whichever baseline the table uses."""
+    zero = {
+        r.candidate.base_model_id: r.candidate
+        for r in reversed(rows)
+        if r.available and _is_zero_shot(r.candidate)
+    }
+    for r in rows:
+        c = r.candidate
+        z = zero.get(c.base_model_id)
+        if not r.available or z is None or _is_zero_shot(c) or c.kind != "trial":
+            continue
+        metric = primary_metric({k: v for k, v in c.scores.items() if k != "perplexity"})
+        if metric is None or metric not in z.scores:
+            continue
+        label = EVAL_LABELS.get(metric, metric)
+        r.vs_zero = f"{points(c.scores[metric] - z.scores[metric])} {label} vs zero-shot"
 
 
 def _apply_target(card: Scorecard, scope: dict[str, Any]) -> None:

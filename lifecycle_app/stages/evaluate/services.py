@@ -129,8 +129,11 @@ def candidate_record_batch(
 
 
 @transaction.atomic
-def candidate_finish(*, candidate_id: int, result: CandidateResult) -> None:
-    """Final per-row scores (every metric) and the candidate's figures."""
+def candidate_finish(
+    *, candidate_id: int, result: CandidateResult, note: dict[str, Any] | None = None
+) -> None:
+    """Final per-row scores (every metric) and the candidate's figures (`note`: what the
+    page should say about how they were obtained, e.g. reused from a trial)."""
     for o in result.rows:
         if o.status == "done":
             EvaluationExample.objects.filter(candidate_id=candidate_id, index=o.index).update(
@@ -140,7 +143,7 @@ def candidate_finish(*, candidate_id: int, result: CandidateResult) -> None:
         candidate_id=candidate_id,
         status=CandidateStatus.DONE,
         scores=result.scores,
-        stats=result.stats.as_dict(),
+        stats={**result.stats.as_dict(), **(note or {})},
     )
 
 

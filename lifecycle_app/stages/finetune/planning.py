@@ -46,6 +46,7 @@ def plan_for(model: CatalogModel, params: TrainParams, dataset: Dataset | None) 
         seq_len=params.max_seq_len,
         lora_r=params.lora_r,
         lora_targets=tuple(params.target_modules),
+        lora_dropout=params.lora_dropout,
         num_virtual_tokens=params.num_virtual_tokens,
     )
     available = worker_memory_bytes()

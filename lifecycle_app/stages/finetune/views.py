@@ -57,6 +57,7 @@ def dashboard_context(job: Job, *, titles: dict[str, Any] | None = None) -> dict
         "peak_mb": (live.get("peak_memory_bytes") or 0) / 2**20,
         "learning_rate": _learning_rate(job),
         "final_loss_window": FINAL_LOSS_WINDOW,
+        "preference_caveat": _preference_caveat(job),
     }
 
 
@@ -66,6 +67,17 @@ def _learning_rate(job: Job) -> float | None:
     if params.get("learning_rate"):
         return float(params["learning_rate"])
     return DEFAULT_LEARNING_RATES.get(params.get("method", ""))
+
+
+def _preference_caveat(job: Job) -> str:
+    """For a DPO run: what its held-out preference accuracy can mean on so few pairs."""
+    from workers.ml.training.dpo import heldout_caveat
+
+    preference = (job.result or {}).get("preference") or {}
+    latest = preference.get("after") or preference.get("before") or {}
+    if not latest:
+        return ""
+    return heldout_caveat(int(latest.get("pairs") or 0), float(latest.get("accuracy") or 0))
 
 
 def dashboard_response(

@@ -35,6 +35,7 @@ def snapshot(template: PromptTemplate) -> TemplateSnapshot:
         example_format=template.example_format,
         body=template.body,
         use_chat_template=template.use_chat_template,
+        shot_style=template.shot_style,  # type: ignore[arg-type]
     )
 
 
@@ -44,6 +45,7 @@ def spec_of(template: PromptTemplate | TemplateSnapshot) -> ml_prompts.TemplateS
         example_format=template.example_format,
         body=template.body,
         use_chat_template=template.use_chat_template,
+        shot_style=template.shot_style,  # type: ignore[arg-type]
     )
 
 
@@ -73,13 +75,18 @@ def split_rows(dataset: Dataset, split: str, limit: int | None = None) -> list[d
     return rows
 
 
-def shots_for(dataset: Dataset, params: TrialParams) -> list[dict[str, Any]]:
+def shots_for(
+    dataset: Dataset, params: TrialParams, rows: list[dict[str, Any]]
+) -> list[list[dict[str, Any]]]:
+    """Each row's shots from the train split (the same for every row, or per row when
+    they are chosen by similarity)."""
     if params.shots == 0:
-        return []
+        return [[] for _ in rows]
     train = split_rows(dataset, "train")
     try:
-        return ml_prompts.select_shots(
+        return ml_prompts.shots_per_row(
             train,
+            rows,
             params.shots,
             mode=params.shot_mode,
             seed=params.shot_seed,
@@ -93,12 +100,17 @@ def shots_for(dataset: Dataset, params: TrialParams) -> list[dict[str, Any]]:
 class BuiltTrial:
     prompts: list[ml_prompts.BuiltPrompt]
     report: ml_prompts.OverflowReport
-    shots: list[dict[str, Any]]
+    row_shots: list[list[dict[str, Any]]]
     kit: ml_prompts.PromptKit
 
     @property
     def rows(self) -> int:
         return len(self.prompts)
+
+    @property
+    def shots(self) -> list[dict[str, Any]]:
+        """The first row's shots (every row's, unless they are chosen per row)."""
+        return self.row_shots[0] if self.row_shots else []
 
 
 def build_for_trial(
@@ -110,20 +122,67 @@ def build_for_trial(
         raise PromptingError(
             f"The {params.split} split of '{dataset.name}' has no rows; pick the other split."
         )
-    shots = shots_for(dataset, params)
+    row_shots = shots_for(dataset, params, rows)
     built, report = ml_prompts.build_prompts(
         kit,
         spec_of(params.template),
         rows,
-        shots,
         max_new_tokens=params.max_new_tokens,
         overflow=params.overflow,
+        row_shots=row_shots,
     )
-    return BuiltTrial(built, report, shots, kit)
+    return BuiltTrial(built, report, row_shots, kit)
 
 
-def suggested_template(*, task_type: str, dataset: Dataset | None) -> dict[str, Any]:
-    """Starting values for a new template, from the Scope task type and the dataset."""
+PLAIN_MODEL_NOTE = (
+    "{model} has no chat template: it is a plain model that continues text rather than "
+    "answering turns of a conversation, so the suggested template writes its shots inline, "
+    "one after another inside the prompt, and the row last for the model to continue."
+)
+
+
+def has_chat_template(model: CatalogModel | None) -> bool | None:
+    """Whether `model` has a chat template (None when that cannot be read here)."""
+    if model is None:
+        return None
+    try:
+        return kit_for(model).has_chat_template
+    except PromptingError:
+        return None
+
+
+def suggested_template(
+    *, task_type: str, dataset: Dataset | None, chat_model: bool = True
+) -> dict[str, Any]:
+    """Starting values for a new template, from the Scope task type and the dataset.
+
+    For a chat model shots go in as earlier chat turns (what chat models are trained on);
+    for a plain model (`chat_model` False) they are written inline."""
+    suggested = _suggested_text(task_type=task_type, dataset=dataset)
+    suggested["use_chat_template"] = chat_model
+    suggested["shot_style"] = "chat" if chat_model else "inline"
+    return suggested
+
+
+def template_suggestion(
+    *, project: Any, model_slug: str | None, task_type: str, dataset: Dataset | None
+) -> tuple[dict[str, Any], str]:
+    """The suggested template for the project's chosen model, and (for a plain model)
+    the sentence saying why its shots are written inline."""
+    model = (
+        CatalogModel.objects.for_project(project).filter(slug=model_slug).first()
+        if model_slug
+        else None
+    )
+    chat_model = has_chat_template(model)
+    initial = suggested_template(
+        task_type=task_type, dataset=dataset, chat_model=chat_model is not False
+    )
+    note = PLAIN_MODEL_NOTE.format(model=model.name) if chat_model is False and model else ""
+    return initial, note
+
+
+def _suggested_text(*, task_type: str, dataset: Dataset | None) -> dict[str, Any]:
     if (dataset is not None and dataset.classification) or task_type == "classification":
         labels = sorted((dataset.labels or {}).keys()) if dataset is not None else []
         choices = f" Answer with one of: {', '.join(labels)}." if labels else ""
@@ -133,7 +192,6 @@ def suggested_template(*, task_type: str, dataset: Dataset | None) -> dict[str, 
             "Answer with the category only.",
             "example_format": "Message: {input}\nCategory: {target}",
             "body": "{instruction}\n\n{examples}Message: {input}\nCategory:",
-            "use_chat_template": True,
         }
     if task_type in ("summarization", ""):
         d = ml_prompts.DEFAULT_TEMPLATE
@@ -142,12 +200,10 @@ def suggested_template(*, task_type: str, dataset: Dataset | None) -> dict[str, 
             "instruction": d.instruction,
             "example_format": d.example_format,
             "body": d.body,
-            "use_chat_template": True,
         }
     return {
         "name": "Answer",
         "instruction": "Answer the input as in the examples.",
         "example_format": "Input: {input}\nOutput: {target}",
         "body": "{instruction}\n\n{examples}Input: {input}\nOutput:",
-        "use_chat_template": True,
     }

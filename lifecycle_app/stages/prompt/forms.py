@@ -179,6 +179,22 @@ class PromptTemplateForm(forms.Form):
         required=False,
         initial=True,
     )
+    shot_style = forms.ChoiceField(
+        label="Write the shots",
+        choices=[
+            (
+                "chat",
+                "As earlier chat turns (user: the prompt with the example's input; "
+                "assistant: its target)",
+            ),
+            ("inline", "Inline, with the example format, inside the one message"),
+        ],
+        initial="chat",
+        required=False,  # left out: chat turns (inline anyway where there is no chat template)
+        help_text="Chat models learn from conversations: a shot written as a finished "
+        "exchange is an example to follow, while shots pasted into one message are text to "
+        "continue. Plain models without a chat template always get inline shots.",
+    )
     note = forms.CharField(
         label="What changed", max_length=200, required=False, help_text="Optional."
     )
@@ -201,10 +217,13 @@ class PromptTemplateForm(forms.Form):
                     self.add_error(field, problem)
         return cleaned
 
+    def clean_shot_style(self) -> str:
+        return str(self.cleaned_data.get("shot_style") or "chat")
+
     def template_fields(self) -> dict[str, Any]:
         return {
             k: self.cleaned_data[k]
-            for k in ("instruction", "example_format", "body", "use_chat_template")
+            for k in ("instruction", "example_format", "body", "use_chat_template", "shot_style")
         }
 
 
@@ -256,8 +275,11 @@ class TrialForm(GenerationSettingsForm):
             ("first", "The first rows of the train split"),
             ("random", "At random (seeded)"),
             ("manual", "By hand (line numbers)"),
+            ("similar", "The most similar to each row (BM25 over the inputs)"),
         ],
         initial="first",
+        help_text="“Most similar” picks, for each row, the train rows whose inputs share "
+        "the most words with it (never the row itself or a copy of it); the seed breaks ties.",
     )
     shot_seed = forms.IntegerField(
         label="Example seed", initial=0, min_value=0, max_value=2**31 - 1

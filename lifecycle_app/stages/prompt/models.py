@@ -24,6 +24,13 @@ class PromptTemplate(models.Model):
     example_format = models.TextField(blank=True)
     body = models.TextField()
     use_chat_template = models.BooleanField(default=True)
+    # How shots are written: as earlier chat turns, or inline in the one user message
+    # (workers/ml/prompts.py). Versions saved before this field ran theirs inline.
+    shot_style = models.CharField(
+        max_length=10,
+        choices=[("chat", "As earlier chat turns"), ("inline", "Inline, in one message")],
+        default="chat",
+    )
     note = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"

@@ -10,6 +10,7 @@ from lifecycle_app.jobs.models import Job, JobKind, JobStatus
 from lifecycle_app.projects.models import Project, Stage
 from lifecycle_app.projects.selectors import MAX_ID, step_answers
 from lifecycle_app.projects.steps import StepSlug
+from lifecycle_app.stages.prompt.baseline import annotate_zero_shot_change
 from lifecycle_app.stages.prompt.models import PromptTemplate, TrialExample
 
 
@@ -73,6 +74,7 @@ def trial_list(*, project: Project, sort: str = "created", descending: bool = Tr
             return result.get("rows_done")
         return (result.get("scores") or {}).get(sort)
 
+    annotate_zero_shot_change(project_id=project.id, trials=trials)
     if sort == "created":
         return trials if descending else trials[::-1]
     present = [j for j in trials if value(j) is not None]
@@ -111,6 +113,7 @@ def best_trial_id(stages: dict[str, Stage]) -> int | None:
 def trials_by_ids(*, project: Project, ids: list[int]) -> list[Job]:
     wanted = [i for i in ids if 0 < i <= MAX_ID]
     found = {j.id: j for j in _trials(project).filter(id__in=wanted)}
+    annotate_zero_shot_change(project_id=project.id, trials=found.values())
     return [found[i] for i in wanted if i in found]
 
 

@@ -23,7 +23,9 @@ from workers.ml.generation.batch import RowOutcome, TrialStats
 from workers.ml.params import TrialParams
 from workers.ml.prompts import BuiltPrompt
 
-TEMPLATE_FIELDS = ("instruction", "example_format", "body", "use_chat_template")
+TEMPLATE_FIELDS = ("instruction", "example_format", "body", "use_chat_template", "shot_style")
+# Fields a caller may leave out (the model's default then applies).
+OPTIONAL_FIELDS = {"shot_style": "chat"}
 
 
 class TemplateNameTaken(ValueError):
@@ -47,12 +49,16 @@ def template_create(
                 version=1,
                 note=note,
                 created_by=user,
-                **{k: fields[k] for k in TEMPLATE_FIELDS},
+                **_template_values(fields),
             )
             _record_template(template, user)
     except IntegrityError as exc:  # someone saved the same name a moment ago
         raise TemplateNameTaken(f"A template called '{name}' was just created.") from exc
     return template
+
+
+def _template_values(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: fields.get(k, OPTIONAL_FIELDS.get(k)) for k in TEMPLATE_FIELDS}
 
 
 def _record_template(template: PromptTemplate, user: User) -> None:
@@ -76,7 +82,8 @@ def template_revise(
         .first()
     )
     assert latest is not None
-    if all(getattr(latest, k) == fields[k] for k in TEMPLATE_FIELDS):
+    values = _template_values(fields)
+    if all(getattr(latest, k) == values[k] for k in TEMPLATE_FIELDS):
         return latest
     top = PromptTemplate.objects.filter(
         project_id=template.project_id, name=template.name
@@ -87,7 +94,7 @@ def template_revise(
         version=(top or 0) + 1,
         note=note,
         created_by=user,
-        **{k: fields[k] for k in TEMPLATE_FIELDS},
+        **values,
     )
     _record_template(revised, user)
     return revised

@@ -222,6 +222,7 @@ def template_new(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(
         user=request.user, slug=slug, write=request.method == "POST"
     )
+    plain_note = ""
     if request.method == "POST":
         form = PromptTemplateForm(request.POST)
         if form.is_valid():
@@ -239,19 +240,25 @@ def template_new(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 messages.success(request, f"Saved template '{template}'.")
                 return redirect("wizard_step", project.slug, StageKey.ADAPT, StepSlug.PROMPT)
     else:
-        scope = projects_selectors.step_answers(
-            projects_selectors.stages_for_project(project=project),
-            StageKey.SCOPE,
-            StepSlug.USE_CASE,
-        )
-        initial = prompting.suggested_template(
-            task_type=scope.get("task_type", ""), dataset=_first_dataset(project)
+        stages = projects_selectors.stages_for_project(project=project)
+        scope = projects_selectors.step_answers(stages, StageKey.SCOPE, StepSlug.USE_CASE)
+        initial, plain_note = prompting.template_suggestion(
+            project=project,
+            model_slug=select_selectors.picked_model_slug(stages),
+            task_type=scope.get("task_type", ""),
+            dataset=_first_dataset(project),
         )
         taken = {t.name for t in prompt_selectors.template_latest(project=project)}
         if initial["name"] in taken:
             initial["name"] = f"{initial['name']} {len(taken) + 1}"
         form = PromptTemplateForm(initial=initial)
-    context = {"project": project, "membership": membership, "form": form, "template": None}
+    context = {
+        "project": project,
+        "membership": membership,
+        "form": form,
+        "template": None,
+        "plain_note": plain_note,
+    }
     return render(request, "prompt/template.html", context)
 
 
@@ -269,6 +276,7 @@ def template_detail(request: HtmxHttpRequest, slug: str, template_id: int) -> Ht
         "example_format": template.example_format,
         "body": template.body,
         "use_chat_template": template.use_chat_template,
+        "shot_style": template.shot_style,
     }
     if request.method == "POST":
         form = PromptTemplateForm(request.POST, initial=fields, editing=True)

@@ -14,26 +14,18 @@ and prompt positions are masked out, so a row's value does not depend on its bat
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import re
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from workers.ml.generation.batch import RowOutcome, TrialStats, _dtype_bytes, row_bytes, run_trial
-from workers.ml.generation.stream import CancelFn, build_prompt
+from workers.ml.generation.stream import CancelFn
 from workers.ml.loading import LoadedModel
 from workers.ml.params import GenerationSettings
 from workers.ml.prompts import BuiltPrompt
 from workers.ml.scoring import metrics
 
-GENERAL_SET = Path(__file__).parent / "data" / "general_ability.jsonl"
-GENERAL_INSTRUCTION = "Answer in a few words."
-GENERAL_SETTINGS = GenerationSettings(max_new_tokens=24, decoding="greedy")
 NLL_BUDGET_BYTES = 1024 * 2**20
 NLL_MAX_BATCH = 16
 
@@ -78,9 +70,12 @@ def target_nll(
     *,
     batch_size: int | None = None,
     should_cancel: CancelFn | None = None,
+    exclude_token_ids: Sequence[int] = (),
 ) -> list[TargetNll] | None:
     """The negative log-likelihood of each target given its prompt (final prompt text,
-    chat template applied). None when cancelled."""
+    chat template applied). None when cancelled. `exclude_token_ids` are left out of every
+    softmax (the targets never contain them): e.g. the end token, so that how soon a model
+    stops does not change how likely it finds a text."""
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
@@ -118,6 +113,8 @@ def target_nll(
         ids, mask, labels = ids.to(loaded.device), mask.to(loaded.device), labels.to(loaded.device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            if exclude_token_ids:
+                logits[:, :, list(exclude_token_ids)] = float("-inf")
         shift_logits, shift_labels = logits[:, :-1, :], labels[:, 1:]
         losses = torch.nn.functional.cross_entropy(
             shift_logits.reshape(-1, shift_logits.shape[-1]),
@@ -178,6 +175,19 @@ def run_candidate(
     rows = [outcomes[i] for i in sorted(outcomes)]
     if stats.cancelled:
         return CandidateResult(rows, stats, cancelled=True)
+    return score_candidate(loaded, prompts, rows, stats, task=task, should_cancel=should_cancel)
+
+
+def score_candidate(
+    loaded: LoadedModel,
+    prompts: Sequence[BuiltPrompt],
+    rows: list[RowOutcome],
+    stats: TrialStats,
+    *,
+    task: metrics.EvalTask,
+    should_cancel: CancelFn | None = None,
+) -> CandidateResult:
+    """Every metric of `task` over the answered rows, and the references' perplexity."""
     done = [o for o in rows if o.status == "done"]
     by_index = {p.index: p for p in prompts}
     per, overall = metrics.score_eval(
@@ -200,87 +210,21 @@ def run_candidate(
     return CandidateResult(rows, stats, overall)
 
 
-# --- General ability (forgetting check) -------------------------------------------------
-
-
-def general_rows() -> list[dict[str, Any]]:
-    lines = GENERAL_SET.read_text(encoding="utf-8").splitlines()
-    return [{**json.loads(line), "line": i + 1} for i, line in enumerate(lines) if line.strip()]
-
-
-def general_prompts(loaded: LoadedModel, rows: Sequence[dict[str, Any]]) -> list[BuiltPrompt]:
-    """Each question under a one-line instruction, in the model's chat template."""
-    built = []
-    for i, row in enumerate(rows):
-        user = f"{GENERAL_INSTRUCTION}\n\n{row['input']}"
-        text = build_prompt(loaded.tokenizer, user, use_chat_template=True)
-        tokens = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
-        built.append(
-            BuiltPrompt(
-                index=i,
-                line=int(row["line"]),
-                input=str(row["input"]),
-                reference=str(row["target"]),
-                text=text,
-                user_text=user,
-                tokens=tokens,
-            )
-        )
-    return built
-
-
-_PUNCT = re.compile("[" + re.escape(string.punctuation + "“”‘’") + "]")
-
-
-def _normalize(text: str) -> str:
-    """As the exact-match module normalizes: lower case, no punctuation, single spaces."""
-    return " ".join(_PUNCT.sub("", text.lower()).split())
-
-
-def answer_contains(output: str, reference: str) -> float:
-    """1.0 when the normalized reference answer appears in the normalized output."""
-    ref = _normalize(reference)
-    return float(bool(ref) and f" {ref} " in f" {_normalize(output)} ")
-
-
-def run_general(
+def reuse_outputs(
     loaded: LoadedModel,
+    prompts: Sequence[BuiltPrompt],
+    outputs: dict[int, RowOutcome],
     *,
-    batch_size: int | None = None,
+    task: metrics.EvalTask,
     should_cancel: CancelFn | None = None,
 ) -> CandidateResult:
-    """The general-ability set: answer match (the reference inside the output), ROUGE-L
-    and the references' perplexity."""
-    prompts = general_prompts(loaded, general_rows())
-    outcomes: dict[int, RowOutcome] = {}
-    stats = run_trial(
-        loaded,
-        prompts,
-        GENERAL_SETTINGS,
-        score_kind="rouge",
-        batch_size=batch_size,
-        on_batch=lambda batch, _: outcomes.update({o.index: o for o in batch}),
-        should_cancel=should_cancel,
+    """Score outputs generated before (a prompt trial's, for exactly these prompts) without
+    generating again: only the references' perplexity needs the model."""
+    rows = [outputs[p.index] for p in prompts if p.index in outputs]
+    stats = TrialStats(
+        rows_total=len(prompts),
+        rows_done=sum(o.status == "done" for o in rows),
+        rows_skipped=sum(1 for p in prompts if p.skipped),
+        output_tokens=sum(o.output_tokens for o in rows),
     )
-    rows = [outcomes[i] for i in sorted(outcomes)]
-    if stats.cancelled:
-        return CandidateResult(rows, stats, cancelled=True)
-    done = [o for o in rows if o.status == "done"]
-    nlls = target_nll(
-        loaded,
-        [prompts[o.index].text for o in done],
-        [prompts[o.index].reference for o in done],
-        should_cancel=should_cancel,
-    )
-    if nlls is None:
-        return CandidateResult(rows, stats, cancelled=True)
-    for o in done:
-        o.scores = {
-            "answer_match": answer_contains(o.output, prompts[o.index].reference),
-            "rougeL": o.scores.get("rougeL", 0.0),
-        }
-    overall = metrics.aggregate([o.scores for o in done])
-    ppl = corpus_perplexity(nlls)
-    if ppl is not None:
-        overall["perplexity"] = round(ppl, 4)
-    return CandidateResult(rows, stats, overall)
+    return score_candidate(loaded, prompts, rows, stats, task=task, should_cancel=should_cancel)

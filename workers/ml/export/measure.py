@@ -23,9 +23,10 @@ class Measurement:
 
     size_bytes: int
     load_s: float
-    tokens_per_s: float
-    latency_ms: float  # one request: prompt in, `max_new_tokens` greedy tokens out
+    tokens_per_s: float  # generated tokens per second of that request
+    latency_ms: float  # one request: prompt in, exactly `max_new_tokens` greedy tokens out
     latency_tokens: int
+    ms_per_token: float = 0.0  # latency_ms / latency_tokens: comparable across variants
     scores: dict[str, float] = field(default_factory=dict)
     rows: int = 0
 
@@ -51,6 +52,27 @@ def load_folder(path: str) -> LoadedModel:
     return LoadedModel(model, tokenizer, "cpu", path, context_length_of(config))
 
 
+def fixed_length(loaded: LoadedModel, prompt: str, new_tokens: int) -> int:
+    """Generate exactly `new_tokens` greedy tokens (the end token does not stop it), so
+    every variant's latency is for the same output length. Returns the tokens generated."""
+    import torch
+
+    from workers.ml.generation.stream import pad_token_id
+
+    tokenizer = loaded.tokenizer
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            repetition_penalty=1.1,
+            pad_token_id=pad_token_id(tokenizer),
+        )
+    return int(out.shape[1] - inputs["input_ids"].shape[1])
+
+
 def measure(
     path: str,
     *,
@@ -62,23 +84,22 @@ def measure(
     repeats: int = 3,
     on_progress: ProgressFn = _noop,
 ) -> Measurement:
-    """Load time, one-request latency (median of `repeats`), generation tokens/s and
-    ROUGE on `prompts` (BuiltPrompt rows with references), greedy, on CPU."""
+    """Load time, one-request latency at a fixed output length (median of `repeats`;
+    exactly `max_new_tokens` tokens, so variants compare per generated token), generation
+    tokens/s and ROUGE on `prompts` (BuiltPrompt rows with references), greedy, on CPU."""
     from workers.ml.generation.batch import run_trial
-    from workers.ml.generation.stream import generate_batch
     from workers.ml.params import GenerationSettings
 
     started = time.perf_counter()
     loaded = load_folder(path)
     load_s = time.perf_counter() - started
     settings = GenerationSettings(max_new_tokens=max_new_tokens, decoding="greedy")
-    generate_batch(loaded, [latency_prompt], settings)  # warm-up
+    fixed_length(loaded, latency_prompt, max_new_tokens)  # warm-up
     times, tokens = [], 0
     for _ in range(repeats):
         began = time.perf_counter()
-        out = generate_batch(loaded, [latency_prompt], settings)
+        tokens = fixed_length(loaded, latency_prompt, max_new_tokens)
         times.append(time.perf_counter() - began)
-        tokens = out[0].output_tokens if out else 0
     latency = statistics.median(times)
     scores: dict[str, float] = {}
     rows = 0
@@ -91,6 +112,7 @@ def measure(
         tokens_per_s=round(tokens / latency, 2) if latency > 0 else 0.0,
         latency_ms=round(latency * 1000, 1),
         latency_tokens=tokens,
+        ms_per_token=round(latency * 1000 / tokens, 2) if tokens else 0.0,
         scores=scores,
         rows=rows,
     )

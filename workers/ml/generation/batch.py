@@ -48,7 +48,9 @@ class TrialStats:
     rows_failed: int = 0
     rows_skipped: int = 0
     output_tokens: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # inside generate(), all batches
+    prefill_seconds: float = 0.0  # of `seconds`: until each batch's first new token
+    wall_seconds: float = 0.0  # from the first batch to the last, scoring included
     batch_size: int = 0
     batches: int = 0
     cancelled: bool = False
@@ -56,10 +58,30 @@ class TrialStats:
 
     @property
     def tokens_per_second(self) -> float:
+        """Generated tokens (every row, end token included) per second of generation."""
         return round(self.output_tokens / self.seconds, 2) if self.seconds > 0 else 0.0
 
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Generated tokens per second once the prompts are read (prefill left out)."""
+        decode = self.seconds - self.prefill_seconds
+        return round(self.output_tokens / decode, 2) if decode > 0 else 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows answered per second of wall time."""
+        return round(self.rows_done / self.wall_seconds, 3) if self.wall_seconds > 0 else 0.0
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+        return {
+            **asdict(self),
+            "tokens_per_second": self.tokens_per_second,
+            "decode_tokens_per_second": self.decode_tokens_per_second,
+            "rows_per_second": self.rows_per_second,
+            "mean_output_tokens": round(self.output_tokens / self.rows_done, 1)
+            if self.rows_done
+            else 0.0,
+        }
 
 
 def _dtype_bytes(model: Any) -> int:
@@ -139,6 +161,7 @@ def run_trial(
     size = batch_size or batch_size_for(loaded, todo[0].tokens, settings.max_new_tokens)
     stats.batch_size = size
     start = 0
+    first_began = time.monotonic()
     while start < len(todo):
         if should_cancel and should_cancel():
             stats.cancelled = True
@@ -146,9 +169,14 @@ def run_trial(
         batch = list(todo[start : start + size])
         began = time.monotonic()
         outputs: Sequence[BatchOutput | BaseException] | None
+        timing: dict[str, float] = {}
         try:
             outputs = generate_batch(
-                loaded, [p.text for p in batch], settings, should_cancel=should_cancel
+                loaded,
+                [p.text for p in batch],
+                settings,
+                should_cancel=should_cancel,
+                timing=timing,
             )
         except JobInterrupted:  # the job's own bookkeeping stopped it: never a bad row
             raise
@@ -162,6 +190,7 @@ def run_trial(
             # Find the row at fault: run the batch's rows one by one.
             outputs = [exc] if len(batch) == 1 else [_one(loaded, p, settings) for p in batch]
         stats.seconds += time.monotonic() - began
+        stats.prefill_seconds += timing.get("prefill", 0.0)
         if outputs is None:
             stats.cancelled = True
             break
@@ -175,6 +204,7 @@ def run_trial(
                 stats.rows_failed += 1
         stats.batches += 1
         stats.scores = metrics.aggregate(all_scores)
+        stats.wall_seconds = round(time.monotonic() - first_began, 3)
         if on_batch:
             on_batch(outcomes, stats)
         start += len(batch)

@@ -171,12 +171,16 @@ def generate_batch(
     *,
     should_cancel: CancelFn | None = None,
     cancel_check_interval_s: float = 0.5,
+    timing: dict[str, float] | None = None,
 ) -> list[BatchOutput] | None:
     """Generate for several prompts at once, left-padded; None when cancelled mid-batch.
 
     `texts` are final prompt texts (chat template already applied). With greedy decoding
     the outputs are those of `generate` one prompt at a time: padding is masked and the
     positions are counted from each row's first real token.
+
+    `timing`, when given, receives "prefill" (seconds until the first new token: reading
+    the prompts) and "total" (seconds of the whole `generate` call).
     """
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -195,6 +199,8 @@ def generate_batch(
     class _Cancel(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             now = time.monotonic()
+            if "first_token" not in state:  # called once per new token; first: after prefill
+                state["first_token"] = now
             stop = False
             if should_cancel and now - state["last_check"] >= cancel_check_interval_s:
                 state["last_check"] = now
@@ -205,6 +211,7 @@ def generate_batch(
             )
 
     torch.manual_seed(settings.seed)
+    began = time.monotonic()
     with torch.inference_mode():
         output = model.generate(
             **inputs,
@@ -212,6 +219,10 @@ def generate_batch(
             pad_token_id=pad_id,
             stopping_criteria=StoppingCriteriaList([_Cancel()]),
         )
+    if timing is not None:
+        ended = time.monotonic()
+        timing["prefill"] = state.get("first_token", ended) - began
+        timing["total"] = ended - began
     if state["cancelled"]:
         return None
     eos = _eos_ids(loaded)

@@ -9,7 +9,19 @@ bytes per parameter (gradients 4, Adam states 8, activations and temporaries up 
 top of that it counts what the rule of thumb leaves out for small models: the logits
 (batch x seq x vocab, in FP32) and the process's runtime baseline (torch + transformers
 loaded, about 340 MB RSS on CPU). `bench/planner_memory.py` measures real peaks in fresh
-processes and compares them with these plans.
+processes and compares them with these plans, on a grid of methods, LoRA targets and ranks,
+batches and sequence lengths.
+
+What a training step keeps depends on the method. Full fine-tuning keeps every layer's
+activations (`activation_elements_per_token_layer`). A frozen base (LoRA, prompt tuning)
+keeps fewer: a frozen linear layer needs no input to compute its weight's gradient, so the
+attention output (o_proj's input) and the MLP product (down_proj's input) are not kept.
+LoRA then adds, per adapted module and token: its dropout's output and mask (when dropout
+is on), the module's input where the frozen base does not keep it, and the r-wide output of
+A. On top of the activations, the backward pass allocates their gradients and the CPU
+allocator keeps freed blocks between steps: measured, the peak holds about as much again as
+the activations, except what the weight gradients and optimizer states later reuse of it
+(the `backward` term).
 """
 
 from __future__ import annotations
@@ -79,6 +91,51 @@ def activation_elements_per_token_layer(shape: ModelShape) -> int:
     return 4 * shape.hidden_size + 3 * q_dim + 2 * kv_dim + 4 * shape.intermediate_size
 
 
+def frozen_elements_per_token_layer(shape: ModelShape) -> int:
+    """Elements one decoder layer keeps for backward, per token, when its weights are frozen
+    (LoRA's base model, prompt tuning): the layer of `activation_elements_per_token_layer`
+    without the inputs only a weight gradient needs (o_proj's and down_proj's inputs, one
+    RMSNorm output). For SmolLM2-135M 7,296 elements; measured with autograd's saved-tensor
+    hooks: 7,287.
+      RMSNorms (input only)                 2*h
+      q and attention output                2*q_dim
+      k and v                               2*kv_dim
+      MLP: gate, silu(gate), up             3*i
+    """
+    q_dim = shape.n_heads * shape.head_dim
+    kv_dim = shape.n_kv_heads * shape.head_dim
+    return 2 * shape.hidden_size + 2 * q_dim + 2 * kv_dim + 3 * shape.intermediate_size
+
+
+# Linear layers whose input a frozen base does not keep (it is not another layer's saved
+# tensor): the attention output projection and the MLP's down projection, by their names in
+# the common architectures.
+OUTPUT_SIDE_MODULES = frozenset(
+    {"o_proj", "down_proj", "out_proj", "c_proj", "fc2", "wo", "dense_4h_to_h", "fc_out"}
+)
+# Bytes of a dropout mask per element (torch keeps a bool mask).
+DROPOUT_MASK_BYTES = 1
+
+
+def lora_bytes_per_token(
+    shape: ModelShape, r: int, targets: Any, dropout: float, activation_bytes: int
+) -> int:
+    """What LoRA's adapted modules keep for backward per token, all layers together:
+    per module with input width d: dropout's output and mask (d x (bytes + 1), when dropout
+    is on), the input itself for output-side modules (d x bytes), and A's output (r x 4, FP32)."""
+    names = [targets] if isinstance(targets, str) else list(targets)
+    total = 0
+    for name in set(names):
+        for d_in, _d_out, count in shape.linear_modules.get(name, []):
+            per = r * 4
+            if dropout > 0:
+                per += d_in * (activation_bytes + DROPOUT_MASK_BYTES)
+            if name in OUTPUT_SIDE_MODULES:
+                per += d_in * activation_bytes
+            total += per * count
+    return total
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Estimated peak memory of one run, in bytes, term by term with explanations."""
@@ -88,6 +145,7 @@ class MemoryPlan:
     optimizer_states: int
     temporaries: int
     activations: int
+    backward: int
     logits: int
     kv_cache: int
     runtime_overhead: int
@@ -102,6 +160,7 @@ class MemoryPlan:
         "optimizer_states",
         "temporaries",
         "activations",
+        "backward",
         "logits",
         "kv_cache",
         "runtime_overhead",
@@ -145,6 +204,7 @@ def memory_plan(
     seq_len: int = 512,
     lora_r: int = 8,
     lora_targets: Any = ("q_proj", "v_proj"),
+    lora_dropout: float = 0.05,
     num_virtual_tokens: int = 20,
     optimizer: Optimizer = "adamw",
     gradient_checkpointing: bool = False,
@@ -168,6 +228,7 @@ def memory_plan(
         "seq_len": seq_len,
         "lora_r": lora_r,
         "lora_targets": tuple(lora_targets),
+        "lora_dropout": lora_dropout,
         "num_virtual_tokens": num_virtual_tokens,
         "optimizer": optimizer,
         "gradient_checkpointing": gradient_checkpointing,
@@ -213,7 +274,17 @@ def memory_plan(
         )
 
     # Activations kept for backward (training) or the transient working set (inference).
-    per_layer = activation_elements_per_token_layer(shape)
+    frozen = method in ("lora", "prompt_tuning")
+    per_layer = (
+        frozen_elements_per_token_layer(shape)
+        if frozen
+        else activation_elements_per_token_layer(shape)
+    )
+    lora_extra = (
+        tokens * lora_bytes_per_token(shape, lora_r, lora_targets, lora_dropout, ab)
+        if method == "lora"
+        else 0
+    )
     if not training:
         activations = tokens * per_layer * ab
         ex["activations"] = (
@@ -222,17 +293,29 @@ def memory_plan(
         )
     elif gradient_checkpointing:
         boundary = shape.n_layers * tokens * shape.hidden_size * ab
-        activations = boundary + tokens * per_layer * ab
+        activations = boundary + tokens * per_layer * ab + lora_extra
         ex["activations"] = (
             f"gradient checkpointing: each of {shape.n_layers} layers keeps its input "
             f"({tokens:,} tokens x {shape.hidden_size}) + one layer recomputed in full"
         )
     else:
-        activations = shape.n_layers * tokens * per_layer * ab + 2 * tokens * shape.hidden_size * ab
+        kept = "frozen layers (no weight-gradient inputs)" if frozen else "layers"
+        activations = (
+            shape.n_layers * tokens * per_layer * ab
+            + 2 * tokens * shape.hidden_size * ab
+            + lora_extra
+        )
         ex["activations"] = (
-            f"{shape.n_layers} layers x {tokens:,} tokens x {per_layer:,} elements "
+            f"{shape.n_layers} {kept} x {tokens:,} tokens x {per_layer:,} elements "
             f"({per_layer / max(shape.hidden_size, 1):.1f} x hidden per layer) x {ab} bytes"
         )
+        if method == "lora":
+            ex["activations"] += (
+                f" + LoRA on {', '.join(sorted(set(lora_targets)))}: {_mb(lora_extra)} "
+                "(A's r-wide output"
+                + (", dropout's output and mask" if lora_dropout > 0 else "")
+                + ", and the input of output-side modules)"
+            )
 
     # Logits are computed in the model dtype and upcast to FP32 for the loss; for small
     # models with big vocabularies they rival the weights.
@@ -264,14 +347,25 @@ def memory_plan(
     if training:
         allowance = TEMPORARIES_ALLOWANCE_PER_PARAM * trainable
         temporaries = max(0, allowance - activations - logits)
+        # Backward allocates the activations' gradients, and the allocator keeps freed
+        # blocks between steps: the peak holds about as much again as the activations.
+        # Weight gradients, optimizer states and temporaries are allocated after the
+        # activations are freed and reuse that memory, so only the rest adds up.
+        backward = max(0, activations - gradients - optimizer_states - temporaries)
+        ex["backward"] = (
+            "activation gradients during backward and freed blocks the allocator keeps "
+            f"between steps: about the activations again ({_mb(activations)}), less what "
+            "the weight gradients, optimizer states and temporaries reuse of it"
+        )
         ex["temporaries"] = (
             f"rule of thumb: {TEMPORARIES_ALLOWANCE_PER_PARAM} bytes per trainable parameter "
             f"({_mb(allowance)}) for activations and optimizer temporaries together; "
             "this is the part the activation and logits rows do not already use"
         )
     else:
-        temporaries = 0
+        temporaries = backward = 0
         ex["temporaries"] = "none: inference"
+        ex["backward"] = "none: inference"
 
     overhead = DEFAULT_RUNTIME_OVERHEAD if runtime_overhead is None else runtime_overhead
     ex["runtime_overhead"] = (
@@ -284,6 +378,7 @@ def memory_plan(
         optimizer_states=optimizer_states,
         temporaries=temporaries,
         activations=activations,
+        backward=backward,
         logits=logits,
         kv_cache=kv_cache,
         runtime_overhead=overhead,
@@ -367,6 +462,8 @@ __all__ = [
     "DEFAULT_RUNTIME_OVERHEAD",
     "MemoryPlan",
     "activation_elements_per_token_layer",
+    "frozen_elements_per_token_layer",
+    "lora_bytes_per_token",
     "memory_plan",
     "verdict",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import sys
+from pathlib import Path
 from typing import Any
 
 from workers.ml.loading import LoadedModel
@@ -139,12 +140,39 @@ def _scheduler(optimizer: Any, params: TrainParams, total_steps: int) -> Any:
     return optimization.get_linear_schedule_with_warmup(optimizer, params.warmup_steps, total_steps)
 
 
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start this run's peak-memory count from now.
+
+    A worker process runs many jobs, and `ru_maxrss` is the process's lifetime maximum: a
+    DPO run would report the peak of an earlier fine-tune. On Linux writing "5" to
+    /proc/self/clear_refs resets the peak resident size (VmHWM) to the current one; on CUDA
+    the allocator's peak statistics are reset."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return
+    # Not Linux, or a kernel without it: the lifetime peak is all there is.
+    with contextlib.suppress(OSError):
+        PROC_CLEAR_REFS.write_text("5")
+
+
 def peak_memory_bytes(device: str) -> int:
-    """Peak allocated CUDA memory, or this process's peak resident size on CPU (which
-    counts everything the process has held since it started, not only this run)."""
+    """Peak allocated CUDA memory, or this process's peak resident size on CPU since the
+    last `reset_peak_memory` (VmHWM; `ru_maxrss`, the lifetime peak, where there is none)."""
     if device.startswith("cuda"):
         import torch
 
         return int(torch.cuda.max_memory_allocated())
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: KiB on Linux
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale

@@ -36,7 +36,7 @@ from typing import Any
 
 from workers.ml.errors import UserFacingError
 from workers.ml.params import TemplateSnapshot, TrainParams
-from workers.ml.prompts import PromptKit, TemplateSpec, render_user_text
+from workers.ml.prompts import PromptKit, TemplateSpec
 
 MEGA_BATCH = 50  # batches per length-sorted group
 KEEP_CHECKPOINTS = 2
@@ -82,6 +82,7 @@ def template_spec(snapshot: TemplateSnapshot) -> TemplateSpec:
         example_format=snapshot.example_format,
         body=snapshot.body,
         use_chat_template=snapshot.use_chat_template,
+        shot_style=snapshot.shot_style,
     )
 
 
@@ -89,7 +90,7 @@ def make_render(kit: PromptKit, spec: TemplateSpec) -> Render:
     """The zero-shot prompt text of a row's input, exactly as prompt trials build it."""
 
     def render(row_input: str) -> str:
-        return kit.apply_chat(render_user_text(spec, [], row_input), spec.use_chat_template)
+        return kit.prompt(spec, [], row_input)[0]
 
     return render
 

@@ -62,6 +62,30 @@ class PreferenceScore:
         return asdict(self)
 
 
+# Below this many held-out pairs the preference accuracy says nothing: one pair moves it by
+# more than 5 points and the 95% interval spans most of 0-100%.
+MIN_MEANINGFUL_PAIRS = 20
+
+
+def heldout_caveat(pairs: int, accuracy: float) -> str:
+    """A sentence on what a held-out preference accuracy over `pairs` pairs can mean
+    ("" when the sample is big enough): one pair's weight and the 95% Wilson interval."""
+    if pairs <= 0 or pairs >= MIN_MEANINGFUL_PAIRS:
+        return ""
+    z = 1.96
+    centre = (accuracy + z * z / (2 * pairs)) / (1 + z * z / pairs)
+    half = (z / (1 + z * z / pairs)) * (
+        (accuracy * (1 - accuracy) / pairs + z * z / (4 * pairs * pairs)) ** 0.5
+    )
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    return (
+        f"Only {pairs} held-out pair{'s' if pairs != 1 else ''}: too small a sample to mean "
+        f"anything. One pair moves the accuracy by {100 / pairs:.0f} points, and the 95% "
+        f"interval runs from {low:.0%} to {high:.0%}. Hold out more pairs (at least "
+        f"{MIN_MEANINGFUL_PAIRS}) or collect more ratings."
+    )
+
+
 @dataclass
 class AlignResult:
     status: str  # "succeeded" | "cancelled"
@@ -262,6 +286,7 @@ def align(
             "after holding out pairs for the before/after check."
         )
     device, tokenizer = loaded.device, loaded.tokenizer
+    adapters.reset_peak_memory(device)  # this run's peak, not an earlier job's
     if tokenizer.pad_token_id is None:
         tokenizer = copy.copy(tokenizer)
         tokenizer.pad_token = tokenizer.eos_token

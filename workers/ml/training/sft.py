@@ -34,6 +34,7 @@ from workers.ml.training.adapters import (
     build_training_model,
     peak_memory_bytes,
     precision,
+    reset_peak_memory,
     target_loss,
 )
 from workers.ml.training.common import (
@@ -189,8 +190,7 @@ def train(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.effective_learning_rate, weight_decay=0.0)
     scheduler = _scheduler(optimizer, params, total_steps)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)  # this run's peak, not the worker process's lifetime one
 
     state: dict[str, Any] = {
         "step": 0,
