@@ -19,8 +19,8 @@ from tests.integration.sample_data import sample_dialogues, summary_template
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-JOB_TIMEOUT_MS = 120_000
-STEPS = 300
+JOB_TIMEOUT_MS = 240_000  # a loaded 2-core CI machine trains the tiny model at ~2 steps/s
+STEPS = 150
 # 0 until Chart.js (deferred) has drawn the chart.
 POINTS = (
     "(window.Chart && Chart.getChart('curves') "
