@@ -111,6 +111,14 @@ def _generate(project: Project, owner: User, model: CatalogModel, queue: str, to
         return _to_queue(job, queue)
 
 
+def _start_training(
+    storage: Path, project: Project, owner: User, model: CatalogModel, queue: str, **params: Any
+) -> Job:
+    """A LoRA run of the tiny model on the sample dialogues, on the test's own queue."""
+    dataset = sample_dialogues(project, owner, storage / "uploads", fractions=(0.8, 0.1, 0.1))
+    return start_finetune(project, owner, model, dataset, queue=queue, **params)
+
+
 def _terminate_worker_connections() -> int:
     """Kill every other session on the test database, as a failover or an admin would."""
     with connection.cursor() as cursor:
@@ -140,9 +148,8 @@ def test_a_stalled_worker_is_fenced_and_the_job_has_one_execution_s_writes(
 ) -> None:
     queue = "faults-stall"
     first = _worker(storage, workers, queue, "-stalls")
-    dataset = sample_dialogues(project, owner, storage / "uploads", fractions=(0.8, 0.1, 0.1))
-    job = start_finetune(
-        project, owner, tiny_model, dataset, queue=queue, max_steps=400, checkpoint_every=20
+    job = _start_training(
+        storage, project, owner, tiny_model, queue, max_steps=400, checkpoint_every=20
     )
     first_run = storage / "var" / "jobs" / str(job.id) / "attempt-1" / "run"
     wait_for_job(
@@ -284,9 +291,8 @@ def test_a_database_blip_during_a_fine_tune_is_ridden_out(
 ) -> None:
     queue = "faults-db-ft"
     _worker(storage, workers, queue, "-db-ft")
-    dataset = sample_dialogues(project, owner, storage / "uploads", fractions=(0.8, 0.1, 0.1))
-    job = start_finetune(
-        project, owner, tiny_model, dataset, queue=queue, max_steps=200, checkpoint_every=20
+    job = _start_training(
+        storage, project, owner, tiny_model, queue, max_steps=200, checkpoint_every=20
     )
     wait_for_job(job.id, lambda j: not j.is_active or j.progress_done >= 30, timeout=120)
     killed = 0
@@ -359,9 +365,8 @@ def test_a_dead_job_is_reaped_within_twice_the_stale_limit_while_the_only_worker
 ) -> None:
     queue = "faults-reaper"
     _worker(storage, workers, queue, "-reaper")
-    dataset = sample_dialogues(project, owner, storage / "uploads", fractions=(0.8, 0.1, 0.1))
-    long_run = start_finetune(
-        project, owner, tiny_model, dataset, queue=queue, max_steps=2000, checkpoint_every=0
+    long_run = _start_training(
+        storage, project, owner, tiny_model, queue, max_steps=2000, checkpoint_every=0
     )
     wait_for_job(long_run.id, lambda j: j.status == JobStatus.RUNNING, timeout=60)
     # A job whose worker died a moment ago: its heartbeat goes stale in STALE_AFTER_S.

@@ -251,6 +251,13 @@ def job_progress(*, job_id: int, done: int, total: int, message: str = "") -> No
     )
 
 
+def job_progress_add(*, job_id: int, done: int) -> None:
+    """Count `done` more units of a running job (work that several loops share)."""
+    Job.objects.filter(id=job_id, status=JobStatus.RUNNING).update(
+        progress_done=F("progress_done") + done, heartbeat_at=timezone.now()
+    )
+
+
 def job_progress_message(*, job_id: int, message: str) -> None:
     """Say what a running job is doing now, leaving its measured counts alone."""
     Job.objects.filter(id=job_id, status=JobStatus.RUNNING).update(

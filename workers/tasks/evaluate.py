@@ -41,12 +41,6 @@ def _progress_reset(*, job_id: int, total: int) -> None:
     Job.objects.filter(id=job_id).update(progress_done=0, progress_total=total)
 
 
-def _progress_add(*, job_id: int, done: int) -> None:
-    from django.db.models import F
-
-    Job.objects.filter(id=job_id).update(progress_done=F("progress_done") + done)
-
-
 def _evaluation_succeed(*, job: Job, result: dict[str, Any], message: str) -> None:
     """Succeed the job and save the step in one transaction: either both hold or neither."""
     if job_services.job_succeed(job_id=job.id, result=result, message=message):
@@ -83,7 +77,7 @@ def _evaluate(job: Job, run: JobRun) -> None:
 
     def skip(candidate: EvaluationCandidate, status: CandidateStatus, reason: str) -> None:
         run.write(ev.candidate_mark, candidate_id=candidate.id, status=status, reason=reason)
-        run.write(_progress_add, job_id=job.id, done=len(rows))
+        run.write(job_services.job_progress_add, job_id=job.id, done=len(rows))
 
     same_as = reuse.duplicates(candidates)
     for n, candidate in enumerate(candidates, start=1):
@@ -96,7 +90,7 @@ def _evaluate(job: Job, run: JobRun) -> None:
         if twin is not None and _scored(twin, run):
             # The same model, prompt and settings ran already: its rows are these rows.
             run.write(reuse.candidate_copy, source=twin, target=candidate)
-            run.write(_progress_add, job_id=job.id, done=len(rows))
+            run.write(job_services.job_progress_add, job_id=job.id, done=len(rows))
             scored += 1
             continue
         assert candidate.base_model is not None
@@ -135,7 +129,7 @@ def _evaluate(job: Job, run: JobRun) -> None:
                     outcomes=list(reused.values()),
                     trial_id=candidate.source_job_id,
                 )
-                run.write(_progress_add, job_id=job.id, done=len(rows))
+                run.write(job_services.job_progress_add, job_id=job.id, done=len(rows))
                 note = {"reused_from_trial": candidate.source_job_id}
                 result = reuse_outputs(
                     loaded, prompts, reused, task=params.task, should_cancel=cancel
