@@ -15,6 +15,8 @@ class JobKind(models.TextChoices):
     EVALUATE = "evaluate", "Evaluation"
     ALIGN = "align", "Alignment (DPO)"
     EXPORT = "export", "Export"
+    INDEX = "index", "Knowledge-base index"
+    APP_EVALUATE = "app_evaluate", "Application evaluation"
 
 
 class JobStatus(models.TextChoices):

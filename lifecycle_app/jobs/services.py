@@ -52,6 +52,8 @@ TASK_FOR_KIND = {
     JobKind.EVALUATE: "jobs.evaluate",
     JobKind.ALIGN: "jobs.align",
     JobKind.EXPORT: "jobs.export",
+    JobKind.INDEX: "jobs.index",
+    JobKind.APP_EVALUATE: "jobs.app_evaluate",
 }
 
 
