@@ -35,6 +35,9 @@ from lifecycle_app.stages.deploy.models import VariantKind as VariantKind
 from lifecycle_app.stages.evaluate.models import CandidateStatus as CandidateStatus
 from lifecycle_app.stages.evaluate.models import EvaluationCandidate as EvaluationCandidate
 from lifecycle_app.stages.evaluate.models import EvaluationExample as EvaluationExample
+from lifecycle_app.stages.integrate.knowledge.models import IndexStatus as IndexStatus
+from lifecycle_app.stages.integrate.knowledge.models import KnowledgeDocument as KnowledgeDocument
+from lifecycle_app.stages.integrate.knowledge.models import KnowledgeIndex as KnowledgeIndex
 from lifecycle_app.stages.prompt.models import ExampleStatus as ExampleStatus
 from lifecycle_app.stages.prompt.models import GenerationOutput as GenerationOutput
 from lifecycle_app.stages.prompt.models import PromptTemplate as PromptTemplate
