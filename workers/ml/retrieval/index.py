@@ -78,22 +78,26 @@ def embed(
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = EMBED_BATCH,
 ) -> np.ndarray:
-    """Normalised float32 vectors of `texts`, in batches with progress and cancel between them."""
+    """Normalised float32 vectors of `texts`, in batches with progress and cancel between them.
+
+    Texts are embedded longest first, so each batch pads to similar lengths (the order of
+    the result is that of `texts`)."""
     dim = _dimension(embedder)
     out = np.zeros((len(texts), dim or 0), dtype=np.float32)
-    for i in range(0, len(texts), batch_size):
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    for start in range(0, len(texts), batch_size):
         if should_cancel and should_cancel():
             raise IndexCancelled
-        batch = texts[i : i + batch_size]
+        rows = order[start : start + batch_size]
         vectors = embedder.encode(
-            batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=False,
+            [texts[i] for i in rows], batch_size=batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
         )  # fmt: skip
         if out.shape[1] == 0:
             out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-        out[i : i + len(batch)] = vectors
+        out[rows] = vectors
         if progress:
-            progress(i + len(batch), len(texts))
+            progress(start + len(rows), len(texts))
     return out
 
 
