@@ -92,6 +92,18 @@ def test_a_giant_sentence_falls_back_to_token_windows(tokenizer: Any) -> None:
     for (s1, e1, _), (s2, _e2, _) in itertools.pairwise(chunks):
         assert s1 < s2 < e1  # windows overlap and advance
     assert chunks[0][0] == 0 and chunks[-1][1] == len(text)
+    assert all(s == 0 or text[s - 1] == " " for s, _, _ in chunks)  # never inside a word
+
+
+def test_windows_of_a_byte_level_tokenizer_start_on_word_boundaries(tiny_folder: Path) -> None:
+    from transformers import AutoTokenizer
+
+    bpe = AutoTokenizer.from_pretrained(str(tiny_folder))  # 512 byte-level BPE tokens
+    text = " ".join(["the warehouse receives the returned parcel"] * 30)
+    chunks = chunk_document(text, bpe, size_tokens=24, overlap_tokens=8)
+    assert len(chunks) > 3
+    assert all(s == 0 or text[s - 1] == " " for s, _, _ in chunks)
+    assert all(len(bpe(c, add_special_tokens=False)["input_ids"]) <= 24 for _, _, c in chunks)
 
 
 def test_chunk_arguments_are_checked(tokenizer: Any) -> None:

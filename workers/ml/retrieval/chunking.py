@@ -11,6 +11,7 @@ again as a whole and shortened by a unit if joining changed its count past the s
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -52,12 +53,17 @@ def _windows(tokenizer: Any, text: str, start: int, end: int, piece: int) -> lis
         offsets = [
             (start + m.start(), start + m.end()) for m in re.finditer(r"\S+", text[start:end])
         ]
+    # Cut points at every `piece`-th token, moved back to a space when one falls inside the
+    # piece, so a window never starts in the middle of a word (byte-level BPE offsets can).
+    cuts = [start]
+    for i in range(piece, len(offsets), piece):
+        cut = offsets[i][0]
+        space = text.rfind(" ", cuts[-1] + 1, cut + 1)
+        cuts.append(space + 1 if space > cuts[-1] else cut)
+    cuts.append(end)
     units = []
-    for i in range(0, len(offsets), piece):
-        group = offsets[i : i + piece]
-        a = start if i == 0 else group[0][0]
-        b = end if i + piece >= len(offsets) else offsets[i + piece][0]
-        if text[a:b].strip():
+    for a, b in itertools.pairwise(cuts):
+        if b > a and text[a:b].strip():
             units.append(_Unit(a, b, _count(tokenizer, text[a:b]), False))
     return units
 
