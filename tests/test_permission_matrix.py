@@ -54,6 +54,7 @@ from lifecycle_app.models import (
     Job,
     JobKind,
     JobStatus,
+    KnowledgeDocument,
     Membership,
     ModelVariant,
     PreferencePair,
@@ -149,6 +150,13 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "api_token_create": {"POST": OWNER},
     "api_token_revoke": {"POST": OWNER},
     "api_generate": {"POST": TOKEN},
+    # Knowledge base: anyone in the project reads and searches; editors change it.
+    "knowledge_base": {"GET": VIEWER},
+    "knowledge_upload": {"POST": EDITOR},
+    "knowledge_remove": {"GET": EDITOR, "POST": EDITOR},
+    "knowledge_index": {"POST": EDITOR},
+    "knowledge_index_status": {"GET": VIEWER},
+    "knowledge_search": {"GET": VIEWER},
     # Read-only share pages.
     "share_project": {"GET": SHARE},
     "share_step": {"GET": SHARE},
@@ -207,6 +215,7 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "set_id": lambda w: w.extra["set"].id,
     "variant_id": lambda w: w.extra["variant"].id,
     "token_id": lambda w: w.extra["api_token"].id,
+    "document_id": lambda w: w.extra["document"].id,
 }
 # The same keywords, naming an object of the other project (the owner owns both).
 FOREIGN: dict[str, Callable[[World], Any]] = {
@@ -224,6 +233,7 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "set_id": lambda w: w.extra["other_set"].id,
     "variant_id": lambda w: w.extra["other_variant"].id,
     "token_id": lambda w: w.extra["other_api_token"].id,
+    "document_id": lambda w: w.extra["other_document"].id,
 }
 # Keywords whose values are known without a database: each URL is walked for every value.
 EVERY_STEP = [
@@ -367,6 +377,7 @@ def _staged(project: Project, user: User) -> str:
 @pytest.fixture
 def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     settings.DATASETS_DIR = tmp_path / "datasets"
+    settings.VAR_DIR = tmp_path / "var"
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "uploads")
     Path(settings.FILE_UPLOAD_TEMP_DIR).mkdir()
     monkeypatch.setattr("lifecycle_app.jobs.services._enqueue", lambda job_id: None)
@@ -485,6 +496,9 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             bundle_path=str(bundle),
         )
         extra[f"{key}api_token"], _ = api_token_create(project=proj, actor=owner, name="app")
+        extra[f"{key}document"] = KnowledgeDocument.objects.create(
+            project=proj, name="faq.md", kind="markdown", stored_name=f"{key}faq.md", sha256="0"
+        )
     return World(
         extra=extra,
         project=project,
