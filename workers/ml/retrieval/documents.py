@@ -86,7 +86,7 @@ def read_document(path: Path, filename: str, *, text_field: str = "text") -> Doc
     if kind == "pdf":
         return _read_pdf(path, filename, head)
     _refuse_binary(head, filename, kind)
-    raw = _decode(path)
+    raw = _decode(path, filename)
     if kind == "html":
         text = html_to_text(raw)
     elif kind == "jsonl":
@@ -122,13 +122,15 @@ def _refuse_binary(head: bytes, filename: str, kind: str) -> None:
         )
 
 
-def _decode(path: Path) -> str:
+def _decode(path: Path, filename: str) -> str:
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         rejected: DatasetRejected = _not_utf8(path)
-        message = rejected.message.replace(" (in Excel: Save As, “CSV UTF-8”)", "")
+        message = f"{filename!r}: " + rejected.message.replace(
+            " (in Excel: Save As, “CSV UTF-8”)", ""
+        )
         raise DocumentRejected(message, rejected.problems) from None
 
 
