@@ -181,3 +181,15 @@ def test_a_pdf_uploaded_as_text_is_named(tmp_path: Path) -> None:
     assert "is a PDF document, not a plain text document: rename it to .pdf" in refusal(
         tmp_path, "x.txt", TEXT_PDF
     )
+
+
+def test_a_pdf_locked_only_against_editing_is_read(tmp_path: Path) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    writer.append(PdfReader(io.BytesIO(TEXT_PDF)))
+    writer.encrypt(user_password="", owner_password="owner", algorithm="RC4-128")
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    doc = read_document(write(tmp_path, "o.pdf", buffer.getvalue()), "o.pdf")
+    assert "Refunds take fourteen days." in doc.text

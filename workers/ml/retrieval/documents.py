@@ -239,10 +239,10 @@ def _read_pdf(path: Path, filename: str, head: bytes) -> DocumentText:
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
-            try:
-                unlocked = reader.decrypt("")
-            except Exception:
-                unlocked = 0
+            try:  # an owner-password-only PDF opens with the empty user password
+                unlocked = bool(reader.decrypt(""))
+            except Exception:  # e.g. pypdf's DependencyError for AES without cryptography
+                unlocked = False
             if not unlocked:
                 raise DocumentRejected(
                     f"{filename!r} is an encrypted PDF that needs a password: save an "
