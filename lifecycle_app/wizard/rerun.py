@@ -35,6 +35,7 @@ from lifecycle_app.stages.deploy.services import export_create
 from lifecycle_app.stages.evaluate.models import EvaluationCandidate
 from lifecycle_app.stages.evaluate.services import evaluation_create
 from lifecycle_app.stages.finetune.services import finetune_create
+from lifecycle_app.stages.integrate.knowledge.services import knowledge_index_start
 from lifecycle_app.stages.prompt.playground import job_create_generate
 from lifecycle_app.stages.prompt.services import trial_create
 from workers.ml.params import (
@@ -141,6 +142,23 @@ def _profile(job: Job, user: User) -> Job:
     )
 
 
+def _index(job: Job, user: User) -> Job:
+    """The same chunking and model over the knowledge base's documents as they are now."""
+    _need(job.base_model, "model")
+    try:
+        index = knowledge_index_start(
+            project=job.project,
+            user=user,
+            tokenizer_model=job.base_model,
+            chunk_size=job.params["chunk_size"],
+            chunk_overlap=job.params["chunk_overlap"],
+        )
+    except ValueError as exc:  # no documents left
+        raise CannotRunAgain(f"This index cannot be built again: {exc}.") from None
+    assert index.job is not None
+    return index.job
+
+
 RUN_AGAIN: dict[str, Callable[[Job, User], Job]] = {
     JobKind.TRIAL: _trial,
     JobKind.FINETUNE: _finetune,
@@ -149,6 +167,7 @@ RUN_AGAIN: dict[str, Callable[[Job, User], Job]] = {
     JobKind.EXPORT: _export,
     JobKind.GENERATE: _generate,
     JobKind.PROFILE: _profile,
+    JobKind.INDEX: _index,
 }
 
 

@@ -298,3 +298,25 @@ def test_a_pdf_with_text_is_accepted(client: Client, project: Project) -> None:
     assert upload(client, project, "policy.pdf", text_pdf("Refunds in 14 days.")).status_code == 302
     doc = KnowledgeDocument.objects.get()
     assert doc.kind == "pdf" and doc.characters == len("Refunds in 14 days.")
+
+
+def test_a_failed_index_build_runs_again_over_the_current_documents(
+    client: Client, project: Project, tiny_model: CatalogModel, enqueued: list[int]
+) -> None:
+    from lifecycle_app.stages.integrate.knowledge.services import knowledge_index_start
+
+    first = add(project, "a.md", "Refunds take 14 days.")
+    index = knowledge_index_start(
+        project=project, user=project.owner, tokenizer_model=tiny_model, chunk_size=40,
+        chunk_overlap=4,
+    )  # fmt: skip
+    assert index.job is not None
+    Job.objects.filter(id=index.job.id).update(status="failed", error="boom")
+    second = add(project, "b.md", "Shipping is free.")
+    response = client.post(reverse("job_run_again", args=[project.slug, index.job.id]))
+    assert response.status_code == 302
+    again = KnowledgeIndex.objects.first()
+    assert again is not None and again.id != index.id and again.job is not None
+    assert (again.chunk_size, again.chunk_overlap) == (40, 4)
+    assert again.document_ids == [first.id, second.id]
+    assert response["Location"].endswith(f"/jobs/{again.job.id}/")
