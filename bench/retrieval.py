@@ -90,7 +90,7 @@ def synthetic_chunks(texts: list[str]) -> list[Chunk]:
 
 
 def recall(index: KnowledgeIndex, questions: list[dict[str, str]]) -> dict[str, dict[str, float]]:
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for mode in MODES:
         at1 = at5 = 0
         rr = 0.0

@@ -32,7 +32,7 @@ def build_tiny_embedder(target: Path, extra_text: str = "") -> Path:
     from sentence_transformers.sentence_transformer import modules as models
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     target.mkdir(parents=True, exist_ok=True)
     words = sorted(set(_WORDS) | set(re.findall(r"[a-z]+", extra_text.lower())))
@@ -48,7 +48,7 @@ def build_tiny_embedder(target: Path, extra_text: str = "") -> Path:
         pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
     )
-    tokenizer = BertTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
         sep_token="[SEP]",

@@ -125,7 +125,7 @@ def knowledge_search(
     with _lock:  # the embedder is not thread-safe to load; searches are quick
         loaded = _loaded(index.folder, index.embedder)
         live = set(KnowledgeDocument.objects.filter(project=project).values_list("id", flat=True))
-        hits = {
+        hits: dict[str, list[Hit]] = {
             mode: [h for h in loaded.search(query, mode, k + 5) if h.chunk.document_id in live][:k]
             for mode in MODES
         }
