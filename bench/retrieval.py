@@ -143,6 +143,13 @@ def main() -> None:
         queries = [q["question"] for q in questions]
         queries += [" ".join(q.split()[1:]) for q in queries]
         queries = (queries * (QUERIES // len(queries) + 1))[:QUERIES]
+        # One query is one short forward pass: with 2 intra-op threads on a busy 2-core
+        # machine, torch's threads wait on each other (p50 500 ms against 40 ms with one
+        # thread, measured here), so queries are timed on one thread, as a latency-minded
+        # serving process would run them.
+        import torch
+
+        torch.set_num_threads(1)
         for q in queries[:5]:  # warm-up: first calls allocate
             index.search(q, "hybrid", k=5)
         latency: dict[str, list[float]] = {}

@@ -200,10 +200,22 @@ class KnowledgeIndex:
         return np.asarray(self.bm25.get_scores(tokens), dtype=np.float32)
 
     def dense_scores(self, query: str) -> np.ndarray:
-        q = self.embedder.encode(
-            [query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )[0].astype(np.float32)
-        return self.vectors @ q
+        return self.vectors @ self.embed_query(query)
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query's normalised vector. One forward pass without `encode`'s batching
+        machinery, which cost about 17 ms a query here on top of a 23 ms forward."""
+        import torch
+
+        tokenize = getattr(self.embedder, "tokenize", None)
+        if tokenize is None:  # not a SentenceTransformer: its own encode
+            vector = self.embedder.encode([query], normalize_embeddings=True)[0]
+            return np.asarray(vector, dtype=np.float32)
+        with torch.inference_mode():
+            out = self.embedder(tokenize([query]))["sentence_embedding"][0]
+        vector = out.float().cpu().numpy()
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm else vector
 
     def search(self, query: str, mode: Mode, k: int, threshold: float | None = None) -> list[Hit]:
         """The `k` best chunks for `query`.
