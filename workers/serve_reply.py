@@ -35,7 +35,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def cancelled(key: str) -> bool:
     return (_folder() / key / "cancel").exists()
 
 
-def events(key: str, timeout: float) -> Iterator[dict[str, Any] | None]:
+def events(key: str, timeout: float) -> Generator[dict[str, Any] | None]:
     """The events of stream `key` in order; None (then the end) when the next one did not
     come within `timeout` seconds of the previous one (or of the start)."""
     if settings.REDIS_URL:

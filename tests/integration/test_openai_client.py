@@ -13,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 from django.contrib.auth.models import User
+from openai.types.chat import ChatCompletionMessageParam
 
 from lifecycle_app.models import (
     CatalogModel,
@@ -39,7 +40,9 @@ TEMPLATE = {
     "use_chat_template": True,
     "shot_style": "chat",
 }
-QUESTION = [{"role": "user", "content": "A: Lunch at noon? B: Sure, see you there."}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "A: Lunch at noon? B: Sure, see you there."}
+]
 
 
 @pytest.fixture
@@ -91,7 +94,7 @@ def _completions(api: openai.OpenAI, model: str, project: Project) -> None:
         model=model,
         messages=QUESTION,
         max_tokens=6,
-        seed=1,  # type: ignore[arg-type]
+        seed=1,
     )
     assert whole.object == "chat.completion"
     assert whole.usage is not None and whole.usage.completion_tokens == 6
@@ -101,7 +104,7 @@ def _completions(api: openai.OpenAI, model: str, project: Project) -> None:
     chunks = list(
         api.chat.completions.create(
             model=model,
-            messages=QUESTION,  # type: ignore[arg-type]
+            messages=QUESTION,
             max_tokens=6,
             seed=1,
             stream=True,
@@ -117,7 +120,7 @@ def _completions(api: openai.OpenAI, model: str, project: Project) -> None:
 
     stopped = api.chat.completions.create(
         model=model,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=6,
         seed=1,
         stop=[text[2:5]],
@@ -136,26 +139,28 @@ def test_errors_reach_the_client_as_openai_errors(
     model, token = deployed
 
     with pytest.raises(openai.AuthenticationError) as auth, client(live_server, "lcs_wrong") as bad:
-        bad.chat.completions.create(model=model, messages=QUESTION)  # type: ignore[arg-type]
+        bad.chat.completions.create(model=model, messages=QUESTION)
     assert auth.value.status_code == 401
     assert auth.value.code == "invalid_api_key"
 
     with client(live_server, token) as api:
         with pytest.raises(openai.NotFoundError) as missing:
-            api.chat.completions.create(model="gpt-4o", messages=QUESTION)  # type: ignore[arg-type]
+            api.chat.completions.create(model="gpt-4o", messages=QUESTION)
         assert missing.value.code == "model_not_found" and model in missing.value.message
 
         with pytest.raises(openai.BadRequestError) as wrong:
             api.chat.completions.create(
                 model=model,
-                messages=QUESTION,  # type: ignore[arg-type]
+                messages=QUESTION,
                 temperature=7,
             )
         assert wrong.value.param == "temperature"  # type: ignore[attr-defined]
 
-        huge = [{"role": "user", "content": "x" * (settings.API_MAX_BODY_BYTES + 10)}]
+        huge: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": "x" * (settings.API_MAX_BODY_BYTES + 10)}
+        ]
         with pytest.raises(openai.APIStatusError) as too_large:
-            api.chat.completions.create(model=model, messages=huge)  # type: ignore[arg-type]
+            api.chat.completions.create(model=model, messages=huge)
         assert too_large.value.status_code == 413
 
     # The raw error body is OpenAI's shape.

@@ -7,7 +7,7 @@ list of events; tests/integration/test_openai_client.py runs the real worker.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
@@ -48,7 +48,7 @@ DONE = {
     "usage": {"prompt_tokens": 12, "completion_tokens": 4},
     "finish_reason": "stop",
 }
-STREAM = [
+STREAM: list[dict[str, Any]] = [
     {"type": "start"},
     {"type": "delta", "text": "A short"},
     {"type": "delta", "text": " summary."},
@@ -68,7 +68,7 @@ class FakeStream:
     def __call__(self, *, model_path: str, payload: dict[str, Any], timeout: float) -> Any:
         self.calls.append({"model_path": model_path, "payload": payload})
 
-        def gen() -> Iterator[dict[str, Any]]:
+        def gen() -> Generator[dict[str, Any]]:
             try:
                 yield from self.events
             finally:

@@ -109,3 +109,52 @@ def test_held_back_keeps_a_possible_stop_prefix() -> None:
     assert held_back("ab\ufffd", []) == 1
     assert first_stop("a END b", ["END", " b"]) == 2
     assert first_stop("abc", ["x"]) == -1
+
+
+def test_the_serving_prompt_puts_the_user_text_into_the_models_template(
+    tiny: loading.LoadedModel,
+) -> None:
+    from workers.ml.params import TemplateSnapshot
+    from workers.ml.prompts import PromptKit, TemplateSpec
+    from workers.ml.serving import chat_prompt
+
+    snap = TemplateSnapshot(
+        id=1,
+        name="t",
+        version=1,
+        instruction="Summarize.",
+        example_format="",
+        body="{instruction}\n{input}\nSummary:",
+        use_chat_template=False,
+        shot_style="inline",
+    )
+    messages = [{"role": "user", "content": "A: hi. B: bye."}]
+    spec = TemplateSpec("Summarize.", "", "{instruction}\n{input}\nSummary:", False, "inline")
+    kit = PromptKit(tiny.tokenizer, None, {}, tiny.context_length)
+
+    assert (
+        chat_prompt(tiny.tokenizer, messages, snap)
+        == kit.prompt(spec, [], messages[0]["content"])[0]
+    )
+    assert chat_prompt(tiny.tokenizer, messages, None) != chat_prompt(
+        tiny.tokenizer, messages, snap
+    )
+
+
+def test_stream_chat_emits_deltas_then_one_done_with_usage(tiny: loading.LoadedModel) -> None:
+    from workers.ml.serving import ChatPayload, stream_chat
+
+    events: list[dict[str, object]] = []
+    payload = ChatPayload(messages=[{"role": "user", "content": "Hello"}], max_tokens=6)
+
+    result = stream_chat(tiny, payload, events.append)
+
+    assert [e["type"] for e in events][-1] == "done"
+    assert all(e["type"] == "delta" for e in events[:-1])
+    done = events[-1]
+    assert done["answer"] == "".join(str(e["text"]) for e in events[:-1]) == result.text
+    assert done["usage"] == {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+    }
+    assert done["citations"] == []

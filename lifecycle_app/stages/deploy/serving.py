@@ -11,7 +11,7 @@ thread per token. When the client goes away the response is closed, the generato
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from django.conf import settings
@@ -72,7 +72,7 @@ def deployed_template(*, variant: ModelVariant) -> dict[str, Any] | None:
 
 def serve_stream(
     *, model_path: str, payload: dict[str, Any], timeout: float
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any]]:
     """Send `payload` (a `workers.ml.serving.ChatPayload` as a dict) to the "serve" queue
     and yield the worker's events as they arrive: {"type": "start"}, then (an app's)
     "retrieval" and "prompt", "delta"s, and last "done" or {"type": "error", "status",

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from lifecycle_app.projects.models import Project
@@ -154,7 +155,7 @@ def _read_body(request: HttpRequest) -> Any:
 
 
 @csrf_exempt
-def chat_completions(request: HttpRequest) -> HttpResponse:
+def chat_completions(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     if request.method != "POST":
         return _error(ApiError(405, "Use POST /v1/chat/completions.", code="method_not_allowed"))
@@ -200,9 +201,16 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
     ttft_ms = (time.perf_counter() - started) * 1000 if first["type"] != "error" else None
     if first["type"] == "error":
         events.close()
-        exc = _worker_error(first)
-        _log(project, served, exc.status, started, error=exc.code or exc.type, stream=chat.stream)
-        return _error(exc)
+        failure = _worker_error(first)
+        _log(
+            project,
+            served,
+            failure.status,
+            started,
+            error=failure.code or failure.type,
+            stream=chat.stream,
+        )
+        return _error(failure)
     if chat.stream:
         response = StreamingHttpResponse(
             _sse(chat, served, project, first, events, started, ttft_ms),
@@ -214,10 +222,11 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
     done = first
     for event in _rest(first, events):
         done = event
+    events.close()
     if done["type"] == "error":
-        exc = _worker_error(done)
-        _log(project, served, exc.status, started, error=exc.code or exc.type)
-        return _error(exc)
+        failure = _worker_error(done)
+        _log(project, served, failure.status, started, error=failure.code or failure.type)
+        return _error(failure)
     body = protocol.completion(protocol.new_id(), served.name, done)
     _log(project, served, 200, started, ttft_ms=ttft_ms, usage=body["usage"])
     return JsonResponse(body)
@@ -249,7 +258,7 @@ def _sse(
     served: Served,
     project: Project,
     first: dict[str, Any],
-    events: Iterator[dict[str, Any]],
+    events: Generator[dict[str, Any]],
     started: float,
     ttft_ms: float | None,
 ) -> Iterator[bytes]:
