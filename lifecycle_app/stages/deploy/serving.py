@@ -30,7 +30,7 @@ class ServingUnavailable(Exception):
 
 def deployed_variant(*, project: Project) -> ModelVariant | None:
     return (
-        ModelVariant.objects.select_related("candidate")
+        ModelVariant.objects.select_related("candidate", "job", "parent__trained_by_job")
         .filter(project=project, deployed_at__isnull=False)
         .first()
     )
@@ -73,8 +73,13 @@ def deployed_template(*, variant: ModelVariant) -> dict[str, Any] | None:
 def serve_stream(
     *, model_path: str, payload: dict[str, Any], timeout: float
 ) -> Generator[dict[str, Any]]:
-    """Send `payload` (a `workers.ml.serving.ChatPayload` as a dict) to the "serve" queue
-    and yield the worker's events as they arrive: {"type": "start"}, then (an app's)
+    """Send `payload` to the "serve" queue and yield the worker's events as they arrive.
+
+    `payload` is a `workers.ml.serving.ChatPayload` as a dict (unknown keys are refused):
+    {"messages": [{"role", "content"}...], "max_tokens", "temperature" (0 = greedy),
+    "top_p", "seed", "stop": [...], "template": TemplateSnapshot dict or None, "app":
+    {"config": AppConfig.to_dict(), "question": str} or None}; with "app" the worker
+    answers through `workers.ml.application.answer_question`. Events: {"type": "start"}, then (an app's)
     "retrieval" and "prompt", "delta"s, and last "done" or {"type": "error", "status",
     "message"}. `timeout` is the longest wait for any one event (the first included).
 

@@ -188,7 +188,8 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
     api_token_touch(token=token)
     payload = {**chat.payload(), "template": served.template}
     if served.app is not None:
-        payload["app"] = {"config": served.app["config"], "question": chat.messages[-1]["content"]}
+        question = next(m["content"] for m in reversed(chat.messages) if m["role"] == "user")
+        payload["app"] = {"config": served.app["config"], "question": question}
     events = serve_stream(
         model_path=served.variant.path, payload=payload, timeout=settings.SERVE_TIMEOUT_S
     )
