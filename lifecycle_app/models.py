@@ -38,6 +38,7 @@ from lifecycle_app.stages.evaluate.models import EvaluationExample as Evaluation
 from lifecycle_app.stages.integrate.knowledge.models import IndexStatus as IndexStatus
 from lifecycle_app.stages.integrate.knowledge.models import KnowledgeDocument as KnowledgeDocument
 from lifecycle_app.stages.integrate.knowledge.models import KnowledgeIndex as KnowledgeIndex
+from lifecycle_app.stages.integrate.api.models import ServingLog as ServingLog
 from lifecycle_app.stages.prompt.models import ExampleStatus as ExampleStatus
 from lifecycle_app.stages.prompt.models import GenerationOutput as GenerationOutput
 from lifecycle_app.stages.prompt.models import PromptTemplate as PromptTemplate

@@ -213,5 +213,6 @@ urlpatterns = [
     path("s/<str:share_token>/<str:stage>/<slug:step>/", share_views.share_step, name="share_step"),
     # The generation API: token auth, JSON in and out (stages/deploy/api.py).
     path("api/projects/<slug:slug>/generate", api.generate, name="api_generate"),
+    path("", include("lifecycle_app.stages.integrate.api.urls")),
     path("admin/", admin.site.urls),
 ]
