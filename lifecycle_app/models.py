@@ -40,3 +40,9 @@ from lifecycle_app.stages.prompt.models import GenerationOutput as GenerationOut
 from lifecycle_app.stages.prompt.models import PromptTemplate as PromptTemplate
 from lifecycle_app.stages.prompt.models import TrialExample as TrialExample
 from lifecycle_app.teams.models import ShareLink as ShareLink
+from lifecycle_app.stages.integrate.app.models import AppEvalAnswer as AppEvalAnswer
+from lifecycle_app.stages.integrate.app.models import AppEvalQuestion as AppEvalQuestion
+from lifecycle_app.stages.integrate.app.models import AppEvalSet as AppEvalSet
+from lifecycle_app.stages.integrate.app.models import Application as Application
+from lifecycle_app.stages.integrate.app.models import ApplicationVersion as ApplicationVersion
+from lifecycle_app.stages.integrate.app.models import FallbackQuestion as FallbackQuestion

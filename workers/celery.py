@@ -70,6 +70,7 @@ TASK_MODULES = [
         "profile",
         "register_model",
         "serve",
+        "app_evaluate",
         "reap",
     )
 ]
