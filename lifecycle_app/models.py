@@ -35,6 +35,7 @@ from lifecycle_app.stages.deploy.models import VariantKind as VariantKind
 from lifecycle_app.stages.evaluate.models import CandidateStatus as CandidateStatus
 from lifecycle_app.stages.evaluate.models import EvaluationCandidate as EvaluationCandidate
 from lifecycle_app.stages.evaluate.models import EvaluationExample as EvaluationExample
+from lifecycle_app.stages.integrate.api.models import ServingLog as ServingLog
 from lifecycle_app.stages.prompt.models import ExampleStatus as ExampleStatus
 from lifecycle_app.stages.prompt.models import GenerationOutput as GenerationOutput
 from lifecycle_app.stages.prompt.models import PromptTemplate as PromptTemplate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from lifecycle_app.catalog import views as catalog_views
 from lifecycle_app.common.http import healthz
@@ -210,5 +210,6 @@ urlpatterns = [
     path("s/<str:share_token>/<str:stage>/<slug:step>/", share_views.share_step, name="share_step"),
     # The generation API: token auth, JSON in and out (stages/deploy/api.py).
     path("api/projects/<slug:slug>/generate", api.generate, name="api_generate"),
+    path("", include("lifecycle_app.stages.integrate.api.urls")),
     path("admin/", admin.site.urls),
 ]

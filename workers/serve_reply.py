@@ -14,6 +14,18 @@ row behind. So the reply goes through the broker's own store:
 A reply that comes after the web gave up expires (Redis) or is removed by the periodic
 clean-up (files); the task itself also expires, so a worker that was busy skips requests
 nobody waits for any more. No torch here: the web process imports this module.
+
+Streams. A streamed request gets a sequence of events (`EventSink.send`, read by
+`events`) instead of one reply, through the same two stores:
+
+- Redis: the worker RPUSHes each event on `lifecycle:serve:stream:<key>` (expiry renewed
+  with each push) and the web BLPOPs them in order, one round trip per event, no polling.
+- Files: the worker writes `<key>/<n>.json` (n = 0, 1, 2, ...) atomically into
+  var/serve-replies; the web reads them in order, polling every 5 ms for the next one.
+
+The web tells the worker to stop (its client went away) by setting a cancel flag
+(`cancel`/`cancelled`: a Redis key, or a `<key>/cancel` file) that the worker checks
+between tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +33,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +43,8 @@ from django.conf import settings
 
 REPLY_TTL_S = 120
 _PREFIX = "lifecycle:serve:"
+_STREAM = "lifecycle:serve:stream:"
+_CANCEL = "lifecycle:serve:cancel:"
 _redis_client: Any = None
 
 
@@ -94,4 +110,99 @@ def cleanup(older_than_s: float = REPLY_TTL_S) -> int:
         if path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)
             removed += 1
+    for folder in _folder().iterdir():
+        if folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
     return removed
+
+
+# --- streams -----------------------------------------------------------------------------
+
+
+class EventSink:
+    """The worker's end of one request's event stream."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.sent = 0
+        self._checked = 0.0
+        self._cancelled = False
+
+    def send(self, event: dict[str, Any]) -> None:
+        data = json.dumps(event)
+        if settings.REDIS_URL:
+            pipe = _redis().pipeline()
+            pipe.rpush(_STREAM + self.key, data)
+            pipe.expire(_STREAM + self.key, REPLY_TTL_S)
+            pipe.execute()
+        else:
+            folder = _folder() / self.key
+            folder.mkdir(exist_ok=True)
+            tmp = folder / f".{self.sent}.tmp"
+            tmp.write_text(data)
+            os.replace(tmp, folder / f"{self.sent}.json")
+        self.sent += 1
+
+    def cancelled(self, every_s: float = 0.1) -> bool:
+        """Whether the web asked to stop; asks the store at most every `every_s` seconds."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._checked >= every_s:
+            self._checked = now
+            self._cancelled = cancelled(self.key)
+        return self._cancelled
+
+
+def cancel(key: str) -> None:
+    """Ask the worker answering `key` to stop (the client went away)."""
+    if settings.REDIS_URL:
+        _redis().set(_CANCEL + key, b"1", ex=REPLY_TTL_S)
+        return
+    folder = _folder() / key
+    folder.mkdir(exist_ok=True)
+    (folder / "cancel").touch()
+
+
+def cancelled(key: str) -> bool:
+    if settings.REDIS_URL:
+        return bool(_redis().exists(_CANCEL + key))
+    return (_folder() / key / "cancel").exists()
+
+
+def events(key: str, timeout: float) -> Iterator[dict[str, Any] | None]:
+    """The events of stream `key` in order; None (then the end) when the next one did not
+    come within `timeout` seconds of the previous one (or of the start)."""
+    if settings.REDIS_URL:
+        client = _redis()
+        while True:
+            got = client.blpop([_STREAM + key], timeout=max(1, int(timeout + 0.999)))
+            if not got:
+                yield None
+                return
+            yield dict(json.loads(got[1]))
+    folder = _folder() / key
+    n = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            path = folder / f"{n}.json"
+            if path.is_file():
+                data = json.loads(path.read_text())
+                path.unlink(missing_ok=True)
+                n += 1
+                deadline = time.monotonic() + timeout
+                yield dict(data)
+            elif time.monotonic() >= deadline:
+                yield None
+                return
+            else:
+                time.sleep(0.005)
+    finally:
+        if not (folder / "cancel").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def discard(key: str) -> None:
+    """Drop what is left of stream `key` (the web stopped reading)."""
+    if settings.REDIS_URL:
+        _redis().delete(_STREAM + key)

@@ -70,6 +70,7 @@ MODEL_NAMES = [
     "PreferencePair",
     "ModelVariant",
     "ApiToken",
+    "ServingLog",
 ]
 
 

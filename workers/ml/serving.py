@@ -1,6 +1,7 @@
 """The serving worker's ML side: keep deployed models loaded, answer chat requests.
 
-A dedicated worker (queue "serve") calls `complete` for each API request. Models stay
+A dedicated worker (queue "serve") calls `stream_chat` (streamed, the OpenAI-compatible
+endpoint) or `complete` (one reply, the older generate API) for each request. Models stay
 loaded between requests (at most MAX_WARM of them, least recently used first out), so a
 request costs its generation only.
 """
@@ -10,14 +11,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field
 
 from workers.ml import loading
 from workers.ml.errors import UserFacingError
 from workers.ml.generation.stream import generate_batch
-from workers.ml.params import GenerationSettings, ServeRequest
-from workers.ml.prompts import render_conversation
+from workers.ml.generation.streaming import StreamResult, stream_generate
+from workers.ml.params import GenerationSettings, ServeRequest, TemplateSnapshot
+from workers.ml.prompts import TemplateSpec, render_conversation, render_user_text
+
+MAX_STOP_STRINGS = 4
 
 MAX_WARM = 2
 _lock = threading.Lock()
@@ -78,3 +85,91 @@ def complete(loaded: loading.LoadedModel, request: ServeRequest) -> dict[str, An
         "finish_reason": "length" if out[0].finish_reason == "length" else "stop",
         "seconds": round(time.perf_counter() - began, 4),
     }
+
+
+class ChatPayload(ServeRequest):
+    """One streamed chat request as the web hands it to the serving worker.
+
+    `template` is the prompt template the deployed model was trained or evaluated with:
+    the last user message is put into it (as prompt trials and training did), so a client
+    sends the user's text only. `app` (config + question) asks for an answer with the
+    deployed application instead (retrieval, reasoning aid; workers/ml/application).
+    """
+
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
+    template: TemplateSnapshot | None = None
+    app: dict[str, Any] | None = None
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            max_new_tokens=self.max_tokens,
+            decoding="sampling" if self.temperature > 0 else "greedy",
+            temperature=self.temperature or 0.7,
+            top_p=self.top_p,
+            top_k=0,  # the OpenAI API has no top-k
+            seed=self.seed,
+        )
+
+    def question(self) -> str:
+        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+
+
+def chat_prompt(
+    tokenizer: Any, messages: list[dict[str, str]], template: TemplateSnapshot | None
+) -> str:
+    """The text the model sees: the last user message put into `template` (zero-shot, as
+    `PromptKit.prompt` builds it for trials and training), the conversation through the
+    model's chat template. Without a template, the messages as they are."""
+    if template is None:
+        return prompt_text(tokenizer, messages)
+    spec = TemplateSpec(
+        instruction=template.instruction,
+        example_format=template.example_format,
+        body=template.body,
+        use_chat_template=template.use_chat_template,
+        shot_style=template.shot_style,
+    )
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    filled = [dict(m) for m in messages]
+    filled[last]["content"] = render_user_text(spec, [], messages[last]["content"])
+    if spec.use_chat_template and getattr(tokenizer, "chat_template", None):
+        return prompt_text(tokenizer, filled)
+    if len(filled) == 1:
+        return filled[0]["content"]  # exactly the trial's text
+    return render_conversation(filled, None, {})
+
+
+def stream_chat(
+    loaded: loading.LoadedModel,
+    payload: ChatPayload,
+    emit: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool] | None = None,
+) -> StreamResult:
+    """A plain chat completion, streamed as the application pipeline streams: "delta"
+    events, then one "done" event (no citations)."""
+    text = chat_prompt(loaded.tokenizer, payload.messages, payload.template)
+    result = stream_generate(
+        loaded,
+        text,
+        payload.settings(),
+        lambda piece: emit({"type": "delta", "text": piece}),
+        should_stop=should_stop,
+        stop=payload.stop,
+    )
+    emit(
+        {
+            "type": "done",
+            "answer": result.text,
+            "citations": [],
+            "fallback": False,
+            "usage": {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+            },
+            "finish_reason": result.finish_reason,
+            "ttft_s": result.ttft_s,
+            "seconds": result.seconds,
+        }
+    )
+    return result

@@ -46,3 +46,75 @@ def serve_generate(reply_key: str, path: str, request: dict[str, object]) -> Non
             "message": f"The model failed on this request ({type(exc).__name__}).",
         }
     serve_reply.send(reply_key, reply)
+
+
+@app.task(
+    name="serve.stream",
+    acks_late=False,
+    soft_time_limit=SERVE_SOFT_LIMIT_S,
+    time_limit=SERVE_SOFT_LIMIT_S + 10,
+)
+def serve_stream(reply_key: str, path: str, payload: dict[str, object]) -> None:
+    """Answer one streamed request with the deployed model at `path`: events go to the
+    request's stream (workers/serve_reply.py) as they are made, ending with "done" or
+    {"type": "error", "status", "message"}. Stops between tokens when the web cancels."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    from pydantic import ValidationError
+
+    from workers import serve_reply
+    from workers.ml import serving as serve
+    from workers.ml.errors import GenerationError
+
+    sink = serve_reply.EventSink(reply_key)
+    try:
+        sink.send({"type": "start"})
+        request = serve.ChatPayload(**payload)  # type: ignore[arg-type]
+        loaded = serve.warm_model(path, Path(settings.MODELS_DIR))
+        if request.app is not None:
+            _answer_with_app(loaded, request, sink)
+        else:
+            serve.stream_chat(loaded, request, sink.send, sink.cancelled)
+    except SoftTimeLimitExceeded:
+        sink.send(_error(504, f"The answer took over {SERVE_SOFT_LIMIT_S} s; ask fewer tokens."))
+    except (GenerationError, ValidationError) as exc:
+        sink.send(_error(400, str(exc), "invalid_request_error"))
+    except UserFacingError as exc:
+        sink.send(_error(503, str(exc), "model_unavailable"))
+    except Exception as exc:
+        logger.exception("Streamed serving request %s failed", reply_key)
+        sink.send(
+            _error(500, f"The model failed on this request ({type(exc).__name__}).", "server_error")
+        )
+
+
+def _error(status: int, message: str, kind: str = "timeout") -> dict[str, object]:
+    return {"type": "error", "status": status, "error_type": kind, "message": message}
+
+
+def _answer_with_app(loaded: object, request: object, sink: object) -> None:
+    """The deployed application's answer (retrieval, reasoning aid, fallback) through
+    `workers.ml.application.answer_question`, imported here so this worker starts without
+    it."""
+    from workers.ml import serving as serve
+
+    assert isinstance(request, serve.ChatPayload) and request.app is not None
+    try:
+        from workers.ml.application import (  # type: ignore[attr-defined,unused-ignore]
+            AppConfig,
+            answer_question,
+        )
+    except ImportError as exc:
+        raise UserFacingError(
+            "This worker has no application pipeline (workers.ml.application); it answers "
+            "plain chat only."
+        ) from exc
+    config = AppConfig.from_dict(request.app["config"])
+    question = str(request.app.get("question") or request.question())
+    answer_question(
+        loaded,
+        config,
+        question,
+        request.settings(),
+        emit=sink.send,  # type: ignore[attr-defined]
+        should_stop=sink.cancelled,  # type: ignore[attr-defined]
+    )

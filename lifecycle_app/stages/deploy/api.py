@@ -36,7 +36,8 @@ def _error(status: int, kind: str, message: str, **headers: str) -> JsonResponse
     return response
 
 
-def _token(request: HttpRequest) -> ApiToken | None:
+def bearer_token(request: HttpRequest) -> ApiToken | None:
+    """The active API token the request's `Authorization: Bearer` header names, if any."""
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
     raw = raw.strip()
@@ -71,7 +72,7 @@ def generate(request: HttpRequest, slug: str) -> JsonResponse:
             f"The request body is {length:,} bytes; the limit is {limit:,} bytes. "
             "Send a shorter prompt.",
         )
-    token = _token(request)
+    token = bearer_token(request)
     if token is None:
         return _error(
             401,

@@ -1,10 +1,17 @@
 """The web side of serving: find the deployed model, hand the request to the serving
-worker and wait for its reply (see workers/serve_reply.py). The web process never loads
-a model."""
+worker and wait for its reply or read its stream (see workers/serve_reply.py). The web
+process never loads a model.
+
+Streams are read in the web thread that serves the request (a StreamingHttpResponse over
+`serve_stream`): one thread per open stream, blocked in BLPOP between events, never a
+thread per token. When the client goes away the response is closed, the generator's
+`finally` asks the worker to stop, and the worker stops within one token.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -48,3 +55,67 @@ def serve_request(
         logger.exception("Could not hand an API request to the serving worker")
         raise ServingUnavailable(type(exc).__name__) from exc
     return serve_reply.wait(key, timeout)
+
+
+def deployed_template(*, variant: ModelVariant) -> dict[str, Any] | None:
+    """The prompt template the deployed model was trained with (its fine-tuning job's),
+    else the one its export measured it with; None when it has neither (then requests go
+    to the model as they are)."""
+    source = variant.parent
+    trained = source.trained_by_job if source.trained_by_job_id else None
+    for params in ((trained.params if trained else None), variant.job.params):
+        template = (params or {}).get("template")
+        if isinstance(template, dict):
+            return template
+    return None
+
+
+def serve_stream(
+    *, model_path: str, payload: dict[str, Any], timeout: float
+) -> Iterator[dict[str, Any]]:
+    """Send `payload` (a `workers.ml.serving.ChatPayload` as a dict) to the "serve" queue
+    and yield the worker's events as they arrive: {"type": "start"}, then (an app's)
+    "retrieval" and "prompt", "delta"s, and last "done" or {"type": "error", "status",
+    "message"}. `timeout` is the longest wait for any one event (the first included).
+
+    Closing the generator early (the client went away) tells the worker to stop.
+    """
+    from workers.celery import app
+
+    key = serve_reply.new_key()
+    try:
+        app.send_task(
+            "serve.stream", args=[key, model_path, payload], queue="serve", expires=timeout
+        )
+    except Exception as exc:
+        logger.exception("Could not hand a streamed API request to the serving worker")
+        yield {
+            "type": "error",
+            "status": 503,
+            "error_type": "service_unavailable",
+            "message": f"The serving queue could not be reached ({type(exc).__name__}); try again.",
+        }
+        return
+    finished = False
+    stream = serve_reply.events(key, timeout)
+    try:
+        for event in stream:
+            if event is None:
+                finished = True
+                yield {
+                    "type": "error",
+                    "status": 504,
+                    "error_type": "timeout",
+                    "message": f"No answer from the serving worker within {timeout:g} s. Is a "
+                    "worker running on the 'serve' queue? Try fewer max_tokens.",
+                }
+                return
+            finished = event.get("type") in ("done", "error")
+            yield event
+            if finished:
+                return
+    finally:
+        if not finished:
+            serve_reply.cancel(key)
+        stream.close()
+        serve_reply.discard(key)
