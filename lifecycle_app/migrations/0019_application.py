@@ -6,137 +6,318 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lifecycle_app', '0017_job_kinds_application'),
+        ("lifecycle_app", "0020_serving_log"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AppEvalSet',
+            name="AppEvalSet",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=80)),
-                ('source', models.CharField(default='upload', max_length=20)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='app_eval_sets', to='lifecycle_app.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=80)),
+                ("source", models.CharField(default="upload", max_length=20)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="app_eval_sets",
+                        to="lifecycle_app.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='AppEvalQuestion',
+            name="AppEvalQuestion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('question', models.TextField()),
-                ('reference', models.TextField()),
-                ('document_name', models.CharField(blank=True, max_length=255)),
-                ('passage', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('pending', 'Waiting for review'), ('accepted', 'Accepted'), ('rejected', 'Rejected')], default='accepted', max_length=10)),
-                ('drafted', models.BooleanField(default=False)),
-                ('eval_set', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='questions', to='lifecycle_app.appevalset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                ("question", models.TextField()),
+                ("reference", models.TextField()),
+                ("document_name", models.CharField(blank=True, max_length=255)),
+                ("passage", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting for review"),
+                            ("accepted", "Accepted"),
+                            ("rejected", "Rejected"),
+                        ],
+                        default="accepted",
+                        max_length=10,
+                    ),
+                ),
+                ("drafted", models.BooleanField(default=False)),
+                (
+                    "eval_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="questions",
+                        to="lifecycle_app.appevalset",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['eval_set', 'position'],
+                "ordering": ["eval_set", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Application',
+            name="Application",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=80)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='applications', to='lifecycle_app.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=80)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="applications",
+                        to="lifecycle_app.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ApplicationVersion',
+            name="ApplicationVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField(default=1)),
-                ('candidate_kind', models.CharField(max_length=20)),
-                ('model_label', models.CharField(max_length=200)),
-                ('template', models.TextField()),
-                ('retrieval', models.CharField(choices=[('off', 'Off (the model alone)'), ('bm25', 'BM25 (words)'), ('dense', 'Dense (meaning)'), ('hybrid', 'Hybrid (both, rank fusion)')], default='hybrid', max_length=10)),
-                ('top_k', models.PositiveSmallIntegerField(default=4)),
-                ('threshold', models.FloatField(blank=True, null=True)),
-                ('cite', models.BooleanField(default=True)),
-                ('reasoning', models.CharField(choices=[('none', 'None'), ('step_by_step', "Step by step (answer after 'Answer:')"), ('calculator', 'Calculator tool (CALC(...))')], default='none', max_length=20)),
-                ('fallback_min_score', models.FloatField(blank=True, null=True)),
-                ('max_new_tokens', models.PositiveIntegerField(default=96)),
-                ('note', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='lifecycle_app.application')),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='lifecycle_app.catalogmodel')),
-                ('variant', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='lifecycle_app.modelvariant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField(default=1)),
+                ("candidate_kind", models.CharField(max_length=20)),
+                ("model_label", models.CharField(max_length=200)),
+                ("template", models.TextField()),
+                (
+                    "retrieval",
+                    models.CharField(
+                        choices=[
+                            ("off", "Off (the model alone)"),
+                            ("bm25", "BM25 (words)"),
+                            ("dense", "Dense (meaning)"),
+                            ("hybrid", "Hybrid (both, rank fusion)"),
+                        ],
+                        default="hybrid",
+                        max_length=10,
+                    ),
+                ),
+                ("top_k", models.PositiveSmallIntegerField(default=4)),
+                ("threshold", models.FloatField(blank=True, null=True)),
+                ("cite", models.BooleanField(default=True)),
+                (
+                    "reasoning",
+                    models.CharField(
+                        choices=[
+                            ("none", "None"),
+                            ("step_by_step", "Step by step (answer after 'Answer:')"),
+                            ("calculator", "Calculator tool (CALC(...))"),
+                        ],
+                        default="none",
+                        max_length=20,
+                    ),
+                ),
+                ("fallback_min_score", models.FloatField(blank=True, null=True)),
+                ("max_new_tokens", models.PositiveIntegerField(default=96)),
+                ("note", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="lifecycle_app.application",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="lifecycle_app.catalogmodel",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="lifecycle_app.modelvariant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['application', '-number'],
+                "ordering": ["application", "-number"],
             },
         ),
         migrations.CreateModel(
-            name='AppEvalAnswer',
+            name="AppEvalAnswer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('with_retrieval', models.BooleanField()),
-                ('answer', models.TextField(blank=True)),
-                ('citations', models.JSONField(blank=True, default=list)),
-                ('scores', models.JSONField(blank=True, default=dict)),
-                ('fallback', models.BooleanField(default=False)),
-                ('error', models.TextField(blank=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='app_answers', to='lifecycle_app.job')),
-                ('question', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='lifecycle_app.appevalquestion')),
-                ('version', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='lifecycle_app.applicationversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("index", models.PositiveIntegerField()),
+                ("with_retrieval", models.BooleanField()),
+                ("answer", models.TextField(blank=True)),
+                ("citations", models.JSONField(blank=True, default=list)),
+                ("scores", models.JSONField(blank=True, default=dict)),
+                ("fallback", models.BooleanField(default=False)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="app_answers",
+                        to="lifecycle_app.job",
+                    ),
+                ),
+                (
+                    "question",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="lifecycle_app.appevalquestion",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="lifecycle_app.applicationversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job', 'index'],
+                "ordering": ["job", "index"],
             },
         ),
         migrations.CreateModel(
-            name='FallbackQuestion',
+            name="FallbackQuestion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('question', models.TextField()),
-                ('reason', models.CharField(max_length=300)),
-                ('source', models.CharField(default='playground', max_length=20)),
-                ('asked_at', models.DateTimeField(auto_now_add=True)),
-                ('handled_at', models.DateTimeField(blank=True, null=True)),
-                ('note', models.CharField(blank=True, max_length=500)),
-                ('handled_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='fallback_questions', to='lifecycle_app.applicationversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("question", models.TextField()),
+                ("reason", models.CharField(max_length=300)),
+                ("source", models.CharField(default="playground", max_length=20)),
+                ("asked_at", models.DateTimeField(auto_now_add=True)),
+                ("handled_at", models.DateTimeField(blank=True, null=True)),
+                ("note", models.CharField(blank=True, max_length=500)),
+                (
+                    "handled_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="fallback_questions",
+                        to="lifecycle_app.applicationversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-asked_at', '-id'],
+                "ordering": ["-asked_at", "-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='appevalset',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='one_app_eval_set_name'),
+            model_name="appevalset",
+            constraint=models.UniqueConstraint(
+                fields=("project", "name"), name="one_app_eval_set_name"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='appevalquestion',
-            constraint=models.UniqueConstraint(fields=('eval_set', 'position'), name='one_question_position'),
+            model_name="appevalquestion",
+            constraint=models.UniqueConstraint(
+                fields=("eval_set", "position"), name="one_question_position"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='application',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='one_application_name'),
+            model_name="application",
+            constraint=models.UniqueConstraint(
+                fields=("project", "name"), name="one_application_name"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='applicationversion',
-            constraint=models.UniqueConstraint(fields=('application', 'number'), name='one_app_version'),
+            model_name="applicationversion",
+            constraint=models.UniqueConstraint(
+                fields=("application", "number"), name="one_app_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='appevalanswer',
-            constraint=models.UniqueConstraint(fields=('job', 'index'), name='one_app_answer_per_index'),
+            model_name="appevalanswer",
+            constraint=models.UniqueConstraint(
+                fields=("job", "index"), name="one_app_answer_per_index"
+            ),
         ),
     ]
