@@ -561,3 +561,29 @@ def test_an_index_job_whose_files_are_gone_is_no_index(project: Project, index_j
     assert knowledge.index_location(project=project) is not None
     (Path(index_job.result["index_folder"]) / "dense.npy").unlink()
     assert knowledge.index_location(project=project) is None
+
+
+def test_deploying_a_version_makes_it_the_only_one_the_api_answers_with(
+    client: Client, project: Project, owner: User, version: ApplicationVersion
+) -> None:
+    from lifecycle_app.stages.integrate.app.selectors import deployed_app_payload
+
+    assert deployed_app_payload(project=project) is None
+    second = ApplicationVersion.objects.create(
+        application=version.application,
+        number=2,
+        candidate_kind="base",
+        model=version.model,
+        model_label=version.model_label,
+        template=TEMPLATE,
+        retrieval="off",
+    )
+    c = login(client, owner)
+    c.post(reverse("app_version_deploy", args=[project.slug, version.id]))
+    c.post(reverse("app_version_deploy", args=[project.slug, second.id]))
+    payload = deployed_app_payload(project=project)
+    assert payload is not None and payload["version_id"] == second.id
+    assert payload["name"] == "helpdesk" and payload["config"]["template"] == TEMPLATE
+    assert ApplicationVersion.objects.filter(deployed_at__isnull=False).count() == 1
+    page = c.get(reverse("app_detail", args=[project.slug, version.application_id]))
+    assert page.content.decode().count('data-testid="deployed"') == 1

@@ -196,3 +196,26 @@ def integrate_status(*, project: Project) -> IntegrateStatus:
 def result_rows(job: Job) -> dict[str, Any]:
     """An app evaluation's result as the scorecard shows it."""
     return dict(job.result or {})
+
+
+def deployed_version(*, project: Project) -> ApplicationVersion | None:
+    return (
+        ApplicationVersion.objects.filter(application__project=project, deployed_at__isnull=False)
+        .select_related("application")
+        .first()
+    )
+
+
+def deployed_app_payload(*, project: Project) -> dict[str, Any] | None:
+    """What the API's serving worker needs to answer with the deployed application:
+    {"name", "version_id", "config"} (config: `AppConfig.to_dict()`), or None."""
+    version = deployed_version(project=project)
+    if version is None:
+        return None
+    from django.utils.text import slugify
+
+    return {
+        "name": slugify(version.application.name) or f"app-{version.application_id}",
+        "version_id": version.id,
+        "config": version_config(version, project=project).to_dict(),
+    }

@@ -243,3 +243,19 @@ def app_answers_record(*, job_id: int, answers: Sequence[dict[str, Any]]) -> Non
             index=a["index"],
             defaults={k: v for k, v in a.items() if k not in ("index",)},
         )
+
+
+@transaction.atomic
+def version_deploy(*, version: ApplicationVersion, user: User) -> ApplicationVersion:
+    """Make `version` the one the project's API answers with (the deployed model variant
+    supplies the weights); any other deployed version of the project is withdrawn."""
+    project_id = version.application.project_id
+    ApplicationVersion.objects.select_for_update().filter(application__project_id=project_id)
+    ApplicationVersion.objects.filter(
+        application__project_id=project_id, deployed_at__isnull=False
+    ).exclude(id=version.id).update(deployed_at=None)
+    if version.deployed_at is None:
+        version.deployed_at = timezone.now()
+        version.save(update_fields=["deployed_at"])
+        _record(project_id, user, f"deployed application '{version}' on the API")
+    return version

@@ -9,6 +9,11 @@ from lifecycle_app.stages.integrate.app import evaluation, views
 urlpatterns = [
     path("p/<slug:slug>/apps/", views.app_list, name="app_list"),
     path("p/<slug:slug>/apps/<int:app_id>/", views.app_detail, name="app_detail"),
+    path(
+        "p/<slug:slug>/apps/versions/<int:version_id>/deploy/",
+        views.version_deploy,
+        name="app_version_deploy",
+    ),
     path("p/<slug:slug>/apps/playground/", views.app_playground, name="app_playground"),
     path("p/<slug:slug>/apps/ask/", views.app_ask, name="app_ask"),
     path("p/<slug:slug>/apps/fallback/", views.fallback_list, name="app_fallback"),

@@ -269,3 +269,15 @@ def fallback_handled(request: HtmxHttpRequest, slug: str, item_id: int) -> HttpR
         return render(request, "integrate/app/fallback.html#page", context)
     messages.success(request, "Marked as handled.")
     return redirect("app_fallback", slug=project.slug)
+
+
+@login_required
+@require_POST
+def version_deploy(request: HtmxHttpRequest, slug: str, version_id: int) -> HttpResponse:
+    project, _ = projects_selectors.project_get_for_user(user=request.user, slug=slug, write=True)
+    version = selectors.version_get(project=project, version_id=version_id)
+    services.version_deploy(version=version, user=authed_user(request))
+    messages.success(
+        request, f"The project's API now answers with {version} (on the deployed model's weights)."
+    )
+    return redirect("app_detail", slug=project.slug, app_id=version.application_id)
