@@ -18,7 +18,6 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from lifecycle_app.models import (
     AppEvalAnswer,
@@ -30,50 +29,17 @@ from lifecycle_app.models import (
     JobStatus,
     Project,
 )
+from tests.integration.app_data import QUESTIONS, build_knowledge_index
 from tests.integration.conftest import WorkerProcess, wait_for_job
-from tests.tiny_embedder import build_tiny_embedder
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-DOCUMENTS = {
-    "office.md": [
-        "The office opens at nine in the morning and closes at six.",
-        "Visitors sign in at the front desk on the ground floor.",
-    ],
-    "lunch.md": [
-        "Lunch is served at noon in the canteen on the second floor.",
-        "The canteen closes at two in the afternoon.",
-    ],
-    "parking.md": ["Parking is free for staff in the garage behind the building."],
-}
-QUESTIONS = [
-    {"question": "When is lunch served?", "answer": "at noon", "document": "lunch.md"},
-    {"question": "Where do visitors sign in?", "answer": "front desk", "document": "office.md"},
-    {"question": "Is parking free for staff?", "answer": "free", "document": "parking.md"},
-]
 TEMPLATE = "Context:\n{context}\n\nQuestion: {input}\nAnswer:"
 
 
 @pytest.fixture
 def knowledge_index(project: Project, tmp_path: Path) -> Job:
-    from workers.ml.retrieval import Chunk, build_index, load_embedder
-
-    text = " ".join(" ".join(p) for p in DOCUMENTS.values())
-    embedder_path = build_tiny_embedder(tmp_path / "embedder", text)
-    chunks = [
-        Chunk(f"{doc_id}-{i}", doc_id, name, i, paragraph)
-        for doc_id, (name, paragraphs) in enumerate(DOCUMENTS.items(), start=1)
-        for i, paragraph in enumerate(paragraphs)
-    ]
-    folder = tmp_path / "index"
-    meta = build_index(chunks, folder, load_embedder(str(embedder_path)))
-    return Job.objects.create(
-        project=project,
-        kind=JobKind.INDEX,
-        status=JobStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-        result={**meta, "index_folder": str(folder), "embedder_path": str(embedder_path)},
-    )
+    return build_knowledge_index(project, tmp_path)
 
 
 def sse(
