@@ -57,7 +57,6 @@ def test_build_an_app_and_ask_it_with_a_streamed_answer(
     form.locator("#id_retrieval").select_option("hybrid")
     form.locator("#id_top_k").fill("2")
     form.locator("#id_max_new_tokens").fill("24")
-    shoot(page, "app-new")
     form.get_by_role("button", name="Create application").click()
     expect(page.get_by_test_id("versions")).to_contain_text("v1")
     version = ApplicationVersion.objects.get()
@@ -98,3 +97,5 @@ def test_build_an_app_and_ask_it_with_a_streamed_answer(
     expect(page.get_by_test_id("evidence-reasoning")).to_contain_text("None 1")
     expect(page.get_by_test_id("serving-monitoring")).to_be_visible()
     shoot(page, "app-checklist")
+    page.goto(f"{base}/p/{project.slug}/apps/")
+    shoot(page, "app-list")
