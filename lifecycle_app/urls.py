@@ -36,6 +36,9 @@ urlpatterns = [
     path("p/<slug:slug>/jobs/<int:job_id>/again/", rerun.job_run_again, name="job_run_again"),
     path("p/<slug:slug>/jobs/<int:job_id>/resume/", rerun.job_resume_view, name="job_resume"),
     path("p/<slug:slug>/models/add/", catalog_views.model_add, name="model_add"),
+    path(
+        "", include("lifecycle_app.stages.integrate.knowledge.urls")
+    ),  # before the wizard's catch-all
     path("p/<slug:slug>/datasets/", dataset_views.dataset_list, name="dataset_list"),
     path("p/<slug:slug>/datasets/upload/", dataset_views.dataset_upload, name="dataset_upload"),
     path(

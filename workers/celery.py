@@ -67,6 +67,7 @@ TASK_MODULES = [
         "align",
         "evaluate",
         "export",
+        "index",
         "profile",
         "register_model",
         "serve",

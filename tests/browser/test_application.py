@@ -6,13 +6,14 @@ and 390 px go to test-artifacts/."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from lifecycle_app.models import ApplicationVersion, CatalogModel, Job, Project
+from lifecycle_app.models import ApplicationVersion, CatalogModel, KnowledgeIndex, Project
 from tests.browser.conftest import ARTIFACTS, log_in
 from tests.integration.app_data import build_knowledge_index
 from tests.integration.conftest import WorkerProcess
@@ -21,8 +22,18 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def knowledge_index(project: Project, tmp_path: Path) -> Job:
-    return build_knowledge_index(project, tmp_path)
+def knowledge_index(
+    live_worker: WorkerProcess,
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+    tiny_folder: Path,
+    settings: Any,
+    tmp_path: Path,
+) -> KnowledgeIndex:
+    # Documents go where the worker reads them: its own var/ folder.
+    settings.VAR_DIR = live_worker.log_path.parent / "var"
+    return build_knowledge_index(project, owner, tiny_model, tmp_path / "docs")
 
 
 def shoot(page: Page, name: str) -> None:
@@ -42,7 +53,7 @@ def test_build_an_app_and_ask_it_with_a_streamed_answer(
     owner: User,
     tiny_model: CatalogModel,
     tiny_folder: Path,
-    knowledge_index: Job,
+    knowledge_index: KnowledgeIndex,
 ) -> None:
     base = live_server.url
     log_in(context, base, owner)

@@ -1,14 +1,14 @@
-"""A small knowledge index for application tests: three documents, indexed by the
-retrieval core with the tiny embedder, recorded as the project's succeeded index job."""
+"""A small knowledge base for application tests: three documents uploaded and indexed by
+the knowledge base's own index job on the worker."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from django.utils import timezone
+from django.contrib.auth.models import User
 
-from lifecycle_app.models import Job, JobKind, JobStatus, Project
-from tests.tiny_embedder import build_tiny_embedder
+from lifecycle_app.models import CatalogModel, JobStatus, KnowledgeIndex, Project
+from tests.integration.conftest import wait_for_job
 
 DOCUMENTS = {
     "office.md": [
@@ -28,22 +28,26 @@ QUESTIONS = [
 ]
 
 
-def build_knowledge_index(project: Project, folder: Path) -> Job:
-    from workers.ml.retrieval import Chunk, build_index, load_embedder
-
-    text = " ".join(" ".join(p) for p in DOCUMENTS.values())
-    embedder_path = build_tiny_embedder(folder / "embedder", text)
-    chunks = [
-        Chunk(f"{doc_id}-{i}", doc_id, name, i, paragraph)
-        for doc_id, (name, paragraphs) in enumerate(DOCUMENTS.items(), start=1)
-        for i, paragraph in enumerate(paragraphs)
-    ]
-    index = folder / "index"
-    meta = build_index(chunks, index, load_embedder(str(embedder_path)))
-    return Job.objects.create(
-        project=project,
-        kind=JobKind.INDEX,
-        status=JobStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-        result={**meta, "index_folder": str(index), "embedder_path": str(embedder_path)},
+def build_knowledge_index(
+    project: Project, user: User, model: CatalogModel, folder: Path
+) -> KnowledgeIndex:
+    """Upload the documents to the knowledge base and run its index job on the worker
+    (the bundled embedding model, the model's tokenizer for chunk sizes)."""
+    from lifecycle_app.stages.integrate.knowledge.services import (
+        knowledge_document_upload,
+        knowledge_index_start,
     )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, paragraphs in DOCUMENTS.items():
+        path = folder / name
+        path.write_text("\n\n".join(paragraphs) + "\n")
+        knowledge_document_upload(project=project, user=user, path=path, filename=name)
+    index = knowledge_index_start(
+        project=project, user=user, tokenizer_model=model, chunk_size=32, chunk_overlap=0
+    )
+    assert index.job is not None
+    job = wait_for_job(index.job.id, timeout=180)
+    assert job.status == JobStatus.SUCCEEDED, (job.error, job.traceback[-2000:])
+    index.refresh_from_db()
+    return index

@@ -27,6 +27,7 @@ from lifecycle_app.models import (
     Job,
     JobKind,
     JobStatus,
+    KnowledgeIndex,
     Project,
 )
 from tests.integration.app_data import QUESTIONS, build_knowledge_index
@@ -38,8 +39,18 @@ TEMPLATE = "Context:\n{context}\n\nQuestion: {input}\nAnswer:"
 
 
 @pytest.fixture
-def knowledge_index(project: Project, tmp_path: Path) -> Job:
-    return build_knowledge_index(project, tmp_path)
+def knowledge_index(
+    live_worker: WorkerProcess,
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+    tiny_folder: Path,
+    settings: Any,
+    tmp_path: Path,
+) -> KnowledgeIndex:
+    # Documents go where the worker reads them: its own var/ folder.
+    settings.VAR_DIR = live_worker.log_path.parent / "var"
+    return build_knowledge_index(project, owner, tiny_model, tmp_path / "docs")
 
 
 def sse(
@@ -60,7 +71,7 @@ def test_build_ask_fall_back_and_evaluate_an_application(
     owner: User,
     tiny_model: CatalogModel,
     tiny_folder: Path,
-    knowledge_index: Job,
+    knowledge_index: KnowledgeIndex,
 ) -> None:
     client = Client()
     client.force_login(owner)

@@ -22,9 +22,11 @@ from lifecycle_app.models import (
     ApplicationVersion,
     CatalogModel,
     FallbackQuestion,
+    IndexStatus,
     Job,
     JobKind,
     JobStatus,
+    KnowledgeIndex,
     Membership,
     Project,
     Role,
@@ -66,19 +68,21 @@ def form_data(model: CatalogModel, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def index_job(project: Project, tiny_model: CatalogModel, tmp_path: Path) -> Job:
+def index_job(project: Project, tiny_model: CatalogModel, tmp_path: Path) -> KnowledgeIndex:
     folder = tmp_path / "index"
     folder.mkdir()
     for name in knowledge.INDEX_FILES:
         (folder / name).write_text("x")
-    return JobFactory(
+    return KnowledgeIndex.objects.create(
         project=project,
-        kind=JobKind.INDEX,
-        status=JobStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-        base_model=None,
-        params={},
-        result={"index_folder": str(folder), "chunks": 12, "documents": 3},
+        status=IndexStatus.READY,
+        folder=str(folder),
+        chunk_size=128,
+        chunk_overlap=16,
+        tokenizer_model=tiny_model,
+        chunk_count=12,
+        document_ids=[1, 2, 3],
+        built_at=timezone.now(),
     )
 
 
@@ -151,7 +155,11 @@ def test_top_k_is_bounded_and_fallback_needs_retrieval(
 
 
 def test_retrieval_with_an_index_saves(
-    client: Client, project: Project, editor: User, tiny_model: CatalogModel, index_job: Job
+    client: Client,
+    project: Project,
+    editor: User,
+    tiny_model: CatalogModel,
+    index_job: KnowledgeIndex,
 ) -> None:
     login(client, editor).post(
         reverse("app_list", args=[project.slug]),
@@ -542,7 +550,11 @@ def test_the_scorecard_shows_retrievers_and_versions_side_by_side(
 
 
 def test_the_checklist_shows_what_the_records_say(
-    client: Client, project: Project, owner: User, version: ApplicationVersion, index_job: Job
+    client: Client,
+    project: Project,
+    owner: User,
+    version: ApplicationVersion,
+    index_job: KnowledgeIndex,
 ) -> None:
     FallbackQuestion.objects.create(version=version, question="?", reason="r")
     body = (
@@ -550,16 +562,18 @@ def test_the_checklist_shows_what_the_records_say(
         .get(reverse("wizard_step", args=[project.slug, "integrate", "app"]))
         .content.decode()
     )
-    assert "Knowledge index: 12 chunks from 3 documents" in body
+    assert "Knowledge index: 12 chunks from 3 documents (index #" in body
     assert "No app evaluation has run yet" in body
     assert "Versions by reasoning aid: None 1." in body
     assert "1 question waiting for review" in body
     assert 'data-testid="serving-monitoring"' in body
 
 
-def test_an_index_job_whose_files_are_gone_is_no_index(project: Project, index_job: Job) -> None:
+def test_an_index_job_whose_files_are_gone_is_no_index(
+    project: Project, index_job: KnowledgeIndex
+) -> None:
     assert knowledge.index_location(project=project) is not None
-    (Path(index_job.result["index_folder"]) / "dense.npy").unlink()
+    (Path(index_job.folder) / "dense.npy").unlink()
     assert knowledge.index_location(project=project) is None
 
 
