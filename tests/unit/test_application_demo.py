@@ -42,3 +42,20 @@ def test_without_a_bundled_model_or_questions_it_says_so(
     said = demo_application(project=project, user=owner, questions_file=tmp_path / "none.jsonl")
     assert "run prepare_models" in said[0] and "no none.jsonl shipped" in said[1]
     assert not ApplicationVersion.objects.exists()
+
+
+def test_the_sample_knowledge_base_uploads_once_and_queues_its_index(
+    project: Project, owner: User, enqueued: list[int], settings: object, tmp_path: Path
+) -> None:
+    from lifecycle_app.management.commands.load_demo import SAMPLES
+    from lifecycle_app.models import Job, JobKind, KnowledgeDocument
+    from lifecycle_app.stages.integrate.app.demo import demo_knowledge
+
+    settings.VAR_DIR = tmp_path  # type: ignore[attr-defined]
+    CatalogModelFactory(slug="smollm2-135m-instruct", name="SmolLM2", source="bundled")
+    folder = SAMPLES / "knowledge"
+    files = {p.name for p in folder.iterdir() if p.name != "LICENSE.md"}
+    said = demo_knowledge(project=project, user=owner, folder=folder)
+    assert set(KnowledgeDocument.objects.values_list("name", flat=True)) == files
+    assert Job.objects.filter(kind=JobKind.INDEX).count() == 1 and "queued" in said[-1]
+    assert demo_knowledge(project=project, user=owner, folder=folder) == []
