@@ -129,6 +129,7 @@ def test_the_calculator_does_arithmetic(expression: str, value: float) -> None:
         "lambda: 1",
         "1 if 1 else 2",
         "10**20*10**20",
+        "True + 1",
     ],
 )
 def test_the_calculator_refuses_anything_but_bounded_arithmetic(expression: str) -> None:

@@ -16,7 +16,7 @@ from tests.factories import CatalogModelFactory
 def test_the_demo_app_and_questions_load_once(
     project: Project, owner: User, tmp_path: Path
 ) -> None:
-    bundled: CatalogModel = CatalogModelFactory(
+    bundled: CatalogModel = CatalogModelFactory(  # type: ignore[assignment]
         slug="smollm2-135m-instruct", name="SmolLM2", source="bundled", is_test_model=False
     )
     questions = tmp_path / "knowledge_questions.jsonl"

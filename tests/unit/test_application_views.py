@@ -226,7 +226,7 @@ def test_htmx_gets_the_fragment(client: Client, project: Project, owner: User) -
 
 # --- the playground ---------------------------------------------------------------------
 
-EVENTS = [
+EVENTS: list[dict[str, Any]] = [
     {"type": "start"},
     {
         "type": "retrieval",
@@ -264,7 +264,7 @@ class Serving:
 
     def __init__(self) -> None:
         self.asked: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = EVENTS
+        self.events: list[dict[str, Any]] = list(EVENTS)
 
     def __call__(self, *, model_path: str, payload: dict[str, Any], timeout: float) -> Any:
         self.asked.append({"model_path": model_path, **payload})
@@ -514,7 +514,7 @@ def test_the_scorecard_shows_retrievers_and_versions_side_by_side(
         "cited_holds": 0.75,
         "fallback_rate": 0.0,
     }
-    job = JobFactory(
+    job: Job = JobFactory(  # type: ignore[assignment]
         project=project,
         kind=JobKind.APP_EVALUATE,
         status=JobStatus.SUCCEEDED,

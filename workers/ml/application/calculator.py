@@ -41,7 +41,9 @@ def _walk(node: ast.AST, depth: int) -> float:
         raise CalcError("too deeply nested")
     if isinstance(node, ast.Expression):
         return _walk(node.body, depth + 1)
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        if isinstance(node.value, bool):
+            raise CalcError("only numbers and + - * / ** ( ) are allowed, not a boolean")
         return float(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         value = _walk(node.operand, depth + 1)

@@ -62,7 +62,7 @@ class VersionForm(forms.Form):
         self.options = {o.key: o for o in options}
         self.creating = creating
         self.has_index = has_index
-        self.fields["model"].choices = [(o.key, o.label) for o in options]
+        self.fields["model"].choices = [(o.key, o.label) for o in options]  # type: ignore[attr-defined]
         self.fields["name"].required = creating
         if not creating:
             del self.fields["name"]
@@ -127,7 +127,7 @@ class AskForm(forms.Form):
 
     def __init__(self, *args: Any, versions: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["version"].choices = [(str(v.id), str(v)) for v in versions]
+        self.fields["version"].choices = [(str(v.id), str(v)) for v in versions]  # type: ignore[attr-defined]
 
     def clean_question(self) -> str:
         text = self.cleaned_data["question"].strip()
@@ -152,7 +152,7 @@ class EvalSetDraftForm(forms.Form):
 
     def __init__(self, *args: Any, versions: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["version"].choices = [(str(v.id), str(v)) for v in versions]
+        self.fields["version"].choices = [(str(v.id), str(v)) for v in versions]  # type: ignore[attr-defined]
 
 
 class AppEvaluationForm(forms.Form):
@@ -166,10 +166,10 @@ class AppEvaluationForm(forms.Form):
         self, *args: Any, eval_sets: list[Any], versions: list[Any], **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["eval_set"].choices = [
+        self.fields["eval_set"].choices = [  # type: ignore[attr-defined]
             (str(s.id), f"{s.name} ({s.n_accepted} accepted)") for s in eval_sets
         ]
-        self.fields["versions"].choices = [(str(v.id), str(v)) for v in versions]
+        self.fields["versions"].choices = [(str(v.id), str(v)) for v in versions]  # type: ignore[attr-defined]
 
 
 class ReviewForm(forms.Form):

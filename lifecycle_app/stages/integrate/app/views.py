@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -193,7 +194,7 @@ def _sse(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 @login_required
 @require_POST
-def app_ask(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+def app_ask(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
     """Answer one question: server-sent events for the playground's script (Accept:
     text/event-stream), else the playground page with the whole answer."""
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
@@ -202,7 +203,7 @@ def app_ask(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     streaming = "text/event-stream" in request.headers.get("Accept", "")
     if not form.is_valid():
         if streaming:
-            errors = "; ".join(e for errs in form.errors.values() for e in errs)
+            errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
             return HttpResponse(
                 f"data: {json.dumps({'type': 'error', 'status': 400, 'message': errors})}\n\n",
                 content_type="text/event-stream",
