@@ -183,7 +183,7 @@ def evalset_draft(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 request,
                 f"Drafting questions (job #{job.id}); review them in '{eval_set.name}' when it is done.",
             )
-            return redirect("app_evalset", slug=project.slug, set_id=eval_set.id)
+            return redirect("app_evalset", slug=project.slug, evalset_id=eval_set.id)
     return _page(request, project, membership, draft_form=form)
 
 
@@ -223,15 +223,15 @@ def evaluation_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         except (ValueError, JobLimitReached) as exc:
             form.add_error(None, str(exc))
         else:
-            return redirect("app_scorecard", slug=project.slug, job_id=job.id)
+            return redirect("app_scorecard", slug=project.slug, app_eval_id=job.id)
     return _page(request, project, membership, run_form=form)
 
 
 @login_required
 @require_GET
-def evalset_detail(request: HtmxHttpRequest, slug: str, set_id: int) -> HttpResponse:
+def evalset_detail(request: HtmxHttpRequest, slug: str, evalset_id: int) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
-    eval_set = selectors.eval_set_get(project=project, set_id=set_id)
+    eval_set = selectors.eval_set_get(project=project, set_id=evalset_id)
     context = {
         "project": project,
         "membership": membership,
@@ -265,7 +265,7 @@ def question_review(request: HtmxHttpRequest, slug: str, question_id: int) -> Ht
             "integrate/app/evalset.html#question",
             {"project": project, "membership": membership, "q": question},
         )
-    return redirect("app_evalset", slug=project.slug, set_id=question.eval_set_id)
+    return redirect("app_evalset", slug=project.slug, evalset_id=question.eval_set_id)
 
 
 def scorecard_rows(job: Job) -> dict[str, Any]:
@@ -300,9 +300,9 @@ def scorecard_rows(job: Job) -> dict[str, Any]:
 
 @login_required
 @require_GET
-def app_scorecard(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse:
+def app_scorecard(request: HtmxHttpRequest, slug: str, app_eval_id: int) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(user=request.user, slug=slug)
-    job = selectors.app_evaluation_get(project=project, job_id=job_id)
+    job = selectors.app_evaluation_get(project=project, job_id=app_eval_id)
     context = {
         "project": project,
         "membership": membership,

@@ -27,7 +27,7 @@ urlpatterns = [
         "p/<slug:slug>/apps/evaluation/start/", evaluation.evaluation_start, name="app_eval_start"
     ),
     path(
-        "p/<slug:slug>/apps/evaluation/<int:job_id>/",
+        "p/<slug:slug>/apps/evaluation/<int:app_eval_id>/",
         evaluation.app_scorecard,
         name="app_scorecard",
     ),
@@ -36,7 +36,7 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/apps/evalsets/draft/", evaluation.evalset_draft, name="app_evalset_draft"),
     path(
-        "p/<slug:slug>/apps/evalsets/<int:set_id>/", evaluation.evalset_detail, name="app_evalset"
+        "p/<slug:slug>/apps/evalsets/<int:evalset_id>/", evaluation.evalset_detail, name="app_evalset"
     ),
     path(
         "p/<slug:slug>/apps/questions/<int:question_id>/review/",
