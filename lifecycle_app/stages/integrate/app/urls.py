@@ -36,7 +36,9 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/apps/evalsets/draft/", evaluation.evalset_draft, name="app_evalset_draft"),
     path(
-        "p/<slug:slug>/apps/evalsets/<int:evalset_id>/", evaluation.evalset_detail, name="app_evalset"
+        "p/<slug:slug>/apps/evalsets/<int:evalset_id>/",
+        evaluation.evalset_detail,
+        name="app_evalset",
     ),
     path(
         "p/<slug:slug>/apps/questions/<int:question_id>/review/",
