@@ -601,3 +601,18 @@ def test_deploying_a_version_makes_it_the_only_one_the_api_answers_with(
     assert ApplicationVersion.objects.filter(deployed_at__isnull=False).count() == 1
     page = c.get(reverse("app_detail", args=[project.slug, version.application_id]))
     assert page.content.decode().count('data-testid="deployed"') == 1
+
+
+def test_a_drafted_reply_is_read_as_question_and_answer() -> None:
+    from workers.tasks.app_evaluate import parse_draft
+
+    assert parse_draft("Question: When is lunch?\nAnswer: At noon.\nMore text") == (
+        "When is lunch?",
+        "At noon.",
+    )
+    assert parse_draft("question:  Who  signs\nvisitors in? answer: the desk") == (
+        "Who signs visitors in?",
+        "the desk",
+    )
+    assert parse_draft("Just some text") is None
+    assert parse_draft("Question: ?\nAnswer: x") is None  # too short to be a question

@@ -183,8 +183,8 @@ def parse_draft(text: str) -> tuple[str, str] | None:
     match = re.search(r"(?is)question\s*:\s*(.+?)\s*answer\s*:\s*(.+)", text)
     if not match:
         return None
-    question, answer = (" ".join(g.split()) for g in match.groups())
-    answer = answer.split("\n")[0].strip()
+    question = " ".join(match.group(1).split())
+    answer = " ".join(match.group(2).strip().split("\n")[0].split())
     if len(question) < 5 or not answer:
         return None
     return question[:500], answer[:500]
