@@ -35,6 +35,13 @@ from lifecycle_app.stages.deploy.models import VariantKind as VariantKind
 from lifecycle_app.stages.evaluate.models import CandidateStatus as CandidateStatus
 from lifecycle_app.stages.evaluate.models import EvaluationCandidate as EvaluationCandidate
 from lifecycle_app.stages.evaluate.models import EvaluationExample as EvaluationExample
+from lifecycle_app.stages.integrate.api.models import ServingLog as ServingLog
+from lifecycle_app.stages.integrate.app.models import AppEvalAnswer as AppEvalAnswer
+from lifecycle_app.stages.integrate.app.models import AppEvalQuestion as AppEvalQuestion
+from lifecycle_app.stages.integrate.app.models import AppEvalSet as AppEvalSet
+from lifecycle_app.stages.integrate.app.models import Application as Application
+from lifecycle_app.stages.integrate.app.models import ApplicationVersion as ApplicationVersion
+from lifecycle_app.stages.integrate.app.models import FallbackQuestion as FallbackQuestion
 from lifecycle_app.stages.integrate.knowledge.models import IndexStatus as IndexStatus
 from lifecycle_app.stages.integrate.knowledge.models import KnowledgeDocument as KnowledgeDocument
 from lifecycle_app.stages.integrate.knowledge.models import KnowledgeIndex as KnowledgeIndex

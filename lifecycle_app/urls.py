@@ -178,6 +178,7 @@ urlpatterns = [
         deploy_views.api_token_revoke,
         name="api_token_revoke",
     ),
+    path("", include("lifecycle_app.stages.integrate.app.urls")),
     path("p/<slug:slug>/<str:stage>/<slug:step>/", wizard_views.step_view, name="wizard_step"),
     # Read-only share pages: anyone holding the token, no login (wizard/share_views.py).
     path("s/<str:share_token>/", share_views.share_project, name="share_project"),

@@ -44,11 +44,16 @@ from lifecycle_app.datasets import services as dataset_services
 from lifecycle_app.models import (
     Activity,
     ApiToken,
+    AppEvalQuestion,
+    AppEvalSet,
+    Application,
+    ApplicationVersion,
     CandidateStatus,
     CatalogModel,
     Dataset,
     EvaluationCandidate,
     EvaluationExample,
+    FallbackQuestion,
     FeedbackItem,
     FeedbackRound,
     Job,
@@ -157,6 +162,21 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "knowledge_index": {"POST": EDITOR},
     "knowledge_index_status": {"GET": VIEWER},
     "knowledge_search": {"GET": VIEWER},
+    # Applications: members ask and read; editors and owners build, deploy, review, measure.
+    "app_list": {"GET": VIEWER, "POST": EDITOR},
+    "app_detail": {"GET": VIEWER, "POST": EDITOR},
+    "app_version_deploy": {"POST": EDITOR},
+    "app_playground": {"GET": VIEWER},
+    "app_ask": {"POST": VIEWER},
+    "app_fallback": {"GET": VIEWER},
+    "app_fallback_handled": {"POST": EDITOR},
+    "app_evaluation": {"GET": VIEWER},
+    "app_eval_start": {"POST": EDITOR},
+    "app_scorecard": {"GET": VIEWER},
+    "app_evalset_upload": {"POST": EDITOR},
+    "app_evalset_draft": {"POST": EDITOR},
+    "app_evalset": {"GET": VIEWER},
+    "app_question_review": {"POST": EDITOR},
     # Read-only share pages.
     "share_project": {"GET": SHARE},
     "share_step": {"GET": SHARE},
@@ -216,6 +236,12 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "variant_id": lambda w: w.extra["variant"].id,
     "token_id": lambda w: w.extra["api_token"].id,
     "document_id": lambda w: w.extra["document"].id,
+    "app_id": lambda w: w.extra["app_version"].application_id,
+    "version_id": lambda w: w.extra["app_version"].id,
+    "item_id": lambda w: w.extra["fallback"].id,
+    "evalset_id": lambda w: w.extra["evalset"].id,
+    "question_id": lambda w: w.extra["question"].id,
+    "app_eval_id": lambda w: w.extra["app_eval"].id,
 }
 # The same keywords, naming an object of the other project (the owner owns both).
 FOREIGN: dict[str, Callable[[World], Any]] = {
@@ -234,6 +260,12 @@ FOREIGN: dict[str, Callable[[World], Any]] = {
     "variant_id": lambda w: w.extra["other_variant"].id,
     "token_id": lambda w: w.extra["other_api_token"].id,
     "document_id": lambda w: w.extra["other_document"].id,
+    "app_id": lambda w: w.extra["other_app_version"].application_id,
+    "version_id": lambda w: w.extra["other_app_version"].id,
+    "item_id": lambda w: w.extra["other_fallback"].id,
+    "evalset_id": lambda w: w.extra["other_evalset"].id,
+    "question_id": lambda w: w.extra["other_question"].id,
+    "app_eval_id": lambda w: w.extra["other_app_eval"].id,
 }
 # Keywords whose values are known without a database: each URL is walked for every value.
 EVERY_STEP = [
@@ -499,6 +531,30 @@ def world(db: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         extra[f"{key}document"] = KnowledgeDocument.objects.create(
             project=proj, name="faq.md", kind="markdown", stored_name=f"{key}faq.md", sha256="0"
         )
+        app = Application.objects.create(project=proj, name="Helpdesk", created_by=owner)
+        extra[f"{key}app_version"] = version = ApplicationVersion.objects.create(
+            application=app,
+            candidate_kind="base",
+            model=parent,
+            model_label="Tiny",
+            template="{context}\n{input}",
+            retrieval="off",
+        )
+        extra[f"{key}fallback"] = FallbackQuestion.objects.create(
+            version=version, question="?", reason="nothing found"
+        )
+        extra[f"{key}evalset"] = evalset = AppEvalSet.objects.create(project=proj, name="Qs")
+        extra[f"{key}question"] = AppEvalQuestion.objects.create(
+            eval_set=evalset, position=1, question="q?", reference="a", status="pending"
+        )
+        extra[f"{key}app_eval"] = JobFactory.create(
+            project=proj,
+            created_by=owner,
+            kind=JobKind.APP_EVALUATE,
+            status=JobStatus.SUCCEEDED,
+            params={"mode": "evaluate"},
+            result={"k": 5, "questions": 1, "retrieval": {}, "versions": []},
+        )
     return World(
         extra=extra,
         project=project,
@@ -554,6 +610,10 @@ def snapshot() -> dict[str, Any]:
         "api_tokens": sorted(ApiToken.objects.values_list("id", "revoked_at")),
         "activity": Activity.objects.count(),
         "models": CatalogModel.objects.count(),
+        "app_versions": sorted(ApplicationVersion.objects.values_list("id", "deployed_at")),
+        "fallbacks": sorted(FallbackQuestion.objects.values_list("id", "handled_at")),
+        "app_questions": sorted(AppEvalQuestion.objects.values_list("id", "status", "question")),
+        "app_eval_sets": AppEvalSet.objects.count(),
         "staged": sorted(p.name for p in staged.glob("*")) if staged.exists() else [],
     }
 

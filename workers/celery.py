@@ -71,6 +71,7 @@ TASK_MODULES = [
         "profile",
         "register_model",
         "serve",
+        "app_evaluate",
         "reap",
     )
 ]

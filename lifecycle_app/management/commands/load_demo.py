@@ -15,6 +15,7 @@ from lifecycle_app.datasets.services import Mapping, dataset_create_from_staged,
 from lifecycle_app.projects.models import Project, StageKey
 from lifecycle_app.projects.services import project_create, stage_step_save
 from lifecycle_app.projects.steps import StepSlug
+from lifecycle_app.stages.integrate.app.demo import demo_application, demo_knowledge
 from lifecycle_app.stages.prompt import building as prompting
 from lifecycle_app.stages.prompt.models import PromptTemplate
 from lifecycle_app.stages.prompt.services import template_create
@@ -85,6 +86,14 @@ class Command(BaseCommand):
                 fields=suggestion,
                 note="Suggested starting point",
             )
+        # The application stage: an app on the bundled model with hybrid retrieval and the
+        # sample questions, after the sample knowledge base and its queued index job.
+        for line in demo_knowledge(project=project, user=user, folder=SAMPLES / "knowledge"):
+            self.stdout.write(line)
+        for line in demo_application(
+            project=project, user=user, questions_file=SAMPLES / "knowledge_questions.jsonl"
+        ):
+            self.stdout.write(line)
         self.stdout.write(
             self.style.SUCCESS(f"Demo ready: log in as '{DEMO_USERNAME}' / '{DEMO_PASSWORD}'.")
         )
