@@ -59,13 +59,20 @@ class LoadedModel:
 
 def load_int8(path: str) -> Any:
     """Rebuild an int8 variant: the model from its config, the Linear layers quantized
-    the way they were saved (torch.ao dynamic, qint8), then its state dict."""
+    the way they were saved (torch.ao dynamic, qint8; or torchao weight-only, which the
+    marker names by its weights file), then its state dict."""
     import warnings
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(path)
+    marker = json.loads((folder / INT8_MARKER).read_text())
+    if marker.get("weights") and marker["weights"] != INT8_WEIGHTS:
+        # Another int8 method (workers/ml/export/quantize.py) reloads its own way.
+        from workers.ml.export.quantize import load_weight_only
+
+        return load_weight_only(path)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     try:  # every weight is overwritten below: skip the random initialisation (seconds)
         from transformers.initialization import no_init_weights
