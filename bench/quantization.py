@@ -4,9 +4,10 @@ Runs standalone: `LIFECYCLE_MODELS_DIR=/work/main/var/models .venv/bin/python
 bench/quantization.py [rows]`. With the bundled SmolLM2-135M-Instruct it builds zero-shot
 prompts from the first `rows` (default 24) dialogues of the shipped sample, then for each
 method generates greedily (`MAX_NEW_TOKENS` new tokens, repetition penalty 1.1, batches
-of 8, length-sorted, left-padded) and reports ROUGE-1 against the references and tokens/s
-of that run (generated tokens up to the end token / seconds), plus one request's tokens/s
-at batch 1 (exactly `MAX_NEW_TOKENS` tokens).
+of 8, length-sorted, left-padded; the methods take turns batch by batch, so the load of
+other processes on a shared machine falls on all of them alike) and reports ROUGE-1
+against the references and tokens/s of that run (generated tokens up to the end token /
+seconds), plus one request's tokens/s at batch 1 (exactly `MAX_NEW_TOKENS` tokens).
 
 Methods: fp32 (PyTorch, the parent); torch.ao dynamic int8 of every Linear; torch.ao
 per-channel dynamic int8 without lm_head; torchao int8 weight-only; ONNX float32 with a KV
@@ -68,35 +69,43 @@ def onnx_runner(loaded: OnnxLoaded, settings: GenerationSettings) -> Runner:
     return run
 
 
-def run_method(
-    name: str, runner: Runner, loaded: Any, built: list[Any], setup_s: float
-) -> dict[str, Any]:
+def run_all(
+    methods: list[tuple[str, Runner, Any, float]], built: list[Any]
+) -> list[dict[str, Any]]:
+    """Every method on the same batches, interleaved batch by batch, so load from other
+    processes on a shared machine falls on all of them alike."""
     texts = [p.text for p in sorted(built, key=lambda p: -p.tokens)]
-    refs = {p.text: p.reference for p in built}
-    fixed_length(loaded, texts[-1], 4)  # warm-up
-    began = time.perf_counter()
-    outputs: list[tuple[str, int]] = []
+    refs = [next(p.reference for p in built if p.text == t) for t in texts]
+    outputs: dict[str, list[tuple[str, int]]] = {name: [] for name, *_ in methods}
+    seconds = dict.fromkeys(outputs, 0.0)
+    one: dict[str, float] = {}
+    for _name, _runner, loaded, _setup in methods:
+        fixed_length(loaded, texts[-1], 4)  # warm-up
     for start in range(0, len(texts), BATCH):
-        outputs += runner(texts[start : start + BATCH])
-    seconds = time.perf_counter() - began
-    scores = metrics.aggregate(
-        metrics.score("rouge", [o[0] for o in outputs], [refs[t] for t in texts])
-    )
-    tokens = sum(n for _, n in outputs)
-    began = time.perf_counter()
-    one = fixed_length(loaded, texts[len(texts) // 2], MAX_NEW_TOKENS)
-    one_s = time.perf_counter() - began
-    row = {
-        "method": name,
-        "rouge1": round(scores["rouge1"], 4),
-        "tokens": tokens,
-        "seconds": round(seconds, 2),
-        "tokens_per_s": round(tokens / seconds, 2),
-        "batch1_tokens_per_s": round(one / one_s, 2),
-        "setup_s": round(setup_s, 1),
-    }
-    print(json.dumps(row), flush=True)
-    return row
+        for name, runner, _loaded, _setup in methods:
+            began = time.perf_counter()
+            outputs[name] += runner(texts[start : start + BATCH])
+            seconds[name] += time.perf_counter() - began
+    for name, _runner, loaded, _setup in methods:
+        began = time.perf_counter()
+        n = fixed_length(loaded, texts[len(texts) // 2], MAX_NEW_TOKENS)
+        one[name] = n / (time.perf_counter() - began)
+    rows = []
+    for name, _runner, _loaded, setup in methods:
+        scores = metrics.aggregate(metrics.score("rouge", [o[0] for o in outputs[name]], refs))
+        tokens = sum(n for _, n in outputs[name])
+        row = {
+            "method": name,
+            "rouge1": round(scores["rouge1"], 4),
+            "tokens": tokens,
+            "seconds": round(seconds[name], 2),
+            "tokens_per_s": round(tokens / seconds[name], 2),
+            "batch1_tokens_per_s": round(one[name], 2),
+            "setup_s": round(setup, 1),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -119,12 +128,12 @@ def main() -> None:
     settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, decoding="greedy")
     tok = parent.tokenizer
 
-    def torch_variant(name: str, make: Callable[[Any], Any]) -> dict[str, Any]:
+    def torch_variant(name: str, make: Callable[[Any], Any]) -> tuple[str, Runner, Any, float]:
         began = time.perf_counter()
         model = make(copy.deepcopy(parent.model))
         setup = time.perf_counter() - began
         loaded = loading.LoadedModel(model, tok, "cpu", parent.path, parent.context_length)
-        return run_method(name, torch_runner(loaded, settings), loaded, built, setup)
+        return name, torch_runner(loaded, settings), loaded, setup
 
     def dynamic_all(model: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -137,19 +146,20 @@ def main() -> None:
         }
         return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
 
-    results = [run_method("fp32", torch_runner(parent, settings), parent, built, 0.0)]
-    results.append(torch_variant("torch_dynamic_int8", dynamic_all))
-    results.append(torch_variant("torch_per_channel_int8_no_lm_head", dynamic_per_channel_no_head))
-    results.append(torch_variant("torchao_int8_weight_only", quantize.quantize_weight_only))
-
+    methods = [
+        ("fp32", torch_runner(parent, settings), parent, 0.0),
+        torch_variant("torch_dynamic_int8", dynamic_all),
+        torch_variant("torch_per_channel_int8_no_lm_head", dynamic_per_channel_no_head),
+        torch_variant("torchao_int8_weight_only", quantize.quantize_weight_only),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         fp32_dir = Path(tmp) / "onnx"
         began = time.perf_counter()
         variants.export_onnx(copy.deepcopy(parent.model), tok, fp32_dir, card="# bench")
-        export_s = time.perf_counter() - began
         onnx = load_onnx(fp32_dir)
-        results.append(run_method("onnx_fp32", onnx_runner(onnx, settings), onnx, built, export_s))
-        del onnx
+        methods.append(
+            ("onnx_fp32", onnx_runner(onnx, settings), onnx, time.perf_counter() - began)
+        )
         for name, keep_head in (
             ("ort_int8_per_channel", True),
             ("ort_int8_per_channel_all", False),
@@ -157,10 +167,9 @@ def main() -> None:
             out = Path(tmp) / name
             began = time.perf_counter()
             quantize.quantize_onnx_int8(fp32_dir, out, keep_lm_head=keep_head)
-            setup = time.perf_counter() - began
             q = load_onnx(out)
-            results.append(run_method(name, onnx_runner(q, settings), q, built, setup))
-            del q
+            methods.append((name, onnx_runner(q, settings), q, time.perf_counter() - began))
+        results = run_all(methods, built)
 
     base = results[0]
     int8 = [r for r in results if r["method"] not in ("fp32", "onnx_fp32")]

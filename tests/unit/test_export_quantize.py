@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workers.ml.export.measure import load_folder, measure
+from workers.ml.export.measure import load_any, measure
 from workers.ml.export.onnx_runtime import OnnxLoaded, is_onnx_variant, load_onnx
 from workers.ml.export.quantize import lm_head_nodes
 from workers.ml.export.variants import ONNX_NAME, build_variant, weights_size
@@ -89,7 +89,7 @@ def test_measure_reports_onnx_size_load_speed_and_rouge(onnx_folder: Path) -> No
         BuiltPrompt(index=i, line=i, input="x", text=p, reference="the agent answers", tokens=10)
         for i, p in enumerate(PROMPTS)
     ]
-    assert isinstance(load_folder(str(onnx_folder)), OnnxLoaded)
+    assert isinstance(load_any(str(onnx_folder)), OnnxLoaded)
     m = measure(
         str(onnx_folder), size_bytes=7, prompts=rows, latency_prompt=PROMPTS[0], max_new_tokens=8
     )

@@ -54,14 +54,15 @@ def tradeoff_verdict(*, rows: list[dict[str, Any]], scope: dict[str, Any]) -> Ve
     True, False, or None when not measured). None when there is nothing to judge."""
     if not rows:
         return None
-    metric, target = scope.get("success_metric"), scope.get("metric_target")
+    metric = scope.get("success_metric")
+    target = None if scope.get("metric_target") is None else float(scope["metric_target"])
     key = SCOPE_METRIC_KEYS.get(str(metric), "") if metric else ""
     measured_keys = {s["key"] for r in rows for s in r["scores"]}
     use_target = bool(key) and target is not None and key in measured_keys
     budget = scope.get("max_latency_ms")
     label = METRICS[metric].label if metric in METRICS else METRIC_LABELS.get(key, key)
     if use_target:
-        quality_rule = f"{label} reaches the Scope target {float(target):g}"
+        quality_rule = f"{label} reaches the Scope target {target:g}"
     else:
         quality_rule = f"its quality is within {PARENT_TOLERANCE} of its parent's"
     latency_rule = (
@@ -73,7 +74,7 @@ def tradeoff_verdict(*, rows: list[dict[str, Any]], scope: dict[str, Any]) -> Ve
     for r in rows:
         if use_target:
             s = _score(r, key)
-            r["meets_quality"] = None if s is None else s["value"] >= float(target)
+            r["meets_quality"] = None if s is None or target is None else s["value"] >= target
         else:
             deltas = [s["delta"] for s in r["scores"] if s["delta"] is not None]
             r["meets_quality"] = min(deltas) >= -PARENT_TOLERANCE if deltas else None

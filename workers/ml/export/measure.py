@@ -35,16 +35,18 @@ class Measurement:
         return asdict(self)
 
 
-def load_folder(path: str) -> LoadedModel | OnnxLoaded:
-    """Load a variant (or its parent) fresh from disk on CPU, with no warm cache; an ONNX
-    variant is loaded into an onnxruntime session."""
+def load_any(path: str) -> LoadedModel | OnnxLoaded:
+    """`load_folder`, or an ONNX variant loaded into an onnxruntime session."""
+    return load_onnx(path) if is_onnx_variant(path) else load_folder(path)
+
+
+def load_folder(path: str) -> LoadedModel:
+    """Load a variant (or its parent) fresh from disk on CPU, with no warm cache."""
     from transformers import AutoTokenizer
 
     from workers.ml.loading import context_length_of, read_config
 
     folder = Path(path)
-    if is_onnx_variant(folder):
-        return load_onnx(folder)
     if (folder / INT8_MARKER).is_file():
         model = load_int8(path)
     else:
@@ -100,7 +102,7 @@ def measure(
     from workers.ml.params import GenerationSettings
 
     started = time.perf_counter()
-    loaded = load_folder(path)
+    loaded = load_any(path)
     load_s = time.perf_counter() - started
     settings = GenerationSettings(max_new_tokens=max_new_tokens, decoding="greedy")
     fixed_length(loaded, latency_prompt, max_new_tokens)  # warm-up
@@ -112,9 +114,11 @@ def measure(
     latency = statistics.median(times)
     scores: dict[str, float] = {}
     rows = 0
-    if prompts and isinstance(loaded, OnnxLoaded):
+    if not prompts:
+        pass
+    elif isinstance(loaded, OnnxLoaded):
         scores, rows = onnx_scores(loaded, prompts, settings, references_kind)
-    elif prompts:
+    else:
         stats = run_trial(loaded, prompts, settings, score_kind=references_kind)
         scores, rows = stats.scores, stats.rows_done
     return Measurement(

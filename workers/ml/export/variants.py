@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workers.ml.errors import UserFacingError
-from workers.ml.export.onnx_runtime import export_kv_graph
+from workers.ml.export.onnx_runtime import ONNX_MARKER, export_kv_graph
+from workers.ml.export.onnx_runtime import ONNX_NAME as ONNX_NAME  # re-exported
 from workers.ml.loading import INT8_MARKER, INT8_WEIGHTS, adapter_base
 
 VariantKind = Literal["safetensors", "int8", "int8_weight", "onnx", "onnx_int8"]
@@ -37,6 +38,7 @@ ONNX_KINDS = ("onnx", "onnx_int8")
 ProgressFn = Callable[[int, int, str], None]
 
 CARD_NAME = "README.md"
+ONNX_FILES = (ONNX_NAME, ONNX_MARKER)  # what makes a folder an ONNX variant
 
 
 class ExportError(UserFacingError):
