@@ -81,11 +81,23 @@ def run_all(
     one: dict[str, float] = {}
     for _name, _runner, loaded, _setup in methods:
         fixed_length(loaded, texts[-1], 4)  # warm-up
+    print(f"PROGRESS set up: {[(m[0], round(m[3], 1)) for m in methods]}", flush=True)
     for start in range(0, len(texts), BATCH):
         for name, runner, _loaded, _setup in methods:
             began = time.perf_counter()
             outputs[name] += runner(texts[start : start + BATCH])
             seconds[name] += time.perf_counter() - began
+        done = start + BATCH
+        print(  # partial figures, so a run cut short still says something
+            "PROGRESS rows="
+            + str(min(done, len(texts)))
+            + " "
+            + " ".join(
+                f"{name}_tps={sum(n for _, n in outputs[name]) / seconds[name]:.2f}"
+                for name in outputs
+            ),
+            flush=True,
+        )
     for name, _runner, loaded, _setup in methods:
         began = time.perf_counter()
         n = fixed_length(loaded, texts[len(texts) // 2], MAX_NEW_TOKENS)
