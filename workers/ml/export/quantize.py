@@ -9,8 +9,8 @@ channel, keeps it:
 - "int8_weight": torchao `Int8WeightOnlyConfig` (weights int8 per channel, activations
   float). Saved as its state dict (torchao tensor subclasses) with `torch.save`; reloaded
   by rebuilding the model from its config, quantizing it the same way and loading the
-  state dict with `assign=True` (`load_weight_only`, dispatched by `loading.load_int8`
-  from the marker's "method", so every worker that loads int8 loads this too).
+  state dict with `assign=True` (`loading.load_int8`, told apart by the marker's weights
+  file, so every worker that loads int8 loads this too).
 - "onnx_int8": the exported KV-cache ONNX graph through onnxruntime's `quantize_dynamic`
   with `per_channel=True`, QInt8 weights, the lm_head MatMul left in float (the logits
   are where one bad scale costs the most; measured in the bench both ways).
@@ -25,9 +25,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from workers.ml.loading import INT8_MARKER
+from workers.ml.loading import INT8_MARKER, WEIGHT_ONLY_WEIGHTS, load_int8
 
-WEIGHT_ONLY_FILE = "model_int8_weight_only.pt"
+WEIGHT_ONLY_FILE = WEIGHT_ONLY_WEIGHTS
 WEIGHT_ONLY_METHOD = "torchao int8 weight-only"
 DYNAMIC_WARNING = "Dynamic int8 halves quality on small models: measured ROUGE drop {drop}."
 
@@ -61,29 +61,10 @@ def save_weight_only(model: Any, out: Path) -> None:
 
 
 def load_weight_only(path: str) -> Any:
-    """Rebuild a torchao int8 weight-only variant saved by `save_weight_only`."""
-    import contextlib
-
-    import torch
-    from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    try:
-        from transformers.initialization import no_init_weights
-
-        skip_init: Any = no_init_weights
-    except ImportError:  # pragma: no cover
-        skip_init = contextlib.nullcontext
-    with skip_init():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.tie_weights()
-    quantize_(model, Int8WeightOnlyConfig())
-    # weights_only=False: torchao tensor subclasses are not plain tensors. The file is one
-    # this application wrote into its own storage.
-    state = torch.load(Path(path) / WEIGHT_ONLY_FILE, map_location="cpu", weights_only=False)
-    model.load_state_dict(state, assign=True)
-    return model.eval()
+    """Rebuild a torchao int8 weight-only variant saved by `save_weight_only` (what
+    `loading.load_int8` does for it: from the config, `quantize_`, then the state dict
+    with `assign=True` so the tensor subclasses are kept)."""
+    return load_int8(path)
 
 
 def lm_head_nodes(model_path: Path) -> list[str]:
