@@ -81,3 +81,45 @@ def test_an_int8_export_is_measured_bundled_deployed_and_served(
     assert isinstance(data["choices"][0]["message"]["content"], str)
     assert data["usage"]["completion_tokens"] == 5  # the tiny model never stops early
     assert data["choices"][0]["finish_reason"] == "length"
+
+
+def test_an_onnx_int8_export_is_measured_in_onnxruntime_and_deployable(
+    live_worker: WorkerProcess,
+    dialogues: Dataset,
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+) -> None:
+    from workers.ml.export.onnx_runtime import is_onnx_variant, load_onnx
+    from workers.ml.params import GenerationSettings
+
+    params = ExportParams(
+        kind="onnx_int8",
+        model_ref=tiny_model.slug,
+        dataset_id=dialogues.id,
+        eval_rows=6,
+        max_new_tokens=8,
+    )
+    job = export_create(
+        project=project, user=owner, source=tiny_model, dataset=dialogues, params=params
+    )
+
+    job = wait_for_job(job.id, timeout=240)
+
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    variant = ModelVariant.objects.get(job=job)
+    m = variant.measurements
+    for side in ("variant", "parent"):
+        assert m[side]["tokens_per_s"] > 0 and m[side]["latency_ms"] > 0
+        assert m[side]["latency_tokens"] == 8 and m[side]["rows"] == 6
+        assert set(m[side]["scores"]) == {"rouge1", "rouge2", "rougeL"}
+    # Recorded, not compared: the tiny model's ONNX graph outweighs its 100k weights.
+    assert m["variant"]["size_bytes"] > 0
+    assert variant.candidate is None and variant.bundle_path == ""
+    assert is_onnx_variant(variant.path)
+    answer = load_onnx(variant.path).generate_texts(["Hello"], GenerationSettings(max_new_tokens=4))
+    assert answer is not None and answer[0][1] == 4
+
+    variant_deploy(project=project, variant=variant, actor=owner)
+    variant.refresh_from_db()
+    assert variant.is_deployed

@@ -143,13 +143,14 @@ def test_deploying_marks_one_variant_per_project(
     assert 'data-testid="deployed-model"' in overview
 
 
-def test_an_onnx_variant_cannot_be_deployed(
+def test_an_onnx_variant_can_be_deployed(
     project: Project, owner: User, tiny_model: CatalogModel, tmp_path: Path
 ) -> None:
-    variant = _variant(project, owner, tiny_model, VariantKind.ONNX, tmp_path)
+    """onnxruntime serves ONNX variants (workers/ml/export/onnx_runtime.py)."""
+    variant = _variant(project, owner, tiny_model, VariantKind.ONNX_INT8, tmp_path)
     response = _client(owner).post(reverse("variant_deploy", args=[project.slug, variant.id]))
-    assert response.status_code == 404
-    assert not ModelVariant.objects.filter(deployed_at__isnull=False).exists()
+    assert response.status_code == 302
+    assert ModelVariant.objects.get(deployed_at__isnull=False) == variant
 
 
 def test_the_bundle_downloads_as_a_streamed_zip(

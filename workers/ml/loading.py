@@ -27,6 +27,7 @@ Source = Literal["bundled", "tiny", "local", "hub"]
 # the config.
 INT8_MARKER = "lifecycle_int8.json"
 INT8_WEIGHTS = "model_int8.pt"
+WEIGHT_ONLY_WEIGHTS = "model_int8_weight_only.pt"  # torchao int8 weight-only, same marker
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,16 @@ class LoadedModel:
 
 def load_int8(path: str) -> Any:
     """Rebuild an int8 variant: the model from its config, the Linear layers quantized
-    the way they were saved (torch.ao dynamic, qint8), then its state dict."""
+    the way they were saved (torch.ao dynamic, qint8; or torchao weight-only, which the
+    marker names by its weights file), then its state dict."""
     import warnings
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(path)
+    marker = json.loads((folder / INT8_MARKER).read_text())
+    weight_only = marker.get("weights") == WEIGHT_ONLY_WEIGHTS
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     try:  # every weight is overwritten below: skip the random initialisation (seconds)
         from transformers.initialization import no_init_weights
@@ -76,13 +80,21 @@ def load_int8(path: str) -> Any:
     with skip_init():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.tie_weights()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao deprecation notices
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    # weights_only=False: packed quantized parameters are not plain tensors. The file is
-    # one this application wrote into its own storage.
-    state = torch.load(folder / INT8_WEIGHTS, map_location="cpu", weights_only=False)
-    model.load_state_dict(state)
+    if weight_only:  # torchao int8 weight-only (workers/ml/export/quantize.py)
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(model, Int8WeightOnlyConfig())
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao deprecation notices
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+    # weights_only=False: packed quantized parameters and torchao tensor subclasses are not
+    # plain tensors. The file is one this application wrote into its own storage.
+    weights = WEIGHT_ONLY_WEIGHTS if weight_only else INT8_WEIGHTS
+    state = torch.load(folder / weights, map_location="cpu", weights_only=False)
+    model.load_state_dict(state, assign=weight_only)
     return model.eval()
 
 

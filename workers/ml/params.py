@@ -235,7 +235,7 @@ class ExportParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["safetensors", "int8", "onnx"]
+    kind: Literal["safetensors", "int8", "int8_weight", "onnx", "onnx_int8"]
     model_ref: str = Field(min_length=1)
     dataset_id: int | None = None
     eval_rows: int = Field(default=20, ge=1, le=MAX_EXPORT_ROWS)

@@ -103,47 +103,43 @@ def _export(job: Job, run: JobRun) -> None:
     if base:  # an adapter is served with its base weights
         parent_size += export_variants.weights_size(export_variants.folder_files(Path(base)))
     variant_size = export_variants.weights_size(files)
-    if params.kind == "onnx":
-        # Served through PyTorch here, so only its size is compared.
-        measurements["parent"] = {"size_bytes": parent_size}
-        measurements["variant"] = {"size_bytes": variant_size}
-    else:
-        from transformers import AutoTokenizer
+    # Every kind is measured the same way; ONNX variants run in onnxruntime.
+    from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
-        latency_prompt = (
-            prompts[0].text
-            if prompts
-            else prompt_text(tokenizer, [{"role": "user", "content": LATENCY_PROMPT}])
-        )
-        common: dict[str, Any] = {
-            "prompts": prompts,
-            "references_kind": params.score_kind,
-            "latency_prompt": latency_prompt,
-            "max_new_tokens": params.max_new_tokens,
+    tokenizer = AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
+    latency_prompt = (
+        prompts[0].text
+        if prompts
+        else prompt_text(tokenizer, [{"role": "user", "content": LATENCY_PROMPT}])
+    )
+    common: dict[str, Any] = {
+        "prompts": prompts,
+        "references_kind": params.score_kind,
+        "latency_prompt": latency_prompt,
+        "max_new_tokens": params.max_new_tokens,
+    }
+    progress(3, total, f"Measuring the parent on {len(prompts)} rows")
+    measurements["parent"] = export_measure.measure(
+        source_path, size_bytes=parent_size, **common
+    ).as_dict()
+    if cancelled():
+        return
+    progress(4, total, f"Measuring the variant on {len(prompts)} rows")
+    measured = export_measure.measure(str(out_dir), size_bytes=variant_size, **common)
+    measurements["variant"] = measured.as_dict()
+    if measured.scores:
+        info["scores"] = {
+            k: f"{v:.4f} (parent {measurements['parent']['scores'].get(k, 0):.4f})"  # type: ignore[index]
+            for k, v in measured.scores.items()
         }
-        progress(3, total, f"Measuring the parent on {len(prompts)} rows")
-        measurements["parent"] = export_measure.measure(
-            source_path, size_bytes=parent_size, **common
-        ).as_dict()
-        if cancelled():
-            return
-        progress(4, total, f"Measuring the variant on {len(prompts)} rows")
-        measured = export_measure.measure(str(out_dir), size_bytes=variant_size, **common)
-        measurements["variant"] = measured.as_dict()
-        if measured.scores:
-            info["scores"] = {
-                k: f"{v:.4f} (parent {measurements['parent']['scores'].get(k, 0):.4f})"  # type: ignore[index]
-                for k, v in measured.scores.items()
-            }
-            (out_dir / export_variants.CARD_NAME).write_text(
-                export_variants.model_card(info), encoding="utf-8"
-            )
-            files = export_variants.folder_files(out_dir)
+        (out_dir / export_variants.CARD_NAME).write_text(
+            export_variants.model_card(info), encoding="utf-8"
+        )
+        files = export_variants.folder_files(out_dir)
     if cancelled():
         return
     bundle = None
-    if params.kind != "onnx":
+    if params.kind not in export_variants.ONNX_KINDS:  # the bundle's server is PyTorch
         progress(5, total, "Writing the download bundle")
         bundle = export_bundle.write_bundle(out_dir, root / "bundle.zip")
     weights = export_variants.main_weights(files)

@@ -27,12 +27,14 @@ class ExportForm(StepForm):
     kind = forms.ChoiceField(
         label="Variant",
         choices=VariantKind.choices,
-        initial=VariantKind.INT8,
+        initial=VariantKind.INT8_WEIGHT,
         widget=forms.RadioSelect,
-        help_text="Merged safetensors: full precision, loads anywhere. int8: Linear layers "
-        "quantized for CPU serving (smaller and usually faster; small models can lose a lot of "
-        "quality, so read the ROUGE change). "
-        "ONNX: a graph for other runtimes (size only here).",
+        help_text="Merged safetensors: full precision, loads anywhere. int8 weight-only: "
+        "weights stored as int8 per channel, activations kept in float (about a third of the "
+        "size, quality kept). ONNX: the graph with a KV cache, run by onnxruntime; its "
+        "per-channel int8 form is smaller and usually faster. Dynamic int8 also quantizes the "
+        "activations and loses much of a small model's quality. Every variant is measured "
+        "beside its parent and can be deployed.",
     )
     dataset = forms.ModelChoiceField(
         queryset=Dataset.objects.none(),

@@ -8,8 +8,13 @@ from django.db import models
 
 class VariantKind(models.TextChoices):
     SAFETENSORS = "safetensors", "Merged safetensors (float32)"
-    INT8 = "int8", "int8 dynamic quantization (CPU)"
-    ONNX = "onnx", "ONNX graph"
+    INT8_WEIGHT = "int8_weight", "int8 weight-only (torchao)"
+    ONNX = "onnx", "ONNX with KV cache (onnxruntime)"
+    ONNX_INT8 = "onnx_int8", "ONNX per-channel int8 (onnxruntime)"
+    INT8 = "int8", "int8 dynamic quantization (loses quality)"
+
+
+ONNX_KINDS = (VariantKind.ONNX, VariantKind.ONNX_INT8)
 
 
 class ModelVariant(models.Model):
@@ -31,7 +36,8 @@ class ModelVariant(models.Model):
     parent = models.ForeignKey(
         "lifecycle_app.CatalogModel", on_delete=models.PROTECT, related_name="variants_made"
     )
-    # The candidate row for a loadable variant (safetensors, int8); None for ONNX.
+    # The candidate row for a variant PyTorch loads (safetensors, int8 kinds); None for ONNX
+    # (onnxruntime serves it from `path`; evaluations and trials need a PyTorch model).
     candidate = models.OneToOneField(
         "lifecycle_app.CatalogModel",
         on_delete=models.SET_NULL,
@@ -64,7 +70,12 @@ class ModelVariant(models.Model):
 
     @property
     def servable(self) -> bool:
-        return self.kind in (VariantKind.SAFETENSORS, VariantKind.INT8)
+        """Every kind is: ONNX variants are served by onnxruntime in the serving worker."""
+        return self.kind in VariantKind.values
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.kind in ONNX_KINDS
 
 
 class ApiToken(models.Model):

@@ -22,7 +22,7 @@ from lifecycle_app.projects.activity import activity_record
 from lifecycle_app.projects.models import ActivityVerb, Project, StageKey
 from lifecycle_app.projects.services import stage_step_save
 from lifecycle_app.projects.steps import StepSlug
-from lifecycle_app.stages.deploy.models import ApiToken, ModelVariant, VariantKind
+from lifecycle_app.stages.deploy.models import ONNX_KINDS, ApiToken, ModelVariant, VariantKind
 from workers.ml.params import ExportParams
 
 TOKEN_PREFIX = "lcs_"
@@ -122,8 +122,12 @@ def export_finish(
         },
     )
     candidate = None
-    if kind != VariantKind.ONNX:
-        short = {"safetensors": "merged" if source.trained_by_job_id else "export", "int8": "int8"}
+    if kind not in ONNX_KINDS:
+        short = {
+            "safetensors": "merged" if source.trained_by_job_id else "export",
+            "int8": "int8 dynamic",
+            "int8_weight": "int8 weight-only",
+        }
         candidate, _ = CatalogModel.objects.update_or_create(
             slug=f"{job.project.slug[:50]}-{kind.value}-{job.id}",
             defaults={
@@ -177,7 +181,7 @@ def export_finish(
 def variant_deploy(*, project: Project, variant: ModelVariant, actor: User) -> ModelVariant:
     """Make `variant` the one the project's API serves (one per project)."""
     if not variant.servable:
-        raise ValueError("An ONNX graph is not served here; deploy a safetensors or int8 variant.")
+        raise ValueError(f"A {variant.get_kind_display()} variant cannot be served.")
     list(Project.objects.select_for_update().filter(id=project.id).values_list("id"))
     ModelVariant.objects.filter(project=project, deployed_at__isnull=False).exclude(
         id=variant.id

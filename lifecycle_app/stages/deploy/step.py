@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from lifecycle_app.common.forms import StepForm
 from lifecycle_app.jobs.models import Job
+from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.handlers import StepHandler
 from lifecycle_app.projects.models import Project, Stage, StageKey
 from lifecycle_app.projects.steps import StepSlug
@@ -18,6 +19,7 @@ from lifecycle_app.stages.deploy import selectors
 from lifecycle_app.stages.deploy.forms import ExportForm
 from lifecycle_app.stages.deploy.services import export_create
 from lifecycle_app.stages.deploy.serving import deployed_variant
+from lifecycle_app.stages.deploy.verdict import quality_warning, tradeoff_verdict
 from lifecycle_app.stages.deploy.views import NEW_TOKEN_SESSION_KEY
 from lifecycle_app.stages.prompt.step import prompt_defaults
 from lifecycle_app.stages.select.selectors import picked_model_slug
@@ -52,9 +54,13 @@ class DeployStep(StepHandler):
         form: StepForm | None,
     ) -> dict[str, Any]:
         rows = selectors.tradeoff_rows(project=project)
+        for row in rows:
+            row["warning"] = quality_warning(row)
+        scope = projects_selectors.step_answers(stages, StageKey.SCOPE, StepSlug.USE_CASE)
         exports = selectors.export_jobs(project=project)
         extra = {
             "tradeoff": rows,
+            "verdict": tradeoff_verdict(rows=rows, scope=scope),
             "metric_keys": [
                 (k, METRIC_LABELS.get(k, k))
                 for k in dict.fromkeys(s["key"] for r in rows for s in r["scores"])

@@ -35,7 +35,7 @@ def variant_deploy(request: HtmxHttpRequest, slug: str, variant_id: int) -> Http
     project, _ = projects_selectors.project_get_for_user(user=request.user, slug=slug, write=True)
     variant = selectors.variant_get(project=project, variant_id=variant_id)
     if not variant.servable:
-        raise Http404("An ONNX graph is not served here.")
+        raise Http404("This variant cannot be served.")
     deploy_services.variant_deploy(project=project, variant=variant, actor=authed_user(request))
     return _back(request, slug, "#tradeoff")
 

@@ -33,7 +33,18 @@ HERE = Path(__file__).resolve().parent / "model"
 
 def load(folder=HERE):
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if (folder / "lifecycle_int8.json").is_file():
+    marker = folder / "lifecycle_int8.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("weights"):
+        # int8 weight-only (needs `pip install torchao`): rebuild, quantize, load.
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        config = AutoConfig.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.tie_weights()
+        quantize_(model, Int8WeightOnlyConfig())
+        state = torch.load(folder / json.loads(marker.read_text())["weights"], weights_only=False)
+        model.load_state_dict(state, assign=True)
+    elif marker.is_file():
         # int8 dynamic quantization: rebuild, quantize the Linear layers, load the weights.
         config = AutoConfig.from_pretrained(folder)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers.ml.export.onnx_runtime import OnnxLoaded, is_onnx_variant, load_onnx
 from workers.ml.export.variants import ProgressFn, _noop, load_for_export
 from workers.ml.loading import INT8_MARKER, LoadedModel, adapter_base, load_int8
 
@@ -34,6 +35,11 @@ class Measurement:
         return asdict(self)
 
 
+def load_any(path: str) -> LoadedModel | OnnxLoaded:
+    """`load_folder`, or an ONNX variant loaded into an onnxruntime session."""
+    return load_onnx(path) if is_onnx_variant(path) else load_folder(path)
+
+
 def load_folder(path: str) -> LoadedModel:
     """Load a variant (or its parent) fresh from disk on CPU, with no warm cache."""
     from transformers import AutoTokenizer
@@ -52,14 +58,19 @@ def load_folder(path: str) -> LoadedModel:
     return LoadedModel(model, tokenizer, "cpu", path, context_length_of(config))
 
 
-def fixed_length(loaded: LoadedModel, prompt: str, new_tokens: int) -> int:
+def fixed_length(loaded: LoadedModel | OnnxLoaded, prompt: str, new_tokens: int) -> int:
     """Generate exactly `new_tokens` greedy tokens (the end token does not stop it), so
     every variant's latency is for the same output length. Returns the tokens generated."""
     import torch
 
     from workers.ml.generation.stream import pad_token_id
+    from workers.ml.params import GenerationSettings
 
     tokenizer = loaded.tokenizer
+    if isinstance(loaded, OnnxLoaded):
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        settings = GenerationSettings(max_new_tokens=new_tokens, decoding="greedy")
+        return len(loaded.decode_ids([ids], settings, min_new_tokens=new_tokens)[0].ids)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         out = loaded.model.generate(
@@ -91,7 +102,7 @@ def measure(
     from workers.ml.params import GenerationSettings
 
     started = time.perf_counter()
-    loaded = load_folder(path)
+    loaded = load_any(path)
     load_s = time.perf_counter() - started
     settings = GenerationSettings(max_new_tokens=max_new_tokens, decoding="greedy")
     fixed_length(loaded, latency_prompt, max_new_tokens)  # warm-up
@@ -103,7 +114,11 @@ def measure(
     latency = statistics.median(times)
     scores: dict[str, float] = {}
     rows = 0
-    if prompts:
+    if not prompts:
+        pass
+    elif isinstance(loaded, OnnxLoaded):
+        scores, rows = onnx_scores(loaded, prompts, settings, references_kind)
+    else:
         stats = run_trial(loaded, prompts, settings, score_kind=references_kind)
         scores, rows = stats.scores, stats.rows_done
     return Measurement(
@@ -116,3 +131,18 @@ def measure(
         scores=scores,
         rows=rows,
     )
+
+
+def onnx_scores(
+    loaded: OnnxLoaded, prompts: Sequence[Any], settings: Any, score_kind: Any
+) -> tuple[dict[str, float], int]:
+    """`run_trial`'s scores for an ONNX variant: the same prompts, settings and metrics."""
+    from workers.ml.scoring import metrics
+
+    todo = [p for p in prompts if not p.skipped]
+    if not todo:
+        return {}, 0
+    outputs = loaded.generate_texts([p.text for p in todo], settings)
+    assert outputs is not None
+    scores = metrics.score(score_kind, [o[0] for o in outputs], [p.reference for p in todo])
+    return metrics.aggregate(scores), len(todo)

@@ -9,9 +9,11 @@ self-contained folder that loads on its own:
 - "int8": dynamic int8 quantization of every Linear layer (torch.ao, for CPU serving).
   The quantized state dict is saved as `model_int8.pt` beside the config and tokenizer;
   `load_int8` rebuilds the model from the config, quantizes the same way and loads it.
-- "onnx": `torch.onnx.export(dynamo=True)` of the logits of a forward pass (no KV cache,
-  dynamic batch and sequence length), where the architecture and the installed exporter
-  support it.
+  It loses much of a small model's quality (its trade-off row carries a warning).
+- "int8_weight": torchao int8 weight-only (per channel), see `quantize`.
+- "onnx": `torch.onnx.export(dynamo=True)` of the forward pass with a KV cache, run by
+  onnxruntime (`onnx_runtime`), where the architecture and the installed exporter allow.
+- "onnx_int8": that graph with onnxruntime's per-channel int8 weights (`quantize`).
 
 Measuring a variant is in `measure`, the download bundle in `bundle`.
 """
@@ -27,13 +29,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workers.ml.errors import UserFacingError
+from workers.ml.export.onnx_runtime import ONNX_MARKER, export_kv_graph
+from workers.ml.export.onnx_runtime import ONNX_NAME as ONNX_NAME  # re-exported
 from workers.ml.loading import INT8_MARKER, INT8_WEIGHTS, adapter_base
 
-VariantKind = Literal["safetensors", "int8", "onnx"]
+VariantKind = Literal["safetensors", "int8", "int8_weight", "onnx", "onnx_int8"]
+ONNX_KINDS = ("onnx", "onnx_int8")
 ProgressFn = Callable[[int, int, str], None]
 
 CARD_NAME = "README.md"
-ONNX_NAME = "model.onnx"
+ONNX_FILES = (ONNX_NAME, ONNX_MARKER)  # what makes a folder an ONNX variant
 
 
 class ExportError(UserFacingError):
@@ -164,67 +169,48 @@ def quantize_int8(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
     _save_common(model, tokenizer, out, card)
 
 
-class _LogitsOnly:
-    """Wraps a causal LM so the exported graph maps (input_ids, attention_mask) to logits."""
+def quantize_int8_weight(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
+    """torchao int8 weight-only, saved so `load_int8` reloads it (see `quantize`)."""
+    from workers.ml.export.quantize import save_weight_only
 
-    @staticmethod
-    def build(model: Any) -> Any:
-        import torch
-
-        class Wrapper(torch.nn.Module):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-                return self.inner(
-                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-                ).logits
-
-        return Wrapper(model).eval()
+    _strip_gguf(model.config)
+    save_weight_only(model, out)
+    _save_common(model, tokenizer, out, card)
 
 
 def export_onnx(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
-    """ONNX graph of the forward pass (logits), dynamic batch and sequence length."""
-    import warnings
-
-    import torch
-
+    """ONNX graph of the forward pass with a KV cache (see `onnx_runtime`)."""
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError as exc:
         raise ExportError("ONNX export needs the onnx and onnxscript packages.") from exc
-    out.mkdir(parents=True, exist_ok=True)
-    wrapper = _LogitsOnly.build(model)
-    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]], dtype=torch.long)
-    mask = torch.ones_like(ids)
-    batch, seq = torch.export.Dim("batch", max=64), torch.export.Dim("seq", min=2, max=4096)
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                wrapper,
-                (ids, mask),
-                dynamo=True,
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_shapes={
-                    "input_ids": {0: batch, 1: seq},
-                    "attention_mask": {0: batch, 1: seq},
-                },
-                verbose=False,
-            )
-            assert program is not None
-            program.save(str(out / ONNX_NAME), external_data=True)
-    except Exception as exc:
-        shutil.rmtree(out, ignore_errors=True)
-        raise ExportError(
-            f"This architecture ({type(model).__name__}) could not be exported to ONNX here: "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
+    export_kv_graph(model, out)
     _strip_gguf(model.config)
     model.config.save_pretrained(str(out))
     _save_common(model, tokenizer, out, card)
+
+
+def export_onnx_int8(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
+    """The ONNX graph, then onnxruntime per-channel int8 of its MatMul weights (lm_head
+    kept in float); only the quantized graph is kept."""
+    from workers.ml.export.quantize import quantize_onnx_int8
+
+    staging = out.with_name(out.name + ".fp32")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        export_onnx(model, tokenizer, staging, card=card)
+        quantize_onnx_int8(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+_STEPS: dict[str, tuple[str, Callable[..., None]]] = {
+    "safetensors": ("Saving safetensors", export_safetensors),
+    "int8": ("Quantizing to int8 (dynamic)", quantize_int8),
+    "int8_weight": ("Quantizing the weights to int8 (torchao)", quantize_int8_weight),
+    "onnx": ("Exporting to ONNX", export_onnx),
+    "onnx_int8": ("Exporting to ONNX and quantizing it to int8", export_onnx_int8),
+}
 
 
 def build_variant(
@@ -241,23 +227,11 @@ def build_variant(
         + (" and merging its adapter" if adapter_base(Path(source_path)) else ""),
     )
     model, tokenizer = load_for_export(source_path)
-    on_progress(
-        1,
-        3,
-        {
-            "safetensors": "Saving safetensors",
-            "int8": "Quantizing to int8",
-            "onnx": "Exporting to ONNX",
-        }[kind],
-    )
-    if kind == "safetensors":
-        export_safetensors(model, tokenizer, out, card=card)
-    elif kind == "int8":
-        quantize_int8(model, tokenizer, out, card=card)
-    elif kind == "onnx":
-        export_onnx(model, tokenizer, out, card=card)
-    else:
+    if kind not in _STEPS:
         raise ExportError(f"Unknown variant {kind!r}")
+    message, step = _STEPS[kind]
+    on_progress(1, 3, message)
+    step(model, tokenizer, out, card=card)
     on_progress(2, 3, "Computing checksums")
     files = folder_files(out)
     on_progress(3, 3, "Written")
