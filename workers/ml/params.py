@@ -135,6 +135,10 @@ class TrainParams(BaseModel):
     checkpoint_every: int = Field(default=10, ge=0, le=MAX_TRAIN_STEPS)
     eval_rows: int = Field(default=32, ge=0, le=MAX_TRIAL_ROWS)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # Data-parallel processes (torch.distributed); the worker caps it at its GPUs (or CPU
+    # cores) and at batch_size. batch_size stays the global micro-batch: each process
+    # takes its share, so the loss curve does not depend on this setting.
+    processes: int = Field(default=1, ge=1, le=64)
     template: TemplateSnapshot
 
     @property
