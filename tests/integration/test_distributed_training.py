@@ -1,8 +1,8 @@
-"""Multi-process fine-tuning in a real worker: two gloo processes launched by the task
+"""Multi-process training in a real worker: two gloo processes launched by the task
 through torchrun train the tiny model to the loss curve of one process with the same
 global batch, rank 0 alone writes checkpoints and the one artifact; Cancel stops both
 processes within one step; SIGKILL of one rank ends the attempt and the job resumes from
-its last checkpoint and finishes."""
+its last checkpoint and finishes; alignment (DPO) runs on two processes too."""
 
 from __future__ import annotations
 
@@ -24,12 +24,15 @@ from lifecycle_app.models import (
     Job,
     JobStatus,
     MetricPoint,
+    PreferencePair,
+    PreferenceSet,
     Project,
 )
+from lifecycle_app.stages.align.services import align_create
 from lifecycle_app.stages.finetune.services import finetune_create
 from tests.integration.conftest import WorkerProcess, wait_for_job
 from tests.integration.sample_data import sample_dialogues, start_finetune
-from workers.ml.params import TrainParams
+from workers.ml.params import AlignParams, TrainParams
 from workers.ml.training import distributed as ddp
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -194,3 +197,54 @@ def test_a_killed_rank_fails_the_attempt_cleanly_and_the_job_resumes_and_finishe
     assert Artifact.objects.filter(job=job).count() == 1
     # The second attempt launched its own group.
     assert sorted(ddp.rank_pids(ddp_folder(live_worker, job, 2))) == [0, 1]
+
+
+def test_an_alignment_job_with_two_processes_matches_one_process_and_leaves_one_candidate(
+    live_worker: WorkerProcess,
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+    tiny_folder: Path,
+) -> None:
+    pset = PreferenceSet.objects.create(project=project, name="Polite", source="import")
+    PreferencePair.objects.bulk_create(
+        PreferencePair(
+            preference_set=pset,
+            index=i,
+            prompt=f"Reply to message {i}:",
+            chosen=f"Thanks for message {i}, happy to help.",
+            rejected=f"Message {i}? Go away.",
+        )
+        for i in range(12)
+    )
+    values = {
+        "model_ref": tiny_model.slug,
+        "preference_set_id": pset.id,
+        "max_steps": 4,
+        "batch_size": 4,
+        "max_length": 64,
+        "checkpoint_every": 2,
+        "learning_rate": 1e-3,
+    }
+    single = align_create(
+        project=project, user=owner, base_model=tiny_model, params=AlignParams(**values)
+    )
+    double = align_create(
+        project=project,
+        user=owner,
+        base_model=tiny_model,
+        params=AlignParams(**values, processes=2),
+    )
+    single = wait_for_job(single.id, timeout=180)
+    double = wait_for_job(double.id, timeout=180)
+
+    assert single.status == JobStatus.SUCCEEDED, single.error
+    assert double.status == JobStatus.SUCCEEDED, double.error
+    assert any("2 data-parallel processes" in line for line in log_lines(double))
+    one, two = curve(single, "train_loss"), curve(double, "train_loss")
+    assert [s for s, _ in two] == [1, 2, 3, 4]
+    for (step, a), (_, b) in zip(one, two, strict=True):
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-4), f"step {step}: {a} vs {b}"
+    assert double.result["preference"]["after"]["pairs"] == 2
+    assert Artifact.objects.filter(job=double).count() == 1
+    assert CatalogModel.objects.filter(trained_by_job=double).count() == 1

@@ -1,4 +1,5 @@
-"""The launcher of multi-process fine-tuning: torchrun as a subprocess of the task.
+"""The launcher of multi-process fine-tuning and alignment: torchrun as a subprocess of the
+task.
 
 Design note. A Celery prefork child is daemonic and cannot start multiprocessing children,
 but it can run a program: the task starts `python -m torch.distributed.run` (its own
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -44,7 +46,7 @@ from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.finetune import runs as ft
 from workers.ml.errors import UserFacingError
 from workers.ml.loading import prepared_path
-from workers.ml.params import TrainParams
+from workers.ml.params import AlignParams, TrainParams
 from workers.ml.training import distributed as ddp
 from workers.ml.training.common import EvalLog, StepLog, TrainResult
 from workers.tasks.base import JobRun, model_spec_for
@@ -93,7 +95,7 @@ def _tail(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")[-LOG_TAIL_CHARS:]
 
 
-def process_count(params: TrainParams) -> int:
+def process_count(params: TrainParams | AlignParams) -> int:
     """The processes this worker gives a run (see `ddp.process_count` for the rule)."""
     if params.processes <= 1:
         return 1
@@ -117,10 +119,81 @@ def train_sft(
 ) -> TrainResult | None:
     """Fine-tune with `nproc` data-parallel processes; the result rank 0 reported, or
     None when a process was lost and the job went back to the queue to resume."""
-    spec = model_spec_for(job)
-    kit_folder = prepared_path(spec, Path(settings.MODELS_DIR))
+    kit_folder = prepared_path(model_spec_for(job), Path(settings.MODELS_DIR))
     if kit_folder is None:
         raise UserFacingError("The model of this run is not prepared on this worker.")
+
+    def on_event(kind: str, event: dict[str, Any]) -> None:
+        if kind == "step":
+            on_step(StepLog(**event))
+        elif kind == "eval":
+            on_eval(EvalLog(**event))
+        elif kind == "checkpoint":
+            run.write(
+                ft.finetune_log,
+                job_id=job.id,
+                line=f"checkpoint step-{event['step']} saved by rank 0",
+            )
+
+    spec = {
+        "kind": "sft",
+        "params": params.model_dump(mode="json"),
+        "kit_folder": str(kit_folder),
+        "context_length": (job.base_model.context_length if job.base_model else 0) or 0,
+        "train_rows": list(train_rows),
+        "eval_rows": list(eval_rows),
+        "out_dir": str(out_dir),
+        "resume": resume,
+    }
+    result = _launch(job, run, nproc, params.batch_size, spec, on_event)
+    return None if result is None else TrainResult.from_dict(result)
+
+
+def align_dpo(
+    job: Job,
+    run: JobRun,
+    params: AlignParams,
+    nproc: int,
+    *,
+    pairs: Sequence[Any],
+    out_dir: Path,
+    resume: bool,
+    on_step: Callable[[StepLog], None],
+    on_score: Callable[[str, Any], None],
+) -> Any:
+    """Align with `nproc` data-parallel processes (the Trainer's DDP); rank 0's
+    `AlignResult`, or None when a process was lost and the job resumes later."""
+    from workers.ml.training import dpo
+
+    def on_event(kind: str, event: dict[str, Any]) -> None:
+        if kind == "step":
+            on_step(StepLog(**event))
+        elif kind == "score":
+            when = event.pop("when")
+            on_score(when, dpo.PreferenceScore(**event))
+
+    spec = {
+        "kind": "dpo",
+        "params": params.model_dump(mode="json"),
+        "pairs": [dataclasses.asdict(p) for p in pairs],
+        "out_dir": str(out_dir),
+        "resume": resume,
+    }
+    result = _launch(job, run, nproc, params.batch_size, spec, on_event)
+    return None if result is None else dpo.result_from_dict(result)
+
+
+def _launch(
+    job: Job,
+    run: JobRun,
+    nproc: int,
+    batch_size: int,
+    spec: dict[str, Any],
+    on_event: Callable[[str, dict[str, Any]], None],
+) -> dict[str, Any] | None:
+    """Run torchrun on `spec` and relay rank 0's events until it exits; rank 0's result
+    as a dict, or None when the job went back to the queue (see the module notes)."""
+    model = model_spec_for(job)
     folder = run.folder / "ddp"
     shutil.rmtree(folder, ignore_errors=True)  # a redelivered attempt starts its group anew
     folder.mkdir(parents=True)
@@ -128,15 +201,9 @@ def train_sft(
     spec_path.write_text(
         json.dumps(
             {
-                "params": params.model_dump(mode="json"),
-                "model": {"source": spec.source, "location": spec.location},
+                **spec,
+                "model": {"source": model.source, "location": model.location},
                 "models_dir": str(settings.MODELS_DIR),
-                "kit_folder": str(kit_folder),
-                "context_length": (job.base_model.context_length if job.base_model else 0) or 0,
-                "train_rows": list(train_rows),
-                "eval_rows": list(eval_rows),
-                "out_dir": str(out_dir),
-                "resume": resume,
                 "collective_timeout_s": ddp.DEFAULT_COLLECTIVE_TIMEOUT_S,
                 "lockstep": True,
             }
@@ -150,7 +217,7 @@ def train_sft(
         ft.finetune_log,
         job_id=job.id,
         line=f"training with {nproc} data-parallel processes ({backend}); "
-        f"{-(-params.batch_size // nproc)} rows per process per micro-batch",
+        f"{-(-batch_size // nproc)} rows per process per micro-batch",
     )
     log_path = folder / "torchrun.log"
     command = ddp.launch_command(spec_path, nproc)
@@ -168,7 +235,6 @@ def train_sft(
         )
     logger.info("Job %s: torchrun pid %s: %s", job.id, proc.pid, " ".join(command))
     events = ddp.EventReader(folder / ddp.EVENTS_NAME)
-
     cancelled = False
 
     def check_cancel() -> None:
@@ -180,18 +246,10 @@ def train_sft(
     def dispatch() -> None:
         for event in events.new():
             kind = event.pop("kind")
+            on_event(kind, event)
             if kind == "step":
-                on_step(StepLog(**event))
                 check_cancel()  # before the answer, so the next step sees it
                 ddp.write_ack(folder, event["step"])
-            elif kind == "eval":
-                on_eval(EvalLog(**event))
-            elif kind == "checkpoint":
-                run.write(
-                    ft.finetune_log,
-                    job_id=job.id,
-                    line=f"checkpoint step-{event['step']} saved by rank 0",
-                )
 
     try:
         cancel_at: float | None = None
@@ -214,7 +272,8 @@ def train_sft(
             _stop(proc)
     result_path = folder / ddp.RESULT_NAME
     if proc.returncode == 0 and result_path.is_file():
-        return TrainResult.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
+        result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+        return result
     return _failed(job, run, folder, proc.returncode, nproc, log_path)
 
 

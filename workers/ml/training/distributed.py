@@ -301,47 +301,65 @@ def _exit_with_parent(interval: float = 1.0) -> Iterator[None]:
 
 
 def _train(spec: dict[str, Any], group: Group, folder: Path) -> Any:
-    from workers.ml import loading, prompts
-    from workers.ml.params import TrainParams
-    from workers.ml.training import common, sft
+    """Run the spec's training ("sft" fine-tuning or "dpo" alignment) on this rank."""
+    from workers.ml import loading
 
-    params = TrainParams(**spec["params"])
     loaded = loading.load(
         loading.ModelSpec(**spec["model"]),
         Path(spec["models_dir"]),
         device=group.device,
         keep_warm=False,
     )
-    kit = prompts.load_kit(Path(spec["kit_folder"]), int(spec["context_length"]))
-    render = common.make_render(kit, common.template_spec(params.template))
     events = EventWriter(folder / EVENTS_NAME) if group.is_main else None
     cancel_file = folder / CANCEL_NAME
     lockstep = bool(spec.get("lockstep"))
 
-    def on_step(s: common.StepLog) -> None:
+    def on_step(s: Any) -> None:
         assert events is not None
         events("step", s.as_dict())
         if lockstep:
             wait_ack(folder, s.step)
 
+    common_args: dict[str, Any] = {
+        "out_dir": Path(spec["out_dir"]),
+        "on_step": on_step if events else None,
+        "should_cancel": cancel_file.exists,
+        "resume": bool(spec["resume"]),
+        "group": group,
+    }
     try:
+        if spec.get("kind", "sft") == "dpo":
+            from workers.ml.params import AlignParams
+            from workers.ml.training import dpo
+
+            return dpo.align(
+                loaded,
+                AlignParams(**spec["params"]),
+                [dpo.Pair(**p) for p in spec["pairs"]],
+                on_score=(lambda when, score: events("score", {"when": when, **score.as_dict()}))
+                if events
+                else None,
+                **common_args,
+            )
+        from workers.ml import prompts
+        from workers.ml.params import TrainParams
+        from workers.ml.training import common, sft
+
+        params = TrainParams(**spec["params"])
+        kit = prompts.load_kit(Path(spec["kit_folder"]), int(spec["context_length"]))
         return sft.train(
             loaded,
             params,
             spec["train_rows"],
             spec["eval_rows"],
-            out_dir=Path(spec["out_dir"]),
-            render=render,
-            on_step=on_step if events else None,
+            render=common.make_render(kit, common.template_spec(params.template)),
             on_eval=(lambda e: events("eval", e.as_dict())) if events else None,
             on_checkpoint=(
                 lambda step, path: events("checkpoint", {"step": step, "path": str(path)})
             )
             if events
             else None,
-            should_cancel=cancel_file.exists,
-            resume=bool(spec["resume"]),
-            group=group,
+            **common_args,
         )
     finally:
         if events:
