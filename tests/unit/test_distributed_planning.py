@@ -23,7 +23,7 @@ from tests.unit.test_finetune import (  # noqa: F401 (fixtures)
     storage,
     template,
 )
-from workers.ml.params import TrainParams
+from workers.ml.params import AlignParams, TrainParams
 from workers.ml.planner import memory
 
 pytestmark = pytest.mark.django_db
@@ -122,3 +122,23 @@ def test_a_valid_post_queues_the_processes_asked_for(
 
     assert response.status_code == 302
     assert TrainParams(**Job.objects.get().params).processes == 2
+
+
+def test_the_align_step_queues_the_processes_asked_for(
+    project: Project,
+    owner: User,
+    tiny_model: CatalogModel,
+    enqueued: list[int],
+) -> None:
+    from tests.unit.test_feedback import align_data, client_for, make_set
+    from tests.unit.test_feedback import step_url as align_url
+
+    pset = make_set(project, 10)
+    browser = client_for(owner)
+    page = browser.get(align_url(project)).content.decode()
+    assert 'name="processes"' in page
+
+    response = browser.post(align_url(project), align_data(tiny_model, pset, processes=2))
+
+    assert response.status_code == 302
+    assert AlignParams(**Job.objects.get().params).processes == 2
