@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -38,7 +39,12 @@ from workers.ml.training import distributed as ddp
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 # No dropout: each process would draw its own masks, and the curves would differ by them.
-SETTINGS = {"lora_dropout": 0.0, "batch_size": 4, "grad_accum": 2, "max_seq_len": 128}
+SETTINGS: dict[str, Any] = {
+    "lora_dropout": 0.0,
+    "batch_size": 4,
+    "grad_accum": 2,
+    "max_seq_len": 128,
+}
 
 
 @pytest.fixture
@@ -51,6 +57,7 @@ def dialogues(
 def start_like(job: Job, **changes: object) -> Job:
     """Queue a run with `job`'s settings and `changes`."""
     params = TrainParams(**{**job.params, **changes})
+    assert job.created_by and job.base_model and job.dataset
     with transaction.atomic():
         return finetune_create(
             project=job.project,
@@ -217,7 +224,7 @@ def test_an_alignment_job_with_two_processes_matches_one_process_and_leaves_one_
         )
         for i in range(12)
     )
-    values = {
+    values: dict[str, Any] = {
         "model_ref": tiny_model.slug,
         "preference_set_id": pset.id,
         "max_steps": 4,

@@ -274,7 +274,8 @@ def _launch(
     if proc.returncode == 0 and result_path.is_file():
         result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
         return result
-    return _failed(job, run, folder, proc.returncode, nproc, log_path)
+    _failed(job, run, folder, proc.returncode, nproc, log_path)
+    return None
 
 
 def _failed(
@@ -300,4 +301,3 @@ def _failed(
     reason = f"A {who}."
     run.write(ft.finetune_log, job_id=job.id, line=f"attempt {run.attempt}: {who}")
     run.write(job_services.job_retry_later, job_id=job.id, attempt=run.attempt, reason=reason)
-    return None
