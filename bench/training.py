@@ -15,11 +15,12 @@ start from a fresh float32 copy of the model. Speed counts every non-padding tok
 trains on (prompt, target and end token; padding never), divided by the wall time between
 the end of the last warm-up step and the end of the last step. Target: ratio >= 0.95.
 
-Data-parallel scaling (`--ddp-steps`, 0 skips it): the same loop at the settings a newcomer
+Data-parallel scaling (`--ddp-steps`, 0 skips it; `--rounds 0` runs it alone): the same loop at the settings a newcomer
 picks (`--ddp-batch` 8 rows x `--ddp-seq` 512 tokens, LoRA) once in this process with
 every core (what `processes=1` runs) and once as 2 torch.distributed processes launched
 through torchrun exactly as the fine-tuning task launches them (gloo, cores / 2 threads
-each; the timing comes from rank 0's step events). `ddp_scaling` = 2-process tokens/s /
+each; the timing comes from rank 0's step events), `--ddp-rounds` times in alternating
+order. `ddp_scaling` = 2-process tokens/s /
 1-process tokens/s. Two processes on a machine whose cores the single process already
 uses cannot reach 2; the figure says what the second process costs or gains here.
 """
@@ -80,10 +81,10 @@ def bench_params(steps: int, batch: int = BATCH, seq: int = MAX_SEQ_LEN) -> Trai
     )
 
 
-def timed_speed(marks: list[tuple[float, int]]) -> float:
-    """Tokens per second of the steps after the warm-up: (end time, tokens) per step."""
+def timed_speed(marks: list[tuple[float, int]]) -> tuple[int, float]:
+    """(tokens, seconds) of the steps after the warm-up: (end time, tokens) per step."""
     timed = marks[WARMUP:]
-    return sum(n for _, n in timed) / (timed[-1][0] - marks[WARMUP - 1][0])
+    return sum(n for _, n in timed), timed[-1][0] - marks[WARMUP - 1][0]
 
 
 def one_process_speed(
@@ -93,7 +94,7 @@ def one_process_speed(
     steps: int,
     batch: int,
     seq: int,
-) -> float:
+) -> tuple[int, float]:
     marks: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as out:
         sft.train(
@@ -115,7 +116,7 @@ def two_process_speed(
     steps: int,
     batch: int,
     seq: int,
-) -> float:
+) -> tuple[int, float]:
     """Rank 0's steps of a 2-process run launched as the task launches it."""
     cores = ddp.local_resources()["cpu_cores"]
     threads = str(max(1, cores // 2))
@@ -262,6 +263,7 @@ def main() -> None:
     parser.add_argument("--ddp-steps", type=int, default=6)
     parser.add_argument("--ddp-batch", type=int, default=8)
     parser.add_argument("--ddp-seq", type=int, default=512)
+    parser.add_argument("--ddp-rounds", type=int, default=1)
     options = parser.parse_args()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -280,6 +282,49 @@ def main() -> None:
         f"{WARMUP} warm-up + {options.steps} timed steps per run, {options.rounds} rounds"
     )
 
+    figures: list[str] = []
+    if options.rounds:
+        runner, plain = compare_with_plain(loaded, rows, render, data, options)
+        figures += [
+            f"ratio={runner / plain:.2f}",
+            f"runner_tokens_per_s={runner:.1f}",
+            f"plain_tokens_per_s={plain:.1f}",
+        ]
+    if options.ddp_steps:
+        shape = (options.ddp_steps, options.ddp_batch, options.ddp_seq)
+        totals = {1: [0, 0.0], 2: [0, 0.0]}
+        for round_ in range(options.ddp_rounds):
+            for n in (1, 2) if round_ % 2 == 0 else (2, 1):
+                tokens, seconds = (
+                    one_process_speed(loaded, rows, render, *shape)
+                    if n == 1
+                    else two_process_speed(loaded, models_dir, rows, *shape)
+                )
+                totals[n][0] += tokens
+                totals[n][1] += seconds
+                print(
+                    f"round {round_ + 1}, {n} process{'es' if n > 1 else ''}, batch "
+                    f"{options.ddp_batch} x seq {options.ddp_seq}: {tokens / seconds:.1f} tokens/s"
+                )
+        one, two = (totals[n][0] / totals[n][1] for n in (1, 2))
+        print(f"1 process ({torch.get_num_threads()} threads): {one:.1f} tokens/s")
+        print(f"2 processes (gloo, same global batch): {two:.1f} tokens/s")
+        figures += [
+            f"one_process_tokens_per_s={one:.1f}",
+            f"ddp_tokens_per_s={two:.1f}",
+            f"ddp_scaling={two / one:.2f}",
+        ]
+    print("RESULT " + " ".join(figures))
+
+
+def compare_with_plain(
+    loaded: loading.LoadedModel,
+    rows: list[dict[str, Any]],
+    render: Any,
+    data: common.PreparedData,
+    options: argparse.Namespace,
+) -> tuple[float, float]:
+    """(runner, plain) tokens/s over alternating rounds."""
     totals = {"runner": [0, 0.0], "plain": [0, 0.0]}
     for round_ in range(options.rounds):
         # Alternate which goes first, so drifts in machine load fall on both alike.
@@ -299,24 +344,7 @@ def main() -> None:
     plain = totals["plain"][0] / totals["plain"][1]
     print(f"runner (this project's loop): {runner:.1f} real tokens/s over all rounds")
     print(f"plain Trainer + peft: {plain:.1f} real tokens/s over all rounds")
-    scaling = ""
-    if options.ddp_steps:
-        shape = (options.ddp_steps, options.ddp_batch, options.ddp_seq)
-        one = one_process_speed(loaded, rows, render, *shape)
-        print(
-            f"1 process, batch {options.ddp_batch} x seq {options.ddp_seq}: {one:.1f} tokens/s "
-            f"({torch.get_num_threads()} threads)"
-        )
-        two = two_process_speed(loaded, models_dir, rows, *shape)
-        print(f"2 processes (gloo), same global batch: {two:.1f} tokens/s")
-        scaling = (
-            f" one_process_tokens_per_s={one:.1f} ddp_tokens_per_s={two:.1f} "
-            f"ddp_scaling={two / one:.2f}"
-        )
-    print(
-        f"RESULT ratio={runner / plain:.2f} runner_tokens_per_s={runner:.1f} "
-        f"plain_tokens_per_s={plain:.1f}{scaling}"
-    )
+    return runner, plain
 
 
 if __name__ == "__main__":
