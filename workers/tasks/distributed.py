@@ -291,13 +291,14 @@ def _failed(
         raise RuntimeError(
             f"Training process {first.rank} of {nproc} failed: {first.message}\n{first.traceback}"
         )
+    ranks = " and ".join(str(r) for r in silent)
     who = (
-        f"training process {', '.join(str(r) for r in silent)} of {nproc} stopped without an error "
-        "(killed, or out of memory)"
+        f"training process{'es' if len(silent) > 1 else ''} {ranks} of {nproc} stopped "
+        "without an error (killed, or out of memory)"
         if silent
         else f"torchrun stopped (exit code {returncode}) before the processes started"
     )
     logger.error("Job %s: %s; torchrun log tail:\n%s", job.id, who, _tail(log_path))
-    reason = f"A {who}."
+    reason = f"{who[0].upper()}{who[1:]}."
     run.write(ft.finetune_log, job_id=job.id, line=f"attempt {run.attempt}: {who}")
     run.write(job_services.job_retry_later, job_id=job.id, attempt=run.attempt, reason=reason)
