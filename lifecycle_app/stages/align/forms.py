@@ -87,8 +87,7 @@ class AlignForm(StepForm):
         min_value=1,
         max_value=64,
         required=False,
-        help_text="data-parallel (torch.distributed); at most one per GPU, or per CPU core, "
-        "of the worker and one per pair of the batch, which they share",
+        help_text="data-parallel; at most one per GPU (or CPU core) of the worker",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -98,8 +98,7 @@ class FineTuneForm(StepForm):
         min_value=1,
         max_value=64,
         required=False,
-        help_text="data-parallel (torch.distributed); at most one per GPU, or per CPU core, "
-        "of the worker and one per row of the batch, which they share",
+        help_text="data-parallel; at most one per GPU (or CPU core) of the worker",
     )
 
     field_order = ["base_model", "dataset", "template", "method"]
