@@ -14,12 +14,24 @@ Each run takes WARMUP steps that are not timed, then STEPS timed steps of batch 
 start from a fresh float32 copy of the model. Speed counts every non-padding token a step
 trains on (prompt, target and end token; padding never), divided by the wall time between
 the end of the last warm-up step and the end of the last step. Target: ratio >= 0.95.
+
+Data-parallel scaling (`--ddp-steps`, 0 skips it; `--rounds 0` runs it alone): the same loop at the settings a newcomer
+picks (`--ddp-batch` 8 rows x `--ddp-seq` 512 tokens, LoRA) once in this process with
+every core (what `processes=1` runs) and once as 2 torch.distributed processes launched
+through torchrun exactly as the fine-tuning task launches them (gloo, cores / 2 threads
+each; the timing comes from rank 0's step events), `--ddp-rounds` times in alternating
+order. `ddp_scaling` = 2-process tokens/s /
+1-process tokens/s. Two processes on a machine whose cores the single process already
+uses cannot reach 2; the figure says what the second process costs or gains here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +46,7 @@ import transformers
 from workers.ml import loading, prompts
 from workers.ml.params import TemplateSnapshot, TrainParams
 from workers.ml.training import adapters, common, sft
+from workers.ml.training import distributed as ddp
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "lifecycle_app" / "samples" / "dialogue_summaries.jsonl"
@@ -43,19 +56,16 @@ WARMUP = 2
 LR = 2e-4
 
 
-def runner_speed(
-    loaded: loading.LoadedModel, rows: list[dict[str, Any]], render: Any, steps: int
-) -> tuple[float, int, float]:
-    """(tokens/s, timed tokens, padding share) of this project's loop."""
+def bench_params(steps: int, batch: int = BATCH, seq: int = MAX_SEQ_LEN) -> TrainParams:
     spec = prompts.DEFAULT_TEMPLATE
-    params = TrainParams(
+    return TrainParams(
         model_ref="bundled",
         dataset_id=0,
         method="lora",
         learning_rate=LR,
         max_steps=WARMUP + steps,
-        batch_size=BATCH,
-        max_seq_len=MAX_SEQ_LEN,
+        batch_size=batch,
+        max_seq_len=seq,
         eval_every=0,
         checkpoint_every=0,
         eval_rows=0,
@@ -69,6 +79,86 @@ def runner_speed(
             use_chat_template=spec.use_chat_template,
         ),
     )
+
+
+def timed_speed(marks: list[tuple[float, int]]) -> tuple[int, float]:
+    """(tokens, seconds) of the steps after the warm-up: (end time, tokens) per step."""
+    timed = marks[WARMUP:]
+    return sum(n for _, n in timed), timed[-1][0] - marks[WARMUP - 1][0]
+
+
+def one_process_speed(
+    loaded: loading.LoadedModel,
+    rows: list[dict[str, Any]],
+    render: Any,
+    steps: int,
+    batch: int,
+    seq: int,
+) -> tuple[int, float]:
+    marks: list[tuple[float, int]] = []
+    with tempfile.TemporaryDirectory() as out:
+        sft.train(
+            loaded,
+            bench_params(steps, batch, seq),
+            rows,
+            [],
+            out_dir=Path(out),
+            render=render,
+            on_step=lambda log: marks.append((time.perf_counter(), log.tokens)),
+        )
+    return timed_speed(marks)
+
+
+def two_process_speed(
+    loaded: loading.LoadedModel,
+    models_dir: Path,
+    rows: list[dict[str, Any]],
+    steps: int,
+    batch: int,
+    seq: int,
+) -> tuple[int, float]:
+    """Rank 0's steps of a 2-process run launched as the task launches it."""
+    cores = ddp.local_resources()["cpu_cores"]
+    threads = str(max(1, cores // 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "ddp"
+        folder.mkdir()
+        spec = folder / ddp.SPEC_NAME
+        spec.write_text(
+            json.dumps(
+                {
+                    "params": bench_params(steps, batch, seq).model_dump(mode="json"),
+                    "model": {"source": "bundled", "location": ""},
+                    "models_dir": str(models_dir),
+                    "kit_folder": loaded.path,
+                    "context_length": loaded.context_length,
+                    "train_rows": rows,
+                    "eval_rows": [],
+                    "out_dir": str(Path(tmp) / "run"),
+                    "resume": False,
+                }
+            )
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "LIFECYCLE_RANK_THREADS": threads}
+        done = subprocess.run(
+            ddp.launch_command(spec, 2), cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(
+                f"the 2-process run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
+        events = ddp.EventReader(folder / ddp.EVENTS_NAME).new()
+        shutil.rmtree(folder, ignore_errors=True)
+    # elapsed_s is rank 0's wall clock at the end of each step, as perf_counter above.
+    marks = [(e["elapsed_s"], e["tokens"]) for e in events if e["kind"] == "step"]
+    return timed_speed(marks)
+
+
+def runner_speed(
+    loaded: loading.LoadedModel, rows: list[dict[str, Any]], render: Any, steps: int
+) -> tuple[float, int, float]:
+    """(tokens/s, timed tokens, padding share) of this project's loop."""
+    params = bench_params(steps)
     marks: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as out:
         result = sft.train(
@@ -170,11 +260,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--ddp-steps", type=int, default=6)
+    parser.add_argument("--ddp-batch", type=int, default=8)
+    parser.add_argument("--ddp-seq", type=int, default=512)
+    parser.add_argument("--ddp-rounds", type=int, default=1)
     options = parser.parse_args()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 
-    loaded = loading.load(loading.ModelSpec(source="bundled"), ROOT / "var" / "models")
+    models_dir = Path(os.environ.get("LIFECYCLE_MODELS_DIR") or ROOT / "var" / "models")
+    loaded = loading.load(loading.ModelSpec(source="bundled"), models_dir)
     kit = prompts.load_kit(Path(loaded.path), loaded.context_length)
     render = common.make_render(kit, prompts.DEFAULT_TEMPLATE)
     records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
@@ -187,6 +282,49 @@ def main() -> None:
         f"{WARMUP} warm-up + {options.steps} timed steps per run, {options.rounds} rounds"
     )
 
+    figures: list[str] = []
+    if options.rounds:
+        runner, plain = compare_with_plain(loaded, rows, render, data, options)
+        figures += [
+            f"ratio={runner / plain:.2f}",
+            f"runner_tokens_per_s={runner:.1f}",
+            f"plain_tokens_per_s={plain:.1f}",
+        ]
+    if options.ddp_steps:
+        shape = (options.ddp_steps, options.ddp_batch, options.ddp_seq)
+        totals = {1: [0, 0.0], 2: [0, 0.0]}
+        for round_ in range(options.ddp_rounds):
+            for n in (1, 2) if round_ % 2 == 0 else (2, 1):
+                tokens, seconds = (
+                    one_process_speed(loaded, rows, render, *shape)
+                    if n == 1
+                    else two_process_speed(loaded, models_dir, rows, *shape)
+                )
+                totals[n][0] += tokens
+                totals[n][1] += seconds
+                print(
+                    f"round {round_ + 1}, {n} process{'es' if n > 1 else ''}, batch "
+                    f"{options.ddp_batch} x seq {options.ddp_seq}: {tokens / seconds:.1f} tokens/s"
+                )
+        one, two = (totals[n][0] / totals[n][1] for n in (1, 2))
+        print(f"1 process ({torch.get_num_threads()} threads): {one:.1f} tokens/s")
+        print(f"2 processes (gloo, same global batch): {two:.1f} tokens/s")
+        figures += [
+            f"one_process_tokens_per_s={one:.1f}",
+            f"ddp_tokens_per_s={two:.1f}",
+            f"ddp_scaling={two / one:.2f}",
+        ]
+    print("RESULT " + " ".join(figures))
+
+
+def compare_with_plain(
+    loaded: loading.LoadedModel,
+    rows: list[dict[str, Any]],
+    render: Any,
+    data: common.PreparedData,
+    options: argparse.Namespace,
+) -> tuple[float, float]:
+    """(runner, plain) tokens/s over alternating rounds."""
     totals = {"runner": [0, 0.0], "plain": [0, 0.0]}
     for round_ in range(options.rounds):
         # Alternate which goes first, so drifts in machine load fall on both alike.
@@ -206,10 +344,7 @@ def main() -> None:
     plain = totals["plain"][0] / totals["plain"][1]
     print(f"runner (this project's loop): {runner:.1f} real tokens/s over all rounds")
     print(f"plain Trainer + peft: {plain:.1f} real tokens/s over all rounds")
-    print(
-        f"RESULT ratio={runner / plain:.2f} runner_tokens_per_s={runner:.1f} "
-        f"plain_tokens_per_s={plain:.1f}"
-    )
+    return runner, plain
 
 
 if __name__ == "__main__":

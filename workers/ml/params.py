@@ -135,6 +135,10 @@ class TrainParams(BaseModel):
     checkpoint_every: int = Field(default=10, ge=0, le=MAX_TRAIN_STEPS)
     eval_rows: int = Field(default=32, ge=0, le=MAX_TRIAL_ROWS)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # Data-parallel processes (torch.distributed); the worker caps it at its GPUs (or CPU
+    # cores) and at batch_size. batch_size stays the global micro-batch: each process
+    # takes its share, so the loss curve does not depend on this setting.
+    processes: int = Field(default=1, ge=1, le=64)
     template: TemplateSnapshot
 
     @property
@@ -201,6 +205,8 @@ class AlignParams(BaseModel):
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], max_length=32)
     heldout_fraction: float = Field(default=0.2, ge=0.0, le=0.5)
+    # Data-parallel processes, as for fine-tuning (TrainParams.processes).
+    processes: int = Field(default=1, ge=1, le=64)
     checkpoint_every: int = Field(default=10, ge=0, le=MAX_TRAIN_STEPS)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 

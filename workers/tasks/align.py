@@ -12,6 +12,7 @@ from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.align import services as fb
 from lifecycle_app.stages.finetune import runs as ft
 from workers.ml.errors import UserFacingError
+from workers.tasks import distributed
 from workers.tasks.base import JobRun, job_task, model_spec_for
 from workers.tasks.training import (
     FINETUNE_SOFT_LIMIT_S,
@@ -41,7 +42,7 @@ def _align(job: Job, run: JobRun) -> None:
         total=params.max_steps,
         message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
     )
-    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    nproc = distributed.process_count(params)
     if resume:
         checkpoint = align.latest_checkpoint(out_dir)
         name = checkpoint.name if checkpoint else "the start"
@@ -64,8 +65,23 @@ def _align(job: Job, run: JobRun) -> None:
             f"{score.pairs} held-out pairs (mean log-likelihood margin {score.margin:+.3f})",
         )
 
+    if nproc > 1:
+        shared = distributed.align_dpo(
+            job,
+            run,
+            params,
+            nproc,
+            pairs=pairs,
+            out_dir=out_dir,
+            resume=resume,
+            on_step=_training_progress(job, run),
+            on_score=on_score,
+        )
+        if shared is not None:  # None: a process was lost and the job resumes later
+            _training_end(job, run, shared, fb.align_finish)
+        return
     result = align.align(
-        loaded,
+        models.load(model_spec_for(job), Path(settings.MODELS_DIR)),
         params,
         pairs,
         out_dir=out_dir,

@@ -13,6 +13,7 @@ from lifecycle_app.stages.finetune import runs as finetune_runs
 from lifecycle_app.stages.finetune import services as finetune_services
 from lifecycle_app.stages.prompt.building import PromptingError, kit_for, split_rows
 from workers.ml.errors import UserFacingError
+from workers.tasks import distributed
 from workers.tasks.base import JobRun, job_task, model_spec_for
 from workers.tasks.training import (
     FINETUNE_SOFT_LIMIT_S,
@@ -48,7 +49,7 @@ def _finetune(job: Job, run: JobRun) -> None:
         total=total,
         message="Loading the model" + (" to resume from the last checkpoint" if resume else ""),
     )
-    loaded = models.load(model_spec_for(job), Path(settings.MODELS_DIR))
+    nproc = distributed.process_count(params)
     if resume:
         run.write(
             finetune_runs.finetune_log,
@@ -68,8 +69,24 @@ def _finetune(job: Job, run: JobRun) -> None:
             line=f"step {e.step}: validation loss {e.loss:.4f} on {e.rows} rows",
         )
 
+    if nproc > 1:
+        result = distributed.train_sft(
+            job,
+            run,
+            params,
+            nproc,
+            train_rows=train_rows,
+            eval_rows=eval_rows,
+            out_dir=out_dir,
+            resume=resume,
+            on_step=on_step,
+            on_eval=on_eval,
+        )
+        if result is not None:  # None: a process was lost and the job resumes later
+            _training_end(job, run, result, finetune_services.finetune_finish)
+        return
     result = training_sft.train(
-        loaded,
+        models.load(model_spec_for(job), Path(settings.MODELS_DIR)),
         params,
         train_rows,
         eval_rows,

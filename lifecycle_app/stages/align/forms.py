@@ -81,6 +81,14 @@ class AlignForm(StepForm):
         label="Checkpoint every", initial=10, min_value=0, help_text="steps; 0 = none"
     )
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
+    processes = forms.IntegerField(
+        label="Processes",
+        initial=1,
+        min_value=1,
+        max_value=64,
+        required=False,
+        help_text="data-parallel; at most one per GPU (or CPU core) of the worker",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,6 +121,7 @@ class AlignForm(StepForm):
                 "seed",
             )
         }
+        data["processes"] = cleaned.get("processes") or 1
         try:
             self.params = AlignParams(
                 **data,

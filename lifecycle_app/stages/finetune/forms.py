@@ -92,6 +92,14 @@ class FineTuneForm(StepForm):
         label="Checkpoint every", initial=10, min_value=0, help_text="steps; 0 = none"
     )
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
+    processes = forms.IntegerField(
+        label="Processes",
+        initial=1,
+        min_value=1,
+        max_value=64,
+        required=False,
+        help_text="data-parallel; at most one per GPU (or CPU core) of the worker",
+    )
 
     field_order = ["base_model", "dataset", "template", "method"]
 
@@ -154,6 +162,7 @@ class FineTuneForm(StepForm):
                 "seed",
             )
         }
+        data["processes"] = cleaned.get("processes") or 1
         try:
             self.params = TrainParams(
                 **data,
@@ -167,9 +176,10 @@ class FineTuneForm(StepForm):
             return cleaned
         self.plan = plan_for(model, self.params, cleaned["dataset"])
         if not self.plan["fits"]:
+            each = " per process" if self.plan["processes"] > 1 else ""
             self.add_error(
                 None,
-                f"This run needs about {self.plan['total_gb']:.2f} GB but a worker has "
-                f"{self.plan['available_gb']:.1f} GB: {' '.join(self.plan['advice'][:2])}",
+                f"This run needs about {self.plan['total_gb']:.2f} GB{each} but a worker has "
+                f"{self.plan['available_gb']:.1f} GB{each}: {' '.join(self.plan['advice'][:2])}",
             )
         return cleaned

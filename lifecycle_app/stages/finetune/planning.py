@@ -35,21 +35,25 @@ def total_steps(params: TrainParams, train_rows: int) -> int:
 
 
 def plan_for(model: CatalogModel, params: TrainParams, dataset: Dataset | None) -> dict[str, Any]:
-    """Trainable parameters, the memory estimate and verdict, and the steps planned."""
+    """Trainable parameters, the memory estimate and verdict, and the steps planned. With
+    several processes the estimate and the memory it is checked against are per process
+    (`planner_memory.per_process`): a GPU each, or an equal share of a CPU worker."""
     shape = planner_shape.ModelShape.from_json(model.shape)
     gpu = bool(settings.GPU_QUEUE)
+    processes, rows_each = planner_memory.per_process(params.batch_size, params.processes)
     plan = planner_memory.memory_plan(
         shape,
         dtype="bf16" if gpu else "fp32",
         method=params.method,
-        batch_size=params.batch_size,
+        batch_size=rows_each,
         seq_len=params.max_seq_len,
         lora_r=params.lora_r,
         lora_targets=tuple(params.target_modules),
         lora_dropout=params.lora_dropout,
         num_virtual_tokens=params.num_virtual_tokens,
     )
-    available = worker_memory_bytes()
+    # On GPUs each process has a device of its own; on CPU the processes share the worker.
+    available = worker_memory_bytes() // (1 if gpu else processes)
     fits, advice = planner_memory.verdict(plan, available)
     train_rows = int((dataset.split_counts or {}).get("train", 0)) if dataset else 0
     return {
@@ -64,4 +68,6 @@ def plan_for(model: CatalogModel, params: TrainParams, dataset: Dataset | None) 
         "steps": total_steps(params, train_rows),
         "train_rows": train_rows,
         "precision": "BF16 on a GPU" if gpu else "FP32 on CPU",
+        "processes": processes,
+        "rows_per_process": rows_each,
     }

@@ -26,6 +26,7 @@ the activations, except what the weight gradients and optimizer states later reu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -389,6 +390,15 @@ def memory_plan(
     )
 
 
+def per_process(batch_size: int, processes: int) -> tuple[int, int]:
+    """Data-parallel training: (processes, rows per process per micro-batch). Each process
+    holds a full replica (weights, gradients, optimizer states) and the activations of its
+    share of the micro-batch, so a run's memory verdict is per process. A process with no
+    rows would only add communication, so there are at most `batch_size` of them."""
+    n = max(1, min(processes, batch_size))
+    return n, math.ceil(batch_size / n)
+
+
 def _replan(plan: MemoryPlan, **changes: Any) -> MemoryPlan:
     settings = {**plan.settings, **changes}
     return memory_plan(plan.shape, **settings)
@@ -465,5 +475,6 @@ __all__ = [
     "frozen_elements_per_token_layer",
     "lora_bytes_per_token",
     "memory_plan",
+    "per_process",
     "verdict",
 ]

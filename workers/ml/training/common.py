@@ -43,8 +43,8 @@ KEEP_CHECKPOINTS = 2
 FINAL_LOSS_WINDOW = 5  # final_train_loss: mean of the last optimizer steps
 STATE_NAME = "trainer_state.json"
 # Parameters that may change between an interrupted run and its resumption: they do not
-# change what is trained, only how often it is looked at.
-RESUMABLE_CHANGES = frozenset({"eval_every", "checkpoint_every", "eval_rows"})
+# change what is trained, only how often it is looked at (or by how many processes).
+RESUMABLE_CHANGES = frozenset({"eval_every", "checkpoint_every", "eval_rows", "processes"})
 
 Render = Callable[[str], str]
 

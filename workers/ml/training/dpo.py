@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.ml.errors import UserFacingError
 from workers.ml.loading import LoadedModel
@@ -36,6 +36,9 @@ from workers.ml.params import AlignParams, heldout_count
 from workers.ml.training import adapters, common
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from workers.ml.training.distributed import Group
 
 CONFIG_NAME = "alignment_config.json"
 _COMPLETE = "trainer_state.json"  # written last into a Trainer checkpoint
@@ -250,7 +253,11 @@ def _finished(out_dir: Path) -> AlignResult | None:
     config = out_dir / "final" / CONFIG_NAME
     if not config.is_file():
         return None
-    data = json.loads(config.read_text(encoding="utf-8"))["result"]
+    return result_from_dict(json.loads(config.read_text(encoding="utf-8"))["result"])
+
+
+def result_from_dict(values: dict[str, Any]) -> AlignResult:
+    data = dict(values)
     data["history"] = [common.StepLog(**s) for s in data.get("history", [])]
     for key in ("before", "after"):
         data[key] = PreferenceScore(**data[key]) if data.get(key) else None
@@ -267,9 +274,15 @@ def align(
     on_score: Callable[[str, PreferenceScore], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     resume: bool = False,
+    group: Group | None = None,
 ) -> AlignResult:
     """DPO with LoRA on `loaded`; see the module notes. `on_score("before" | "after", s)`
-    reports the held-out preference accuracy of the starting and the aligned model."""
+    reports the held-out preference accuracy of the starting and the aligned model.
+
+    With `group` (torchrun launched this process, see `distributed`) the Trainer runs
+    DDP: each process takes batch_size / N pairs of every micro-batch (the Trainer's
+    sampler deals consecutive per-process batches out in turn, so a step sees the pairs
+    one process would), the processes agree on cancel, and only rank 0 writes."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType
@@ -291,7 +304,8 @@ def align(
         tokenizer = copy.copy(tokenizer)
         tokenizer.pad_token = tokenizer.eos_token
     checkpoint = latest_checkpoint(out_dir) if resume else None
-    if not resume and (out_dir / "checkpoints").exists():
+    main = group is None or group.is_main
+    if not resume and (out_dir / "checkpoints").exists() and main:
         shutil.rmtree(out_dir / "checkpoints")  # a fresh run: earlier checkpoints are stale
     started = time.monotonic()
     before_path = out_dir / "before.json"
@@ -301,8 +315,9 @@ def align(
         before = preference_accuracy(
             loaded.model, tokenizer, heldout, device=device, max_len=params.max_length
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        before_path.write_text(json.dumps(before.as_dict()))
+        if main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            before_path.write_text(json.dumps(before.as_dict()))
     if on_score:
         on_score("before", before)
 
@@ -315,7 +330,10 @@ def align(
 
     class Bridge(TrainerCallback):  # type: ignore[misc]
         def _cancel(self, control: Any) -> None:
-            if should_cancel is not None and should_cancel():
+            asked = should_cancel is not None and should_cancel()
+            if group is not None:  # every process stops at the same micro-batch
+                asked = group.any(asked)
+            if asked:
                 state_box["cancelled"] = True
                 control.should_training_stop = True
                 control.should_save = False
@@ -361,7 +379,9 @@ def align(
         lr_scheduler_type=params.lr_scheduler,
         warmup_steps=params.warmup_steps,
         max_steps=params.max_steps,
-        per_device_train_batch_size=params.batch_size,
+        per_device_train_batch_size=-(-params.batch_size // group.world)
+        if group
+        else params.batch_size,
         gradient_accumulation_steps=params.grad_accum,
         max_length=params.max_length,
         seed=params.seed,
@@ -430,6 +450,8 @@ def align(
     )
     if on_score:
         on_score("after", after)
+    if not main:
+        return result("succeeded", after, None)
     final = out_dir / "final"
     done = result("succeeded", after, final)
     with common.atomic_dir(final) as tmp:

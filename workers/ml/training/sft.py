@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.ml.loading import LoadedModel
 from workers.ml.params import TrainParams
@@ -59,6 +59,9 @@ from workers.ml.training.common import (
 
 MAX_GRAD_NORM = 1.0  # as transformers.Trainer's default
 CONFIG_NAME = "training_config.json"
+
+if TYPE_CHECKING:
+    from workers.ml.training.distributed import Group
 
 CancelFn = Callable[[], bool]
 
@@ -107,19 +110,31 @@ def _versions() -> dict[str, str]:
 
 
 def _mean_loss(
-    model: Any, batches: list[list[Example]], pad_id: int, device: str, nv: int
+    model: Any,
+    batches: list[list[Example]],
+    pad_id: int,
+    device: str,
+    nv: int,
+    group: Group | None = None,
 ) -> tuple[float, int]:
+    """Mean target-token loss over `batches`; with a process group each rank takes its
+    share of every batch and the sums are added up across ranks."""
     import torch
 
     model.eval()
     total, count = 0.0, 0
     try:
         with torch.inference_mode(), _autocast(device):
-            for rows in batches:
-                total += float(target_loss(model, collate(rows, pad_id, device), nv))
-                count += sum(e.n_target_tokens for e in rows)
+            for batch in batches:
+                rows = group.shard(batch) if group else batch
+                if rows:
+                    total += float(target_loss(model, collate(rows, pad_id, device), nv))
+                    count += sum(e.n_target_tokens for e in rows)
     finally:
         model.train()
+    if group:
+        total, summed = group.total(total, count)
+        count = int(summed)
     return (total / count if count else float("nan")), count
 
 
@@ -135,6 +150,8 @@ def train(
     on_eval: Callable[[EvalLog], None] | None = None,
     should_cancel: CancelFn | None = None,
     resume: bool = False,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
+    group: Group | None = None,
 ) -> TrainResult:
     """Fine-tune `loaded`'s base model on `train_rows` and write `out_dir/final/`.
 
@@ -145,6 +162,11 @@ def train(
     there and returns status "cancelled" without writing a final folder. With `resume`,
     training continues from the latest complete checkpoint in `out_dir` (or starts afresh
     when there is none); a run that already finished returns its recorded result.
+
+    With `group` (a torch.distributed process group, see `distributed`), this process
+    trains on its share of every micro-batch and gradients are summed across processes
+    each step; only rank 0 writes checkpoints and the final folder, and only its result
+    names the final folder. `on_checkpoint(step, folder)` follows every checkpoint saved.
     """
     import torch
 
@@ -213,7 +235,7 @@ def train(
             )
         state = _load_checkpoint(latest[0], model, optimizer, scheduler, device)
         resumed_from = int(state["step"])
-    elif (out_dir / "checkpoints").exists():
+    elif (out_dir / "checkpoints").exists() and (group is None or group.is_main):
         shutil.rmtree(out_dir / "checkpoints")  # a fresh run: earlier checkpoints are stale
     history = [StepLog(**s) for s in state["history"]]
     evals = [EvalLog(**e) for e in state["evals"]]
@@ -223,7 +245,7 @@ def train(
 
     def evaluate() -> None:
         began = time.monotonic()
-        loss, count = _mean_loss(model, eval_batches, pad_id, device, nv)
+        loss, count = _mean_loss(model, eval_batches, pad_id, device, nv, group)
         log = EvalLog(
             state["step"],
             epoch_now(),
@@ -274,7 +296,8 @@ def train(
     segment_train_s, segment_tokens, segment_steps = 0.0, 0, 0
 
     def cancelled() -> bool:
-        return bool(should_cancel and should_cancel())
+        asked = bool(should_cancel and should_cancel())
+        return group.any(asked) if group else asked  # every rank stops at the same point
 
     while state["step"] < total_steps:
         micro = [
@@ -287,14 +310,20 @@ def train(
         lr = float(scheduler.get_last_lr()[0])
         optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=device)
-        for rows in micro:
+        for batch in micro:
             if cancelled():
                 state["elapsed_s"] = elapsed_before + time.monotonic() - segment_start
                 return result("cancelled", None)
+            rows = group.shard(batch) if group else batch
+            if not rows:  # a short last batch: this process has no share of it
+                continue
             with _autocast(device):
                 loss = target_loss(model, collate(rows, pad_id, device), nv)
             (loss / n_target).backward()
             loss_sum += loss.detach()
+        if group:
+            group.sum_grads(trainable)
+            loss_sum.fill_(group.total(float(loss_sum))[0])
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
         optimizer.step()
         scheduler.step()
@@ -339,9 +368,16 @@ def train(
             state["history"] = [s.as_dict() for s in history]
             state["evals"] = [e.as_dict() for e in evals]
             state["fingerprint"] = fingerprint
-            _save_checkpoint(out_dir, state["step"], model, optimizer, scheduler, state)
+            if group is None or group.is_main:
+                saved_to = _save_checkpoint(
+                    out_dir, state["step"], model, optimizer, scheduler, state
+                )
+                if on_checkpoint:
+                    on_checkpoint(state["step"], saved_to)
 
     state["elapsed_s"] = elapsed_before + time.monotonic() - segment_start
+    if group is not None and not group.is_main:
+        return result("succeeded", None)
     final_dir = out_dir / "final"
     outcome = result("succeeded", final_dir)
     config = {
