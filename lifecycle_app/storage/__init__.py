@@ -2,13 +2,17 @@
 
 `store()` is the configured store: the local folder (LIFECYCLE_STORAGE_URL unset: the var
 folder, today's layout, the embedded default) or S3 (`s3://bucket/prefix`, with
-AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION). Rows hold
-storage keys: the path of the file relative to the var folder, so on the local store a key
-is exactly where the file always was.
+AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION).
 
-Compatibility rule: a row value that is an absolute path (written before the store
-existed, or a model folder someone registered by path) is read from the local disk as it
-is; only relative values are keys. No data migration is needed.
+What rows hold: on an S3 store, storage keys (a relative path: jobs/<id>/attempt-<n>/...,
+datasets/<project>/<name>); on the local store, the absolute path of the file as before
+(`publish_*` returns it), so a single machine behaves exactly as it always did.
+
+Compatibility rule: a row value that is an absolute path (anything written on the local
+store or before the store existed, or a model folder someone registered by path) is read
+from the local disk as it is; only relative values are keys. No data migration is needed.
+Moving an installation from the local store to S3 means copying var/ into the bucket and
+rewriting the absolute paths as keys (not automated).
 """
 
 from __future__ import annotations
@@ -78,12 +82,18 @@ def key_for(path: Path) -> str:
 
 
 def publish_file(path: Path) -> str:
+    """Publish a file written under the var folder; returns what a row holds for it."""
+    if not is_remote():
+        return str(Path(path).resolve())  # already in place
     key = key_for(path)
     store().put_file(path, key)
     return key
 
 
 def publish_dir(path: Path) -> str:
+    """Publish a folder written under the var folder; returns what a row holds for it."""
+    if not is_remote():
+        return str(Path(path).resolve())  # already in place (renamed there atomically)
     key = key_for(path)
     store().put_dir(path, key)
     return key

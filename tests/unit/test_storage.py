@@ -67,7 +67,7 @@ def test_a_file_round_trips_with_its_size_and_listing(store: Store, tmp_path: Pa
         assert fh.read() == local.read_bytes()
     store.delete("datasets/1/data.jsonl")
     assert not store.exists("datasets/1/data.jsonl")
-    with pytest.raises(StoreMissing, match="has no file datasets/1/data.jsonl"):
+    with pytest.raises(StoreMissing, match=r"has no file datasets/1/data\.jsonl"):
         store.fetch("datasets/1/data.jsonl")
 
 
@@ -167,7 +167,6 @@ def test_the_cache_evicts_the_least_recently_used_entries(tmp_path: Path) -> Non
 
 
 def test_concurrent_fills_of_one_entry_run_once(tmp_path: Path) -> None:
-    cache = ContentCache(tmp_path, max_bytes=10**6)
     data = b"x" * 5000
     digest = hashlib.sha256(data).hexdigest()
     calls = []
