@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from workers.ml.loading import ModelSpec, adapter_base, resolve
-
 from lifecycle_app.storage import local_dir
+from workers.ml.loading import ModelSpec, adapter_base, resolve
 
 
 def _rebased(folder: Path, base: str, views: Path) -> Path:

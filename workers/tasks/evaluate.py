@@ -18,8 +18,8 @@ from lifecycle_app.stages.evaluate import services as ev
 from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCandidate
 from lifecycle_app.stages.evaluate.services import candidate_record_batch
 from lifecycle_app.stages.prompt.building import PromptingError
-from workers.ml.errors import JobInterrupted, UserFacingError
 from lifecycle_app.storage.models import loadable_spec
+from workers.ml.errors import JobInterrupted, UserFacingError
 from workers.tasks.base import JobRun, job_task
 
 logger = logging.getLogger(__name__)

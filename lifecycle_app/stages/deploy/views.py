@@ -55,7 +55,7 @@ def variant_download(
     # written before the store existed); never read into memory.
     try:
         if Path(variant.bundle_path).is_absolute():
-            stream = Path(variant.bundle_path).open("rb")
+            stream = Path(variant.bundle_path).open("rb")  # noqa: SIM115 - FileResponse closes it
         else:
             stream = storage.store().open(variant.bundle_path)
     except (FileNotFoundError, storage.StoreMissing) as exc:
