@@ -107,7 +107,9 @@ class CheckpointSync:
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self.done: set[str] = set()
+        # Checkpoints already there were seeded from the store (or an earlier attempt).
+        root = out_dir / "checkpoints"
+        self.done: set[str] = {p.name for p in root.iterdir()} if root.is_dir() else set()
 
     def __call__(self) -> None:
         from workers.ml.training.common import checkpoints
