@@ -43,7 +43,15 @@ __all__ = [
 
 
 @functools.cache
-def _build(url: str, var_dir: str, cache_dir: str, cache_max: int, timeout: float) -> Store:
+def _build(
+    url: str,
+    var_dir: str,
+    cache_dir: str,
+    cache_max: int,
+    timeout: float,
+    endpoint: str | None,
+    region: str | None,
+) -> Store:
     if not url:
         return LocalStore(Path(var_dir))
     if url.startswith("s3://"):
@@ -52,8 +60,8 @@ def _build(url: str, var_dir: str, cache_dir: str, cache_max: int, timeout: floa
         return S3Store(
             url,
             ContentCache(Path(cache_dir), cache_max),
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_DEFAULT_REGION") or None,
+            endpoint_url=endpoint,
+            region_name=region,
             timeout_s=timeout,
         )
     if url.startswith("file://") or url.startswith("/"):
@@ -69,6 +77,8 @@ def store() -> Store:
         str(settings.CACHE_DIR),
         settings.CACHE_MAX_BYTES,
         float(settings.STORAGE_TIMEOUT_S),
+        os.environ.get("AWS_ENDPOINT_URL") or None,
+        os.environ.get("AWS_DEFAULT_REGION") or None,
     )
 
 

@@ -11,6 +11,7 @@ use them; `lifecycle_app.storage.store()` builds the configured one from the set
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -126,7 +127,7 @@ class Store(ABC):
     def open(self, key: str) -> BinaryIO:
         """A streaming, read-only file object on the file `key` (for downloads)."""
 
-    def published_folders(self, prefix: str) -> list[str]:
+    def published_folders(self, prefix: str) -> builtins.list[str]:
         """The published folders under `prefix` (those whose manifest exists)."""
         tail = "/" + MANIFEST
         return [k[: -len(tail)] for k in self.list(prefix) if k.endswith(tail)]

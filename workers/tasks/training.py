@@ -5,10 +5,13 @@ the end of a training job.
 Checkpoints and the final folder go to the artifact store (lifecycle_app/storage), so a job
 resumed on another host continues from the last stored checkpoint. A checkpoint is
 published once complete (after its folder's atomic rename), from the task's thread at the
-next step: training waits for the upload (measured in bench/storage.py: a LoRA checkpoint
-of the bundled model is about 5.6 MB, tens of milliseconds to a local store; a full
-fine-tune's checkpoint is the model three times over, where a background upload would
-pay off). Keys carry the attempt (jobs/<id>/attempt-<n>/run/checkpoints/step-<k>), so a
+next step: training waits for the upload. Measured (bench/storage.py, moto's S3 server on
+this 2-core machine): a LoRA-sized checkpoint (5.5 MB: adapter, optimizer, scheduler) takes
+about 0.2 s, once every `checkpoint_every` steps, against several seconds per step of
+LoRA on the bundled model (about 160 tokens/s at batch 4 x 256 here), so simple and
+ordered won over a background thread; a full fine-tune's checkpoint (the weights three
+times over) is where a background upload would pay off.
+Keys carry the attempt (jobs/<id>/attempt-<n>/run/checkpoints/step-<k>), so a
 superseded worker never overwrites another attempt's files; the manifest is written last,
 so a worker killed mid-upload leaves nothing a reader sees.
 """

@@ -4,6 +4,7 @@ tokens. The step page itself is the wizard's (wizard/optimize.html)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
@@ -53,6 +54,7 @@ def variant_download(
     name = f"{project.slug}-{variant.kind}-{variant.job_id}.zip"
     # Streamed in chunks from the artifact store (an absolute path: the local disk, as
     # written before the store existed); never read into memory.
+    stream: BinaryIO
     try:
         if Path(variant.bundle_path).is_absolute():
             stream = Path(variant.bundle_path).open("rb")  # noqa: SIM115 - FileResponse closes it
