@@ -24,7 +24,6 @@ from tests.factories import JobFactory
 from tests.s3server import CREDENTIALS, make_bucket, moto_server
 from tests.unit.test_views_datasets import (  # noqa: F401 - fixtures
     SAMPLE,
-    Storage,
     body,
     mapping_data,
     sent,
@@ -70,8 +69,9 @@ def client(project: Project) -> Client:
     return client
 
 
+@pytest.mark.usefixtures("storage")
 def test_an_upload_is_published_read_through_the_cache_and_downloaded_from_the_store(
-    client: Client, project: Project, storage: Storage, s3: str, endpoint: str
+    client: Client, project: Project, s3: str, endpoint: str
 ) -> None:
     dataset = upload_and_save(client, project)
 
@@ -88,10 +88,10 @@ def test_an_upload_is_published_read_through_the_cache_and_downloaded_from_the_s
     assert body(response) == SAMPLE.read_bytes()
 
 
+@pytest.mark.usefixtures("storage")
 def test_with_the_store_down_pages_render_downloads_say_503_and_uploads_are_refused(
     client: Client,
     project: Project,
-    storage: Storage,
     s3: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
