@@ -102,16 +102,21 @@ class Hosts:
             "LIFECYCLE_AUDIT_LOG": str(self.root / f"audit-{name}.log"),
         }
 
-    def prepare_models(self, name: str) -> None:
+    def prepare_models(self, *names: str) -> None:
         """What `manage.py prepare_models --only tiny` does at a worker host's start (the
-        compose file runs it), without touching the catalog rows of this test."""
+        image's commands run it), without touching the catalog rows of this test; the
+        hosts in parallel."""
         code = (
             "import os; from pathlib import Path; from workers.ml import bundled; "
             "bundled.build_tiny(Path(os.environ['LIFECYCLE_MODELS_DIR']) / bundled.TINY_DIRNAME)"
         )
-        subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **self.env(name)}, check=True
-        )
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **self.env(name)}
+            )
+            for name in names
+        ]
+        assert [proc.wait(timeout=300) for proc in procs] == [0] * len(names)
 
     def worker(self, name: str, queues: str) -> WorkerProcess:
         # start_worker puts LIFECYCLE_VAR_DIR at <log dir>/var: the host's own folder.
@@ -255,6 +260,7 @@ def _upload_through_the_web(hosts: Hosts, project: Project, owner: User) -> int:
     return dataset_id
 
 
+@pytest.mark.timeout(900)  # about 4.5 min here (2 cores shared with other test runs)
 def test_three_hosts_share_only_the_database_the_broker_and_the_store(
     hosts: Hosts, project: Project, owner: User, tiny_model: CatalogModel, tiny_folder: Path
 ) -> None:
@@ -267,7 +273,7 @@ def test_three_hosts_share_only_the_database_the_broker_and_the_store(
         print(f"[three-hosts] {name} at {time.monotonic() - started:.1f} s", flush=True)
 
     hosts.start_web()
-    hosts.prepare_models("worker")
+    hosts.prepare_models("worker", "worker2")  # each host builds its own copy
     first = hosts.worker("worker", "cpu,gpu")
     serving = hosts.worker("serve", "serve")
 
@@ -292,8 +298,8 @@ def test_three_hosts_share_only_the_database_the_broker_and_the_store(
     wait_for_job(
         job.id,
         lambda j: not j.is_active or bool(_stored_checkpoints(hosts, job.id)),
-        timeout=120,
-        poll=0.1,
+        timeout=240,
+        poll=0.5,
     )
     first.kill()
     killed = Job.objects.get(id=job.id)
@@ -305,7 +311,6 @@ def test_three_hosts_share_only_the_database_the_broker_and_the_store(
     # 3. A fresh worker with another empty var folder resumes from the stored checkpoint.
     while (time.time() - killed.heartbeat_at.timestamp()) <= STALE_AFTER_S + 0.5:  # type: ignore[union-attr]
         time.sleep(0.1)
-    hosts.prepare_models("worker2")
     second = hosts.worker("worker2", "cpu,gpu")
     job = wait_for_job(job.id, timeout=180)
     assert job.status == JobStatus.SUCCEEDED, job.error
