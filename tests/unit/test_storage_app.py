@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -122,7 +122,7 @@ def test_a_job_that_meets_a_dead_store_fails_with_its_message_and_publishes_noth
     from workers.tasks.base import _run
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", DOWN)
-    job = JobFactory(project=project, created_by=owner)
+    job = cast(Job, JobFactory(project=project, created_by=owner))
 
     def body(job: Job, run: Any) -> None:
         (run.folder / "final").mkdir()
