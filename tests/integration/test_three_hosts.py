@@ -260,7 +260,7 @@ def _upload_through_the_web(hosts: Hosts, project: Project, owner: User) -> int:
     return dataset_id
 
 
-@pytest.mark.timeout(900)  # about 4.5 min here (2 cores shared with other test runs)
+@pytest.mark.timeout(900)  # 4.5-5.5 min here (2 cores shared with other test runs)
 def test_three_hosts_share_only_the_database_the_broker_and_the_store(
     hosts: Hosts, project: Project, owner: User, tiny_model: CatalogModel, tiny_folder: Path
 ) -> None:
