@@ -8,6 +8,9 @@
 # (it consumes the "gpu" queue; set LIFECYCLE_GPU_QUEUE=true on the web side).
 # The generation API is answered by `serve` (the "serve" queue; it keeps deployed models
 # loaded between requests). Web requests wait on it, so gunicorn runs threads.
+# Every command prepares the models on its own host first (a worker host shares no disk
+# with the others: its var/ holds its models, its cache of store objects and its job
+# folders). compose.yaml runs the multi-host shape with an S3 store.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -26,10 +29,10 @@ USER app
 EXPOSE 8000
 ENTRYPOINT ["/bin/sh", "-c", "\
 case \"$0\" in \
-  web) python manage.py migrate --noinput && python manage.py prepare_models && exec gunicorn lifecycle_app.wsgi --bind 0.0.0.0:8000 --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-8} ;; \
-  worker) exec celery -A workers.celery worker -Q cpu --concurrency ${WORKER_CONCURRENCY:-1} --loglevel INFO ;; \
-  serve) exec celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO ;; \
-  worker-gpu) exec celery -A workers.celery worker -Q gpu --concurrency 1 --loglevel INFO ;; \
+  web) python manage.py migrate --noinput && python manage.py storage_init && python manage.py prepare_models && exec gunicorn lifecycle_app.wsgi --bind 0.0.0.0:8000 --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-8} ;; \
+  worker) python manage.py prepare_models && exec celery -A workers.celery worker -Q cpu --concurrency ${WORKER_CONCURRENCY:-1} --loglevel INFO ;; \
+  serve) python manage.py prepare_models && exec celery -A workers.celery worker -Q serve --concurrency 1 --hostname serve@%h --loglevel INFO ;; \
+  worker-gpu) python manage.py prepare_models && exec celery -A workers.celery worker -Q gpu --concurrency 1 --loglevel INFO ;; \
   *) exec \"$0\" \"$@\" ;; \
 esac"]
 CMD ["web"]

@@ -233,6 +233,16 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
 
+# --- Artifact storage (lifecycle_app/storage) ---------------------------------------
+# Unset: the local var folder (the embedded default). s3://bucket/prefix: an S3-compatible
+# store (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION),
+# with a local content-hash cache of what this host read, bounded and evicted LRU.
+STORAGE_URL = env_str("LIFECYCLE_STORAGE_URL", "") or ""
+CACHE_DIR = Path(env_str("LIFECYCLE_CACHE_DIR") or VAR_DIR / "cache")
+CACHE_MAX_BYTES = env_int("LIFECYCLE_CACHE_MAX_BYTES", 20 * 1024**3, minimum=1024 * 1024)
+# Connect and read timeout of each store call (two attempts at most).
+STORAGE_TIMEOUT_S = env_int("LIFECYCLE_STORAGE_TIMEOUT_S", 30, minimum=1)
+
 REDIS_URL = env_str("REDIS_URL")
 # The generation API (POST /api/projects/<slug>/generate): how long a request waits for
 # the serving worker, and the largest request body accepted.

@@ -27,11 +27,13 @@ from django.db import transaction
 from django.http import Http404
 
 from lifecycle_app.catalog.models import CatalogModel
+from lifecycle_app.datasets.files import dataset_files_delete, dataset_files_publish
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.datasets.profiling import job_create_profile
 from lifecycle_app.jobs.services import job_limits_check
 from lifecycle_app.projects.activity import activity_record
 from lifecycle_app.projects.models import ActivityVerb, Project
+from lifecycle_app.storage import StoreError
 from workers.ml.data import validation as dataset_io
 from workers.ml.data.records import DatasetRejected
 from workers.ml.data.splits import SPLIT_COLUMN, combine_split_files
@@ -305,6 +307,11 @@ def dataset_create_from_staged(
             split_field=mapping.split_field,
         )
         shutil.move(str(staged.path), original)
+        size, sha = original.stat().st_size, _sha256(original)
+        try:
+            dataset_files_publish(project_id=project.id, original=original, clean=clean)
+        except StoreError as exc:
+            raise DatasetRejected(str(exc)) from exc
         with transaction.atomic():
             dataset = Dataset.objects.create(
                 project=project,
@@ -314,8 +321,8 @@ def dataset_create_from_staged(
                 format=staged.format,
                 encoding=staged.encoding,
                 had_bom=bool(staged.inspection.get("had_bom")),
-                size_bytes=original.stat().st_size,
-                sha256=_sha256(original),
+                size_bytes=size,
+                sha256=sha,
                 input_field=mapping.input_field,
                 target_field=mapping.target_field,
                 classification=mapping.classification,
@@ -375,6 +382,13 @@ def dataset_rename(*, dataset: Dataset, name: str, actor: User | None = None) ->
     return dataset
 
 
+def _delete_files(dataset: Dataset) -> None:
+    try:
+        dataset_files_delete(dataset)
+    except StoreError:
+        logger.exception("Dataset %s: its files stay in the store", dataset.id)
+
+
 def dataset_delete(*, dataset: Dataset, actor: User | None = None) -> None:
     paths = [dataset.original_path, dataset.clean_path]
     with transaction.atomic():
@@ -387,6 +401,7 @@ def dataset_delete(*, dataset: Dataset, actor: User | None = None) -> None:
             )
         dataset.delete()
         transaction.on_commit(lambda: _remove_all(paths))
+        transaction.on_commit(lambda: _delete_files(dataset))
 
 
 def dataset_record_profile(*, dataset_id: int, profile: dict[str, Any]) -> None:

@@ -19,12 +19,14 @@ from lifecycle_app.common.http import HtmxHttpRequest, authed_user
 from lifecycle_app.common.uploads import SizeLimitedUploadHandler
 from lifecycle_app.datasets import selectors
 from lifecycle_app.datasets import services as dataset_services
+from lifecycle_app.datasets.files import dataset_file_open
 from lifecycle_app.datasets.forms import DatasetMappingForm, DatasetRenameForm, DatasetUploadForm
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.jobs.services import JobLimitReached
 from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import Membership, Project
 from lifecycle_app.projects.steps import StepSlug
+from lifecycle_app.storage import StoreError, StoreMissing
 from workers.ml.data.records import DatasetRejected
 from workers.ml.data.sniff import DELIMITER_NAMES
 from workers.ml.data.splits import SPLIT_COLUMN
@@ -327,16 +329,22 @@ def dataset_delete(request: HtmxHttpRequest, slug: str, dataset_id: int) -> Http
 
 @login_required
 @require_GET
-def dataset_download(request: HtmxHttpRequest, slug: str, dataset_id: int) -> FileResponse:
+def dataset_download(
+    request: HtmxHttpRequest, slug: str, dataset_id: int
+) -> FileResponse | HttpResponse:
     project, _ = projects_selectors.project_get_for_user(user=request.user, slug=slug)
     dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
     which = request.GET.get("file", "original")
     if which == "clean":
-        path, filename = dataset.clean_path, f"{Path(dataset.original_filename).stem}.clean.jsonl"
+        filename = f"{Path(dataset.original_filename).stem}.clean.jsonl"
     elif which == "original":
-        path, filename = dataset.original_path, dataset.original_filename
+        filename = dataset.original_filename
     else:
         raise Http404("No such file.")
-    if not path.is_file():
-        raise Http404("The file is missing from storage.")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=filename)
+    try:  # streamed from the store: the web never reads a worker's disk
+        stream = dataset_file_open(dataset, which)
+    except StoreMissing as exc:
+        raise Http404("The file is missing from storage.") from exc
+    except StoreError as exc:
+        return HttpResponse(str(exc), status=503, content_type="text/plain")
+    return FileResponse(stream, as_attachment=True, filename=filename)

@@ -24,6 +24,7 @@ from lifecycle_app.projects.models import (
 )
 from lifecycle_app.projects.services import ProjectActionRefused
 from lifecycle_app.stages.deploy.models import ModelVariant
+from lifecycle_app.storage import StoreError, is_remote, store
 from lifecycle_app.teams.forms import ProjectDeleteForm
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,26 @@ def project_delete(*, project: Project, actor: User) -> None:
             "Cancel or wait for them on the Jobs page, then delete the project."
         )
     folder = Path(settings.DATASETS_DIR) / str(project.id)
+    project_id = project.id
+    job_ids = list(Job.objects.filter(project=project).values_list("id", flat=True))
     with transaction.atomic():
         logger.info("Project %s deleted by %s", project.slug, actor.username)
         _delete_candidates(project)
         project.delete()
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+        if is_remote():
+            transaction.on_commit(lambda: _delete_stored(project_id, job_ids))
+
+
+def _delete_stored(project_id: int, job_ids: list[int]) -> None:
+    """The project's files in the artifact store: its datasets and its jobs' folders."""
+    target = store()
+    try:
+        for prefix in [f"datasets/{project_id}", *(f"jobs/{i}" for i in job_ids)]:
+            for key in target.list(prefix):
+                target.delete(key)
+    except StoreError:
+        logger.exception("Project %s: some of its files stay in the artifact store", project_id)
 
 
 def _delete_candidates(project: Project) -> None:

@@ -38,6 +38,7 @@ from lifecycle_app.stages.finetune.services import finetune_create
 from lifecycle_app.stages.integrate.knowledge.services import knowledge_index_start
 from lifecycle_app.stages.prompt.playground import job_create_generate
 from lifecycle_app.stages.prompt.services import trial_create
+from lifecycle_app.storage import StoreError, is_remote, store
 from workers.ml.params import (
     AlignParams,
     EvaluateParams,
@@ -172,7 +173,11 @@ RUN_AGAIN: dict[str, Callable[[Job, User], Job]] = {
 
 
 def has_checkpoint(job: Job) -> bool:
-    """Whether any attempt of a training job left a complete checkpoint to resume from."""
+    """Whether any attempt of a training job left a complete checkpoint to resume from (in
+    the artifact store when it is remote: the web host has no worker's files). Raises
+    StoreError when the store cannot be asked."""
+    if is_remote():
+        return any("/run/checkpoints/" in k for k in store().published_folders(f"jobs/{job.id}"))
     root = Path(settings.JOBS_DIR) / str(job.id)
     folders = [*root.glob("attempt-*/run/checkpoints"), root / "run" / "checkpoints"]
     return any(
@@ -201,6 +206,15 @@ def job_run_again(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpRespo
     return redirect("job_detail", slug=project.slug, job_id=new.id)
 
 
+def _checkpoint_or_message(request: HtmxHttpRequest, job: Job) -> bool | None:
+    """has_checkpoint, or None (with the store's message shown) when the store is down."""
+    try:
+        return has_checkpoint(job)
+    except StoreError as exc:
+        messages.error(request, str(exc))
+        return None
+
+
 @login_required
 @require_POST
 def job_resume_view(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpResponse:
@@ -208,10 +222,11 @@ def job_resume_view(request: HtmxHttpRequest, slug: str, job_id: int) -> HttpRes
     job = selectors.job_get_for_user(project=project, job_id=job_id)
     if job.status != JobStatus.FAILED or job.kind not in RESUMABLE_KINDS:
         messages.error(request, "Only a failed fine-tuning or alignment run can be resumed.")
-    elif not has_checkpoint(job):
-        messages.error(
-            request, "This run saved no checkpoint to resume from; use Run again instead."
-        )
+    elif not (found := _checkpoint_or_message(request, job)):
+        if found is False:
+            messages.error(
+                request, "This run saved no checkpoint to resume from; use Run again instead."
+            )
     else:
         try:
             job_resume(job=job, actor=authed_user(request))

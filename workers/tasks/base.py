@@ -44,6 +44,7 @@ from lifecycle_app.jobs.fencing import (
     with_db_retry,
 )
 from lifecycle_app.jobs.models import Job
+from lifecycle_app.storage.models import loadable_spec
 from workers.celery import app
 from workers.ml.errors import UserFacingError
 from workers.ml.loading import ModelSpec
@@ -234,7 +235,8 @@ def model_spec_for(job: Job) -> ModelSpec:
     base = job.base_model
     if base is None:
         raise UserFacingError("This job has no model.")
-    return ModelSpec(source=base.source, location=base.location)  # type: ignore[arg-type]
+    # A store key is fetched through this host's cache (lifecycle_app/storage/models.py).
+    return loadable_spec(base, Path(settings.MODELS_DIR), Path(settings.CACHE_DIR) / "views")
 
 
 class JobCancelled(Exception):

@@ -18,8 +18,8 @@ from lifecycle_app.stages.evaluate import services as ev
 from lifecycle_app.stages.evaluate.models import CandidateStatus, EvaluationCandidate
 from lifecycle_app.stages.evaluate.services import candidate_record_batch
 from lifecycle_app.stages.prompt.building import PromptingError
+from lifecycle_app.storage.models import loadable_spec
 from workers.ml.errors import JobInterrupted, UserFacingError
-from workers.ml.loading import ModelSpec
 from workers.tasks.base import JobRun, job_task
 
 logger = logging.getLogger(__name__)
@@ -105,9 +105,10 @@ def _evaluate(job: Job, run: JobRun) -> None:
             )
             run.write(ev.candidate_start, candidate_id=candidate.id, prompts=prompts)
             run.write(job_services.job_progress_message, job_id=job.id, message=f"{step}: loading")
-            model_spec = ModelSpec(
-                source=candidate.base_model.source,  # type: ignore[arg-type]
-                location=candidate.base_model.location,
+            model_spec = loadable_spec(  # a store key is fetched through the cache
+                candidate.base_model,
+                Path(settings.MODELS_DIR),
+                Path(settings.CACHE_DIR) / "views",
             )
             loaded = ml_loading.load(model_spec, Path(settings.MODELS_DIR))
         except (PromptingError, ml_errors.ModelNotAvailable) as exc:

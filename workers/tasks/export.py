@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
+from lifecycle_app import storage
 from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.deploy import services as deploy
@@ -144,11 +145,14 @@ def _export(job: Job, run: JobRun) -> None:
         bundle = export_bundle.write_bundle(out_dir, root / "bundle.zip")
     weights = export_variants.main_weights(files)
     progress(total, total, "Recording the variant")
+    # The artifact store (lifecycle_app/storage): rows hold keys, published before the row.
+    out_key = Path(storage.publish_dir(out_dir))
+    bundle_key = Path(storage.publish_file(bundle)) if bundle else None
     run.write(
         deploy.export_finish,
         job=job,
-        out_dir=out_dir,
-        bundle=bundle,
+        out_dir=out_key,
+        bundle=bundle_key,
         files=files,
         measurements=measurements,
         weights_sha256=weights["sha256"] if weights else "",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from lifecycle_app.datasets.files import clean_file
 from lifecycle_app.datasets.services import dataset_record_profile
 from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
@@ -42,7 +43,7 @@ def _profile(job: Job, run: JobRun) -> None:
 
     try:
         result = profile(
-            dataset.clean_path,
+            clean_file(dataset),
             tokenizer,
             context_length=context_length,
             on_progress=on_progress,

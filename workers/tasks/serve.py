@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from lifecycle_app.storage import local_dir
 from workers.celery import app
 from workers.ml.errors import UserFacingError
 
@@ -31,7 +32,8 @@ def serve_generate(reply_key: str, path: str, request: dict[str, object]) -> Non
 
     reply: dict[str, object]
     try:
-        loaded = serve.warm_model(path, Path(settings.MODELS_DIR))
+        # A store key: fetched through this host's cache (lifecycle_app/storage).
+        loaded = serve.warm_model(str(local_dir(path)), Path(settings.MODELS_DIR))
         reply = {"ok": True, **serve.complete(loaded, ServeRequest(**request))}  # type: ignore[arg-type]
     except serve.PromptTooLong as exc:
         reply = {"ok": False, "status": 400, "type": "invalid_request_error", "message": str(exc)}

@@ -4,6 +4,7 @@ tokens. The step page itself is the wizard's (wizard/optimize.html)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
@@ -12,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseLocation
 
+from lifecycle_app import storage
 from lifecycle_app.common.http import HtmxHttpRequest, authed_user
 from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import StageKey
@@ -42,15 +44,27 @@ def variant_deploy(request: HtmxHttpRequest, slug: str, variant_id: int) -> Http
 
 @login_required
 @require_GET
-def variant_download(request: HtmxHttpRequest, slug: str, variant_id: int) -> FileResponse:
+def variant_download(
+    request: HtmxHttpRequest, slug: str, variant_id: int
+) -> FileResponse | HttpResponse:
     project, _ = projects_selectors.project_get_for_user(user=request.user, slug=slug)
     variant = selectors.variant_get(project=project, variant_id=variant_id)
-    path = Path(variant.bundle_path) if variant.bundle_path else None
-    if path is None or not path.is_file():
+    if not variant.bundle_path:
         raise Http404("This variant has no download bundle.")
     name = f"{project.slug}-{variant.kind}-{variant.job_id}.zip"
-    # Streamed from disk in chunks; never read into memory.
-    return FileResponse(path.open("rb"), as_attachment=True, filename=name)
+    # Streamed in chunks from the artifact store (an absolute path: the local disk, as
+    # written before the store existed); never read into memory.
+    stream: BinaryIO
+    try:
+        if Path(variant.bundle_path).is_absolute():
+            stream = Path(variant.bundle_path).open("rb")  # noqa: SIM115 - FileResponse closes it
+        else:
+            stream = storage.store().open(variant.bundle_path)
+    except (FileNotFoundError, storage.StoreMissing) as exc:
+        raise Http404("This variant has no download bundle.") from exc
+    except storage.StoreError as exc:
+        return HttpResponse(str(exc), status=503, content_type="text/plain")
+    return FileResponse(stream, as_attachment=True, filename=name)
 
 
 @login_required

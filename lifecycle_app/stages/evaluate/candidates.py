@@ -47,7 +47,9 @@ def model_unavailable(model: CatalogModel | None) -> str:
     job = model.trained_by_job
     if model.project_id is not None and job is not None and job.status != JobStatus.SUCCEEDED:
         return f"Its fine-tuning job #{job.id} {job.get_status_display().lower()}."
-    if model.source == "local":
+    # A store key is not looked up here: pages never call the store (a job whose model is
+    # gone from it fails with the store's message).
+    if model.source == "local" and Path(model.location).is_absolute():
         folder = Path(model.location).expanduser()
         if not ((folder / "config.json").is_file() or adapter_base(folder)):
             return f"Its weights are gone ({folder} was deleted)."

@@ -7,6 +7,7 @@ run see the same rows, shots and text. Tokenizing goes through `workers.ml.promp
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 from django.conf import settings
 
 from lifecycle_app.catalog.models import CatalogModel
+from lifecycle_app.datasets.files import clean_file
 from lifecycle_app.datasets.models import Dataset
 from lifecycle_app.stages.prompt.models import PromptTemplate
+from lifecycle_app.storage import StoreError, StoreMissing, local_dir
 from workers.ml import prompts as ml_prompts
 from workers.ml.data.validation import read_clean
 from workers.ml.loading import ModelSpec, prepared_path
@@ -51,6 +54,11 @@ def spec_of(template: PromptTemplate | TemplateSnapshot) -> ml_prompts.TemplateS
 
 def kit_for(base_model: CatalogModel) -> ml_prompts.PromptKit:
     spec = ModelSpec(source=base_model.source, location=base_model.location)  # type: ignore[arg-type]
+    if spec.source == "local" and not os.path.isabs(spec.location):
+        try:  # a store key: the tokenizer files come through this host's cache
+            spec = ModelSpec(source="local", location=str(local_dir(spec.location)))
+        except StoreError as exc:
+            raise PromptingError(str(exc)) from exc
     folder = prepared_path(spec, Path(settings.MODELS_DIR))
     if folder is None:
         raise PromptingError(
@@ -65,10 +73,14 @@ def kit_for(base_model: CatalogModel) -> ml_prompts.PromptKit:
 
 def split_rows(dataset: Dataset, split: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The split's rows in file order (the first `limit` of them)."""
-    if not dataset.clean_path.is_file():
-        raise PromptingError(f"The file of dataset '{dataset.name}' is missing; upload it again.")
+    try:
+        path = clean_file(dataset)
+    except StoreMissing as exc:
+        raise PromptingError(
+            f"The file of dataset '{dataset.name}' is missing; upload it again."
+        ) from exc
     rows: list[dict[str, Any]] = []
-    for row in read_clean(dataset.clean_path, split):
+    for row in read_clean(path, split):
         rows.append(row)
         if limit is not None and len(rows) >= limit:
             break
