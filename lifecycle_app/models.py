@@ -45,7 +45,6 @@ from lifecycle_app.stages.integrate.app.models import FallbackQuestion as Fallba
 from lifecycle_app.stages.integrate.knowledge.models import IndexStatus as IndexStatus
 from lifecycle_app.stages.integrate.knowledge.models import KnowledgeDocument as KnowledgeDocument
 from lifecycle_app.stages.integrate.knowledge.models import KnowledgeIndex as KnowledgeIndex
-from lifecycle_app.stages.integrate.api.models import ServingLog as ServingLog
 from lifecycle_app.stages.prompt.models import ExampleStatus as ExampleStatus
 from lifecycle_app.stages.prompt.models import GenerationOutput as GenerationOutput
 from lifecycle_app.stages.prompt.models import PromptTemplate as PromptTemplate

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('lifecycle_app', '0017_job_kinds_application'),
+        ('lifecycle_app', '0018_knowledge_base'),
     ]
 
     operations = [

@@ -7,8 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("lifecycle_app", "0018_knowledge_base"),
-        ("lifecycle_app", "0020_serving_log"),
+        ("lifecycle_app", "0019_serving_log"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
