@@ -390,3 +390,77 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([5], 95) == 5
     assert percentile([1, 2, 3, 4], 50) == 2
     assert percentile(list(range(1, 21)), 95) == 19
+
+
+# --- a deployed application answers the API --------------------------------------------
+
+
+@pytest.fixture
+def deployed_app(project: Project, owner: User, tiny_model: CatalogModel, tiny_folder: Any) -> Any:
+    from lifecycle_app.stages.integrate.app.models import Application, ApplicationVersion
+    from lifecycle_app.stages.integrate.app.services import version_deploy
+
+    app = Application.objects.create(project=project, name="Help desk", created_by=owner)
+    version = ApplicationVersion.objects.create(
+        application=app,
+        number=1,
+        candidate_kind="base",
+        model=tiny_model,
+        model_label="Tiny test model (catalog)",
+        template="Context:\n{context}\nQuestion: {input}\nAnswer:",
+        retrieval="off",
+        top_k=3,
+        reasoning="none",
+        max_new_tokens=16,
+    )
+    return version_deploy(version=version, user=owner)
+
+
+def test_a_deployed_application_answers_with_its_own_model_and_config(
+    deployed: ModelVariant, deployed_app: Any, token: str, worker: FakeStream
+) -> None:
+    listed = Client().get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert [m["id"] for m in listed["data"]] == ["help-desk"]  # the app, not the variant
+
+    response = post(body("help-desk"), token)
+
+    assert response.status_code == 200, response.content
+    sent = worker.calls[0]
+    assert sent["model_path"] != deployed.path  # the version's model, as in the playground
+    app = sent["payload"]["app"]
+    assert app["question"] == "A: Lunch? B: Sure."  # the user's text only
+    assert app["config"]["template"].startswith("Context:\n{context}")
+
+
+def test_an_api_question_the_app_could_not_answer_waits_for_review(
+    deployed_app: Any, token: str, worker: FakeStream
+) -> None:
+    from lifecycle_app.stages.integrate.app.models import FallbackQuestion
+
+    worker.events = [
+        {"type": "delta", "text": "I don't know."},
+        {**DONE, "answer": "I don't know.", "fallback": True, "fallback_reason": "no passage"},
+    ]
+
+    response = post(body("help-desk", stream=True), token)
+    sse(response)
+
+    item = FallbackQuestion.objects.get()
+    assert (item.version_id, item.source, item.question) == (
+        deployed_app.id,
+        "api",
+        "A: Lunch? B: Sure.",
+    )
+
+
+def test_a_deployed_application_whose_model_is_gone_gets_503_naming_it(
+    deployed_app: Any, token: str, worker: FakeStream, tiny_model: CatalogModel
+) -> None:
+    CatalogModel.objects.filter(id=tiny_model.id).update(source="local", location="/gone/model")
+
+    response = post(body("help-desk"), token)
+
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "model_unavailable" and "help-desk" in error["message"]
+    assert worker.calls == []

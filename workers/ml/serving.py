@@ -19,6 +19,7 @@ from pydantic import Field
 
 from workers.ml import loading
 from workers.ml.errors import UserFacingError
+from workers.ml.export.onnx_runtime import is_onnx_variant, load_onnx
 from workers.ml.generation.stream import generate_batch
 from workers.ml.generation.streaming import StreamResult, stream_generate
 from workers.ml.params import GenerationSettings, ServeRequest, TemplateSnapshot
@@ -28,20 +29,24 @@ MAX_STOP_STRINGS = 4
 
 MAX_WARM = 2
 _lock = threading.Lock()
-_warm: OrderedDict[str, loading.LoadedModel] = OrderedDict()
+_warm: OrderedDict[str, Any] = OrderedDict()  # LoadedModel, or OnnxLoaded
 
 
 class PromptTooLong(UserFacingError):
     pass
 
 
-def warm_model(path: str, models_dir: Path) -> loading.LoadedModel:
+def warm_model(path: str, models_dir: Path) -> Any:
     """The model at `path`, loaded once and kept for the next requests."""
     with _lock:
         if path in _warm:
             _warm.move_to_end(path)
             return _warm[path]
-        loaded = loading.load(loading.ModelSpec("local", path), models_dir, keep_warm=False)
+        loaded: Any
+        if is_onnx_variant(path):  # an ONNX variant: onnxruntime decodes it
+            loaded = load_onnx(path)
+        else:
+            loaded = loading.load(loading.ModelSpec("local", path), models_dir, keep_warm=False)
         _warm[path] = loaded
         while len(_warm) > MAX_WARM:
             _warm.popitem(last=False)
@@ -60,7 +65,7 @@ def prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return render_conversation(messages, getattr(tokenizer, "chat_template", None), special)
 
 
-def complete(loaded: loading.LoadedModel, request: ServeRequest) -> dict[str, Any]:
+def complete(loaded: Any, request: ServeRequest) -> dict[str, Any]:
     """One chat completion: text, token counts, finish reason, seconds."""
     text = prompt_text(loaded.tokenizer, request.messages)
     prompt_tokens = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -76,6 +81,15 @@ def complete(loaded: loading.LoadedModel, request: ServeRequest) -> dict[str, An
         seed=request.seed,
     )
     began = time.perf_counter()
+    if callable(getattr(loaded, "stream", None)):  # an ONNX variant decodes by itself
+        result = stream_generate(loaded, text, settings, lambda _piece: None)
+        return {
+            "text": result.text,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "finish_reason": result.finish_reason,
+            "seconds": round(time.perf_counter() - began, 4),
+        }
     out = generate_batch(loaded, [text], settings)
     assert out is not None  # no cancel callback: never cancelled
     return {

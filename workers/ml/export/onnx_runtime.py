@@ -27,25 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workers.ml.errors import GenerationError, UserFacingError
+from workers.ml.generation.streaming import StreamResult
 from workers.ml.params import GenerationSettings
 
 ONNX_NAME = "model.onnx"
 ONNX_MARKER = "lifecycle_onnx.json"
 SINK = 1  # masked past slots in front of the real past (see the module note)
 BATCH = 8  # rows per onnxruntime batch in `generate_texts`
-
-try:  # contract 2: the streaming result type is 16b's once merged
-    from workers.ml.generation.streaming import StreamResult  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - until h16b is merged: an identical dataclass
-
-    @dataclass(frozen=True)
-    class StreamResult:  # type: ignore[no-redef]
-        text: str
-        prompt_tokens: int
-        completion_tokens: int
-        finish_reason: Literal["stop", "length"]
-        ttft_s: float
-        seconds: float
 
 
 class OnnxExportError(UserFacingError):

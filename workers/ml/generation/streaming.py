@@ -120,7 +120,17 @@ def stream_generate(
     Ends at an end token or a stop string ("stop"), at `settings.max_new_tokens`
     ("length"), or when `should_stop()` (asked before every token) answers True.
     Sampling is reproducible: the same seed and settings give the same text.
+
+    A model that decodes by itself (an ONNX variant run by onnxruntime,
+    `workers.ml.export.onnx_runtime.OnnxLoaded`) streams through its own `stream`, with
+    the same arguments and result.
     """
+    own = getattr(loaded, "stream", None)
+    if callable(own):
+        result: StreamResult = own(
+            prompt_text, settings, on_delta, should_stop=should_stop, stop=stop
+        )
+        return result
     import torch
 
     began = time.perf_counter()

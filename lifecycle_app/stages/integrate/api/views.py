@@ -1,9 +1,11 @@
 """The OpenAI-compatible endpoint: POST /v1/chat/completions, GET /v1/models.
 
 `openai.OpenAI(base_url="https://host/v1", api_key=<project API token>)` works: the token
-names the project, the model is the one the project deployed (its id as /v1/models lists
-it). The deployed model's prompt template is applied by the worker, so a client sends
-the user's text only. Errors use OpenAI's shape (protocol.ApiError).
+names the project, the model is what the project deployed (its id as /v1/models lists
+it): a deployed application version first (its own model, template with the retrieved
+context, retrieval and reasoning aid, run by the worker; an "I don't know" answer is
+recorded for review), else the deployed variant with the prompt template it was trained
+and evaluated with. Either way a client sends the user's text only. Errors use OpenAI's shape (protocol.ApiError).
 
 Order of checks: body size (413, nothing read), token (401), JSON and fields (400),
 something deployed (409), the model's name (404), then the serving worker (503 when the
@@ -32,12 +34,16 @@ from django.views.decorators.csrf import csrf_exempt
 
 from lifecycle_app.projects.models import Project
 from lifecycle_app.stages.deploy.api import bearer_token
-from lifecycle_app.stages.deploy.models import ApiToken, ModelVariant
+from lifecycle_app.stages.deploy.models import ApiToken
 from lifecycle_app.stages.deploy.services import api_token_touch
 from lifecycle_app.stages.deploy.serving import deployed_template, deployed_variant, serve_stream
 from lifecycle_app.stages.integrate.api import protocol
 from lifecycle_app.stages.integrate.api.protocol import ApiError
 from lifecycle_app.stages.integrate.api.services import serving_log_record
+from lifecycle_app.stages.integrate.app.candidates import version_model_path
+from lifecycle_app.stages.integrate.app.models import ApplicationVersion
+from lifecycle_app.stages.integrate.app.selectors import deployed_app_payload, deployed_version
+from lifecycle_app.stages.integrate.app.services import fallback_record
 from workers.ml.data import strict_json
 
 TEXT_EVENTS = ("delta", "done", "error")
@@ -45,36 +51,56 @@ TEXT_EVENTS = ("delta", "done", "error")
 
 @dataclass(frozen=True)
 class Served:
-    """What answers a project's requests: the name clients use, the weights, the
-    template, and (once an application is deployed) the application's config."""
+    """What answers a project's requests: the name clients use, the weights the serving
+    worker loads, when it was deployed, the template of a plain model, and (when an
+    application is deployed) the application's config and version."""
 
     name: str
-    variant: ModelVariant
+    model_path: str
+    created: int
     template: dict[str, Any] | None
     app: dict[str, Any] | None
+    version: ApplicationVersion | None = None
 
 
-def _app_payload(project: Project) -> dict[str, Any] | None:
-    """The deployed application's {"name", "config"} for the worker, or None to serve the
-    plain model. The one seam between the endpoint and the application.
-
-    TODO(16c): return the deployed Application from
-    `lifecycle_app.stages.integrate.app.selectors` (its name and
-    `AppConfig.to_dict()`), once that branch is merged; the worker already answers with
-    `workers.ml.application.answer_question` when the payload carries "app".
-    """
-    return None
+def _served_app(project: Project) -> Served | None:
+    """The deployed application version: its model answers through the application's
+    template, retrieval and reasoning aid (the worker runs
+    `workers.ml.application.answer_question`)."""
+    version = deployed_version(project=project)
+    payload = deployed_app_payload(project=project)
+    if version is None or payload is None:
+        return None
+    path = version_model_path(version)  # "" when gone or not prepared: a 503 names it
+    created = int(version.deployed_at.timestamp()) if version.deployed_at else 0
+    return Served(str(payload["name"]), path, created, None, payload, version)
 
 
 def _served(project: Project) -> Served | None:
+    """A deployed application first (it is what the team built around the model), else
+    the deployed variant with the prompt template it was trained and evaluated with."""
+    app = _served_app(project)
+    if app is not None:
+        return app
     variant = deployed_variant(project=project)
     if variant is None or not variant.servable:
         return None
-    app = _app_payload(project)
     name = variant.candidate.slug if variant.candidate else f"variant-{variant.id}"
-    if app is not None:
-        name = str(app.get("name") or name)
-    return Served(name, variant, deployed_template(variant=variant), app)
+    created = int(variant.deployed_at.timestamp()) if variant.deployed_at else 0
+    return Served(name, variant.path, created, deployed_template(variant=variant), None)
+
+
+def _record_fallback(served: Served, question: str, event: dict[str, Any]) -> None:
+    """An API question the application answered with "I don't know" waits for review,
+    like the playground's."""
+    if served.version is None or event.get("type") != "done" or not event.get("fallback"):
+        return
+    fallback_record(
+        version=served.version,
+        question=question,
+        reason=str(event.get("fallback_reason") or ""),
+        source="api",
+    )
 
 
 def _error(exc: ApiError) -> JsonResponse:
@@ -122,9 +148,7 @@ def list_models(request: HttpRequest) -> JsonResponse:
             {
                 "id": served.name,
                 "object": "model",
-                "created": int(served.variant.deployed_at.timestamp())
-                if served.variant.deployed_at
-                else 0,
+                "created": served.created,
                 "owned_by": token.project.slug,
             }
         )
@@ -182,16 +206,30 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
                 param="model",
                 code="model_not_found",
             )
+        if not served.model_path:
+            label = served.version.model_label if served.version else served.name
+            raise ApiError(
+                503,
+                f"The deployed application '{served.name}' has no model ready on this server "
+                f"({label} is gone or not prepared): deploy another version on the "
+                "application page.",
+                type="service_unavailable",
+                code="model_unavailable",
+            )
     except ApiError as exc:
         _log(project, served, exc.status, started, error=exc.code or exc.type)
         return _error(exc)
     api_token_touch(token=token)
     payload = {**chat.payload(), "template": served.template}
+    question = next((m["content"] for m in reversed(chat.messages) if m["role"] == "user"), "")
     if served.app is not None:
-        question = next(m["content"] for m in reversed(chat.messages) if m["role"] == "user")
         payload["app"] = {"config": served.app["config"], "question": question}
-    events = serve_stream(
-        model_path=served.variant.path, payload=payload, timeout=settings.SERVE_TIMEOUT_S
+    events = _recording(
+        serve_stream(
+            model_path=served.model_path, payload=payload, timeout=settings.SERVE_TIMEOUT_S
+        ),
+        served,
+        question,
     )
     # Wait for the first text (or the error) before answering, so errors keep their status.
     first: dict[str, Any] = {"type": "error", "status": 500, "message": "No events."}
@@ -231,6 +269,18 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
     body = protocol.completion(protocol.new_id(), served.name, done)
     _log(project, served, 200, started, ttft_ms=ttft_ms, usage=body["usage"])
     return JsonResponse(body)
+
+
+def _recording(
+    events: Generator[dict[str, Any]], served: Served, question: str
+) -> Generator[dict[str, Any]]:
+    """The worker's events, passed on; a fallback answer is recorded for review."""
+    try:
+        for event in events:
+            _record_fallback(served, question, event)
+            yield event
+    finally:
+        events.close()
 
 
 def _rest(first: dict[str, Any], events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -85,7 +85,7 @@ class ApplicationVersion(models.Model):
     max_new_tokens = models.PositiveIntegerField(default=96)
     note = models.CharField(max_length=200, blank=True)
     # The version the project's API answers with (at most one per project, kept so by
-    # `version_deploy`); the deployed model variant supplies the weights.
+    # `version_deploy`); the API answers with this version's own model.
     deployed_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"

@@ -247,8 +247,9 @@ def app_answers_record(*, job_id: int, answers: Sequence[dict[str, Any]]) -> Non
 
 @transaction.atomic
 def version_deploy(*, version: ApplicationVersion, user: User) -> ApplicationVersion:
-    """Make `version` the one the project's API answers with (the deployed model variant
-    supplies the weights); any other deployed version of the project is withdrawn."""
+    """Make `version` the one the project's API answers with (its own model, template,
+    retrieval and reasoning aid: what the playground showed); any other deployed version
+    of the project is withdrawn."""
     project_id = version.application.project_id
     ApplicationVersion.objects.select_for_update().filter(application__project_id=project_id)
     ApplicationVersion.objects.filter(

@@ -279,6 +279,6 @@ def version_deploy(request: HtmxHttpRequest, slug: str, version_id: int) -> Http
     version = selectors.version_get(project=project, version_id=version_id)
     services.version_deploy(version=version, user=authed_user(request))
     messages.success(
-        request, f"The project's API now answers with {version} (on the deployed model's weights)."
+        request, f"The project's API now answers with {version}: its model, template and retrieval."
     )
     return redirect("app_detail", slug=project.slug, app_id=version.application_id)
