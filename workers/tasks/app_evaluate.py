@@ -19,6 +19,7 @@ from django.conf import settings
 from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.integrate.app import services as app_services
+from lifecycle_app.storage import local_dir
 from workers.ml.errors import UserFacingError
 from workers.tasks.base import JobRun, job_task
 
@@ -50,7 +51,8 @@ def _load_index(params: Any) -> Any:
         return None
     from workers.ml.retrieval import KnowledgeIndex, load_embedder
 
-    return KnowledgeIndex.load(Path(params.index_folder), load_embedder(params.embedder_path))
+    folder = local_dir(params.index_folder)  # a store key: fetched through this host's cache
+    return KnowledgeIndex.load(folder, load_embedder(params.embedder_path))
 
 
 def _evaluate(params: Any, run: JobRun) -> None:

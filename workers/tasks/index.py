@@ -15,7 +15,9 @@ from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.integrate.knowledge import selectors as knowledge_selectors
 from lifecycle_app.stages.integrate.knowledge import services as knowledge_services
+from lifecycle_app.stages.integrate.knowledge.files import document_local
 from lifecycle_app.stages.integrate.knowledge.models import IndexStatus
+from lifecycle_app.storage import StoreMissing, publish_dir
 from workers.ml.errors import UserFacingError
 from workers.tasks.base import JobCancelled, JobRun, job_task, model_spec_for
 
@@ -53,9 +55,9 @@ def _chunks(job: Job, run: JobRun, index: Any) -> tuple[list[Any], dict[int, int
         )
         try:
             text = read_document(
-                document.path, document.name, text_field=document.text_field or "text"
+                document_local(document), document.name, text_field=document.text_field or "text"
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, StoreMissing):
             raise UserFacingError(f"The stored file of {document.name!r} is missing.") from None
         except DocumentRejected as exc:  # accepted at upload; a reader change may refuse it
             raise UserFacingError(f"{document.name}: {exc}") from None
@@ -96,7 +98,9 @@ def _index(job: Job, run: JobRun) -> None:
         return
     seconds = time.perf_counter() - started
     stats = {**meta, "chunks_per_s": round(len(chunks) / seconds, 1) if seconds else None}
-    run.write(knowledge_services.knowledge_index_publish, index_id=index.id, folder=str(folder),
+    # Published to the store before the row names it (its key on a remote store).
+    run.write(knowledge_services.knowledge_index_publish, index_id=index.id,
+              folder=publish_dir(folder),
               chunk_counts=counts, stats=stats)  # fmt: skip
     run.write(
         job_services.job_succeed,

@@ -3,6 +3,7 @@ loaded. No Job row."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -112,6 +113,9 @@ def _answer_with_app(loaded: object, request: object, sink: object) -> None:
         ) from exc
     config = AppConfig.from_dict(request.app["config"])
     question = str(request.app.get("question") or request.question())
+    index = None
+    if config.retrieval != "off" and config.index_folder:
+        index = _knowledge_index(config.index_folder, config.embedder_path or "")
     answer_question(
         loaded,
         config,
@@ -119,4 +123,15 @@ def _answer_with_app(loaded: object, request: object, sink: object) -> None:
         request.settings(),
         emit=sink.send,  # type: ignore[attr-defined]
         should_stop=sink.cancelled,  # type: ignore[attr-defined]
+        index=index,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _knowledge_index(folder: str, embedder_path: str) -> object:
+    """An index loaded once per serving worker and kept (a new build has a new folder, so
+    nothing goes stale): loading the embedder and the vectors on every question would
+    cost more than retrieval itself. A store key is fetched through this host's cache."""
+    from workers.ml.retrieval import KnowledgeIndex, load_embedder
+
+    return KnowledgeIndex.load(local_dir(folder), load_embedder(embedder_path or None))

@@ -24,7 +24,10 @@ def index_location(*, project: Project) -> IndexLocation | None:
     index = knowledge_index_current(project=project)
     if index is None or not index.folder:
         return None
-    if not all((Path(index.folder) / f).is_file() for f in INDEX_FILES):
+    local = Path(index.folder)
+    # A store key (a remote store) is fetched by whoever answers; a local folder must hold
+    # its files still.
+    if local.is_absolute() and not all((local / f).is_file() for f in INDEX_FILES):
         return None
     docs = len(index.document_ids or [])
     note = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from django.http import Http404
@@ -14,6 +13,7 @@ from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.selectors import profile_model_for
 from lifecycle_app.projects.models import Project
 from lifecycle_app.projects.selectors import MAX_ID
+from lifecycle_app.stages.integrate.knowledge.files import index_local
 from lifecycle_app.stages.integrate.knowledge.models import (
     IndexStatus,
     KnowledgeDocument,
@@ -104,7 +104,7 @@ def _embedder(path: str) -> Any:
 
 @lru_cache(maxsize=4)
 def _loaded(folder: str, embedder_path: str) -> LoadedIndex:
-    return LoadedIndex.load(Path(folder), _embedder(embedder_path))
+    return LoadedIndex.load(index_local(folder), _embedder(embedder_path))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.jobs.models import Job, JobKind
 from lifecycle_app.jobs.services import job_cancel, job_create
 from lifecycle_app.projects.models import Project
+from lifecycle_app.stages.integrate.knowledge.files import document_delete, document_publish
 from lifecycle_app.stages.integrate.knowledge.models import (
     IndexStatus,
     KnowledgeDocument,
@@ -71,13 +72,15 @@ def knowledge_document_upload(
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     try:
+        size = target.stat().st_size
+        document_publish(project_id=project.id, path=target)
         return KnowledgeDocument.objects.create(
             project=project,
             name=name,
             kind=document.kind,
             text_field=(text_field or "text") if document.kind == "jsonl" else "",
             stored_name=stored,
-            size_bytes=target.stat().st_size,
+            size_bytes=size,
             sha256=sha,
             characters=len(document.text),
             created_by=user,
@@ -96,9 +99,8 @@ def knowledge_document_remove(*, document: KnowledgeDocument, user: User) -> Job
         KnowledgeIndex.objects.filter(project=project).exclude(status=IndexStatus.RETIRED).first()
     )
     with transaction.atomic():
-        path = document.path
         document.delete()
-        transaction.on_commit(lambda: path.unlink(missing_ok=True))
+        transaction.on_commit(lambda: document_delete(document))
         if not KnowledgeDocument.objects.filter(project=project).exists():
             KnowledgeIndex.objects.filter(project=project, status=IndexStatus.READY).update(
                 status=IndexStatus.RETIRED
