@@ -30,6 +30,7 @@ from lifecycle_app.models import (
     KnowledgeIndex,
     Project,
 )
+from lifecycle_app.stages.deploy.services import api_token_create
 from tests.integration.app_data import QUESTIONS, build_knowledge_index
 from tests.integration.conftest import WorkerProcess, wait_for_job
 
@@ -145,3 +146,34 @@ def test_build_ask_fall_back_and_evaluate_an_application(
     assert AppEvalAnswer.objects.filter(job=job).count() == 12
     page = client.get(reverse("app_scorecard", args=[project.slug, job.id])).content.decode()
     assert "recall@2" in page and "Office helper v2" in page
+
+    # Deployed, v1 answers the OpenAI-compatible endpoint: the client sends the question
+    # only; retrieval, the template and the citations happen in the serving worker.
+    client.post(reverse("app_version_deploy", args=[project.slug, v1.id]))
+    _, token = api_token_create(project=project, actor=owner, name="it")
+    api = Client()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    models = api.get("/v1/models", **auth).json()
+    assert [m["id"] for m in models["data"]] == ["office-helper"]
+    question = {"role": "user", "content": "When is lunch served?"}
+    body = {"model": "office-helper", "messages": [question], "max_tokens": 12}
+    answer = api.post(
+        "/v1/chat/completions", json.dumps(body), content_type="application/json", **auth
+    )
+    assert answer.status_code == 200, answer.content
+    completion = answer.json()
+    assert completion["choices"][0]["message"]["content"] == done["answer"]  # greedy, as v1
+    # The cited sources: the passages the answer's [n] markers name (the tiny model's
+    # random text may cite none), the same as the playground showed.
+    cited = [(c["document_name"], c["position"]) for c in done["citations"]]
+    assert [(c["document_name"], c["position"]) for c in completion["sources"]] == cited
+    streamed_api = api.post(
+        "/v1/chat/completions",
+        json.dumps({**body, "stream": True}),
+        content_type="application/json",
+        **auth,
+    )
+    raw = b"".join(streamed_api.streaming_content).decode()  # type: ignore[attr-defined]
+    chunks = [json.loads(x[6:]) for x in raw.split("\n\n") if x.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert raw.rstrip().endswith("data: [DONE]") and text.strip() == done["answer"]
