@@ -155,6 +155,9 @@ ACCESS: dict[str, Rule | Callable[[dict[str, Any]], Rule]] = {
     "api_token_create": {"POST": OWNER},
     "api_token_revoke": {"POST": OWNER},
     "api_generate": {"POST": TOKEN},
+    # The OpenAI-compatible endpoint: API tokens only (no session, no share link).
+    "v1_chat_completions": {"POST": TOKEN},
+    "v1_models": {"GET": TOKEN},
     # Knowledge base: anyone in the project reads and searches; editors change it.
     "knowledge_base": {"GET": VIEWER},
     "knowledge_upload": {"POST": EDITOR},

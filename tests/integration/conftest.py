@@ -219,6 +219,24 @@ def shared_celery_worker(log_dir: Path) -> Iterator[WorkerProcess]:
         worker.stop()
 
 
+@contextlib.contextmanager
+def shared_worker_paused() -> Iterator[None]:
+    """Stop the session's shared worker (queues cpu, gpu and serve) for a test whose own
+    worker processes must take every job on those queues (the shared one, with another
+    var folder and store, would take some of them); start it again afterwards, in place,
+    so later tests' `live_worker` finds it alive."""
+    worker = _shared
+    if worker is None or not worker.alive():
+        yield
+        return
+    worker.stop()
+    try:
+        yield
+    finally:
+        fresh = start_worker(worker.log_path.parent)
+        worker.proc, worker.hostname, worker.log_path = fresh.proc, fresh.hostname, fresh.log_path
+
+
 def _cancel_active_jobs(timeout: float = 15.0) -> None:
     """Stop what a test left running, so the next test's jobs do not queue behind it."""
     from lifecycle_app.jobs.services import job_cancel

@@ -48,6 +48,7 @@ from tests.conftest import require_redis_and_postgres
 from tests.integration.conftest import (
     ROOT,
     WorkerProcess,
+    shared_worker_paused,
     start_worker,
     wait_for_job,
     worker_database_url,
@@ -186,7 +187,7 @@ class Hosts:
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[Hosts]:
     require_redis_and_postgres()
-    with moto_server() as endpoint:
+    with shared_worker_paused(), moto_server() as endpoint:
         make_bucket(endpoint, BUCKET)
         hosts = Hosts(tmp_path, endpoint)
         try:
