@@ -152,13 +152,13 @@ def test_build_ask_fall_back_and_evaluate_an_application(
     client.post(reverse("app_version_deploy", args=[project.slug, v1.id]))
     _, token = api_token_create(project=project, actor=owner, name="it")
     api = Client()
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-    models = api.get("/v1/models", **auth).json()
+    auth = {"Authorization": f"Bearer {token}"}
+    models = api.get("/v1/models", headers=auth).json()
     assert [m["id"] for m in models["data"]] == ["office-helper"]
     question = {"role": "user", "content": "When is lunch served?"}
     body = {"model": "office-helper", "messages": [question], "max_tokens": 12}
     answer = api.post(
-        "/v1/chat/completions", json.dumps(body), content_type="application/json", **auth
+        "/v1/chat/completions", json.dumps(body), content_type="application/json", headers=auth
     )
     assert answer.status_code == 200, answer.content
     completion = answer.json()
@@ -171,7 +171,7 @@ def test_build_ask_fall_back_and_evaluate_an_application(
         "/v1/chat/completions",
         json.dumps({**body, "stream": True}),
         content_type="application/json",
-        **auth,
+        headers=auth,
     )
     raw = b"".join(streamed_api.streaming_content).decode()  # type: ignore[attr-defined]
     chunks = [json.loads(x[6:]) for x in raw.split("\n\n") if x.startswith("data: {")]
