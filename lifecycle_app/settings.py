@@ -258,5 +258,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # kombu's filesystem transport (the embedded default) has no host, and kombu warns
     # "No hostname was supplied" on every connection: not a problem, so not a warning.
-    "loggers": {"kombu.connection": {"level": "ERROR"}},
+    # transformers imports torchao when it is installed (weight-only int8 variants): torchao
+    # then warns that its CUDA kernels and Triton are missing on a CPU machine, and torch
+    # that torchao registers enums the old way, at every process start. Not problems.
+    "loggers": {
+        "kombu.connection": {"level": "ERROR"},
+        "torchao": {"level": "ERROR"},
+        "torch.utils._pytree": {"level": "ERROR"},
+    },
 }
