@@ -198,6 +198,14 @@ JOBS_DIR = VAR_DIR / "jobs"
 GPU_QUEUE = env_bool("LIFECYCLE_GPU_QUEUE", False)
 # A running job whose heartbeat is older than this is reported as lost by the reaper.
 JOB_STALE_AFTER_S = env_int("LIFECYCLE_JOB_STALE_AFTER_S", 60, minimum=5)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A worker paused inside one of its short fenced writes (a VM pause, SIGSTOP) would
+    # hold the Job row's lock and block the reaper and every other writer of that row.
+    # PostgreSQL ends a session idle inside a transaction for the stale period, so the
+    # job is handed on; the paused worker's next write then reconnects and is fenced.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c idle_in_transaction_session_timeout={JOB_STALE_AFTER_S * 1000}"
+    )
 # Running jobs beat at least four times per stale period (every 10 s by default).
 JOB_HEARTBEAT_S = min(10.0, JOB_STALE_AFTER_S / 4)
 # A job a lost worker can resume (fine-tuning) is tried at most this many times.

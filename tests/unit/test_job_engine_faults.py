@@ -208,3 +208,20 @@ def test_resume_needs_a_checkpoint_and_then_requeues_the_same_job(
     assert "resumes from its last checkpoint" in with_checkpoint
     assert job.status == JobStatus.QUEUED and job.error == "" and job.finished_at is None
     assert sent == [failed.id]
+
+
+@pytest.mark.django_db
+def test_a_session_paused_inside_a_transaction_is_ended_by_the_stale_period() -> None:
+    """A worker paused inside a fenced write holds the Job row's lock: PostgreSQL ends its
+    session once idle in the transaction for the stale period, so the reaper is not
+    blocked (tests/test_job_faults.py pauses a worker at a random point)."""
+    from django.conf import settings as django_settings
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's setting")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        shown = cursor.fetchone()[0]
+    expected = django_settings.JOB_STALE_AFTER_S
+    assert shown in (f"{expected}s", f"{expected // 60}min", f"{expected * 1000}ms"), shown
