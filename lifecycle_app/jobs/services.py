@@ -240,13 +240,17 @@ def job_cancel_requested(*, job_id: int) -> bool:
     return Job.objects.filter(id=job_id, cancel_requested_at__isnull=False).exists()
 
 
+def progress_done_expression(*, done: int, total: int) -> Case:
+    """The value `progress_done` takes in an update: it never goes back while the total
+    stays the same (a resumed run repeats the steps after its checkpoint, and the stalled
+    attempt it replaced may have got further); a new total (a new phase) starts over."""
+    return Case(When(progress_total=total, then=Greatest(F("progress_done"), done)), default=done)
+
+
 def job_progress(*, job_id: int, done: int, total: int, message: str = "") -> None:
-    """Measured progress. It never goes back while the total stays the same (a resumed
-    run repeats the steps after its checkpoint); a new total (a new phase) starts over."""
+    """Measured progress, never going back while its total is unchanged."""
     Job.objects.filter(id=job_id, status=JobStatus.RUNNING).update(
-        progress_done=Case(
-            When(progress_total=total, then=Greatest(F("progress_done"), done)), default=done
-        ),
+        progress_done=progress_done_expression(done=done, total=total),
         progress_total=total,
         message=message[:300],
         heartbeat_at=timezone.now(),

@@ -73,6 +73,25 @@ def test_progress_never_goes_back_within_a_phase_and_a_success_shows_it_all(
     assert Job.objects.get(id=job.id).progress_done == 6
 
 
+def test_a_resumed_training_run_s_live_figures_do_not_pull_progress_back(
+    project: Project,
+) -> None:
+    """The stalled attempt got to step 42; its successor resumed from the checkpoint at 40."""
+    from lifecycle_app.stages.finetune.runs import finetune_live
+
+    job = JobFactory.create(project=project, progress_total=400)
+    jobs_services.job_claim(job_id=job.id, worker="a")
+    finetune_live(job_id=job.id, step=42, total=400, live={}, line="step 42/400")
+    finetune_live(job_id=job.id, step=41, total=400, live={}, line="step 41/400")
+    job = Job.objects.get(id=job.id)
+    assert job.progress_done == 42
+    assert job.result["log"] == ["step 42/400", "step 41/400"]  # the log still says where it is
+    finetune_live(job_id=job.id, step=43, total=400, live={}, line="step 43/400")
+    assert Job.objects.get(id=job.id).progress_done == 43
+    finetune_live(job_id=job.id, step=3, total=10, live={}, line="step 3/10")  # a new total
+    assert Job.objects.get(id=job.id).progress_done == 3
+
+
 def test_the_reaper_re_sends_a_job_whose_message_was_lost_with_a_growing_wait(
     project: Project, sent: list[int], settings: Any
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from lifecycle_app.jobs import services as job_services
 from lifecycle_app.jobs.models import Job, JobStatus, MetricPoint
 from lifecycle_app.stages.finetune.services import LOG_TAIL
 
@@ -31,7 +32,7 @@ def finetune_live(*, job_id: int, step: int, total: int, live: dict[str, Any], l
         result["log"] = [*(result.get("log") or []), line][-LOG_TAIL:]
         Job.objects.filter(id=job_id).update(
             result=result,
-            progress_done=step,
+            progress_done=job_services.progress_done_expression(done=step, total=total),
             progress_total=total,
             message=line[:300],
             heartbeat_at=timezone.now(),
