@@ -7,10 +7,14 @@ length is already too large; the rest of the body is read and discarded, not sto
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 # Multipart framing and the small form fields travel in the same body as the file.
 MULTIPART_ALLOWANCE = 64 * 1024
@@ -46,3 +50,20 @@ class SizeLimitedUploadHandler(TemporaryFileUploadHandler):
             self.file.close()  # a temporary file: closing deletes what was written
             raise StopUpload(connection_reset=False)
         return super().receive_data_chunk(raw_data, start)
+
+
+def size_limited_upload(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Decorate an upload view: files over `DATASET_MAX_BYTES` are refused while they stream
+    in, and the view gets the handler as `size_limit` (its `too_large` says why the file is
+    missing). The handler has to be installed before anything reads the body, CSRF's check
+    included, so the outer view is CSRF-exempt and the view itself is CSRF-protected."""
+    protected = csrf_protect(view)
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        handler = SizeLimitedUploadHandler(request, limit=settings.DATASET_MAX_BYTES)
+        request.upload_handlers = [handler]
+        return protected(request, *args, size_limit=handler, **kwargs)
+
+    return wrapper

@@ -11,12 +11,11 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from lifecycle_app.common.http import HtmxHttpRequest, authed_user
-from lifecycle_app.common.uploads import SizeLimitedUploadHandler
+from lifecycle_app.common.uploads import SizeLimitedUploadHandler, size_limited_upload
 from lifecycle_app.datasets import selectors
 from lifecycle_app.datasets import services as dataset_services
 from lifecycle_app.datasets.files import dataset_file_open
@@ -64,24 +63,17 @@ def dataset_list(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@csrf_exempt  # the upload handler must be set before CSRF reads the body; checked below
 @require_POST
-def dataset_upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    handler = SizeLimitedUploadHandler(request, limit=settings.DATASET_MAX_BYTES)
-    request.upload_handlers = [handler]
-    return _dataset_upload(request, slug, handler)
-
-
-@csrf_protect
-def _dataset_upload(
-    request: HtmxHttpRequest, slug: str, handler: SizeLimitedUploadHandler
+@size_limited_upload
+def dataset_upload(
+    request: HtmxHttpRequest, slug: str, size_limit: SizeLimitedUploadHandler
 ) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(
         user=request.user, slug=slug, write=True
     )
     form = DatasetUploadForm(request.POST, request.FILES)
     rejection: DatasetRejected | None = None
-    if handler.too_large:
+    if size_limit.too_large:
         form = DatasetUploadForm({"name": request.POST.get("name", "")})
         form.is_valid()
         form.errors.clear()  # the body was discarded: say only why

@@ -29,7 +29,7 @@ def test_the_verdict_recommends_a_variant_and_it_deploys(
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(f"{live_server.url}/p/{project.slug}/integrate/deploy/#tradeoff")
 
-    expect(page.get_by_test_id("verdict")).to_contain_text("Deploy ONNX per-channel int8")
+    expect(page.get_by_test_id("verdict")).to_contain_text("Deploy ONNX block-wise int8")
     expect(page.get_by_test_id("verdict-rule")).to_contain_text("2000 ms")
     onnx_row = page.locator(f"tr[data-variant='{variants['ort'].id}']")
     expect(onnx_row.get_by_test_id("recommended")).to_be_visible()

@@ -9,7 +9,7 @@ import pytest
 
 from workers.ml.export.measure import load_any, measure
 from workers.ml.export.onnx_runtime import OnnxLoaded, is_onnx_variant, load_onnx
-from workers.ml.export.quantize import lm_head_nodes
+from workers.ml.export.quantize import ONNX_INT8_METHOD, lm_head_nodes, quantize_onnx_int8
 from workers.ml.export.variants import ONNX_NAME, build_variant, weights_size
 from workers.ml.generation.stream import generate_batch
 from workers.ml.loading import ModelSpec, load
@@ -121,17 +121,39 @@ def test_weight_only_int8_reloads_in_a_worker_and_generates_like_in_memory(
     assert any(g.output_tokens > 0 for g in got)
 
 
-def test_onnx_per_channel_int8_keeps_lm_head_in_float_loads_and_generates(
+def test_onnx_int8_is_block_wise_on_every_matmul_loads_and_generates(
     tiny_folder: Path, onnx_folder: Path, tmp_path: Path
 ) -> None:
     import json
+
+    import onnx
 
     files = build_variant("onnx_int8", str(tiny_folder), tmp_path / "q", card="# c")
     fp32 = sum(p.stat().st_size for p in onnx_folder.glob(ONNX_NAME + "*"))
     assert weights_size(files) < fp32
     marker = json.loads((tmp_path / "q" / "lifecycle_onnx.json").read_text())
-    assert marker["excluded_nodes"] == lm_head_nodes(onnx_folder / ONNX_NAME) != []
+    assert marker["quantization"] == ONNX_INT8_METHOD and marker["excluded_nodes"] == []
     assert not (tmp_path / "q.fp32").exists()
-    onnx = load_onnx(tmp_path / "q")
-    out = onnx.generate_texts(PROMPTS, GREEDY)
+    graph = onnx.load(str(tmp_path / "q" / ONNX_NAME), load_external_data=False).graph
+    packed = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert packed and not [
+        n
+        for n in graph.node
+        if n.op_type == "MatMul" and n.input[1] in {i.name for i in graph.initializer}
+    ]  # every weight MatMul is int8, the logits' one included
+    for node in packed:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, 64, 4)
+    onnx_model = load_onnx(tmp_path / "q")
+    out = onnx_model.generate_texts(PROMPTS, GREEDY)
     assert out is not None and all(n > 0 for _, n, _ in out)
+
+
+def test_the_per_channel_scheme_the_bench_compares_keeps_lm_head_in_float_when_asked(
+    onnx_folder: Path, tmp_path: Path
+) -> None:
+    marker = quantize_onnx_int8(
+        onnx_folder, tmp_path / "pc", scheme="per_channel", keep_lm_head=True
+    )
+    assert marker["excluded_nodes"] == lm_head_nodes(onnx_folder / ONNX_NAME) != []
+    assert load_onnx(tmp_path / "pc").generate_texts(PROMPTS, GREEDY) is not None

@@ -158,6 +158,32 @@ def test_production_sends_the_security_headers_and_secure_cookies(
         assert cookie["httponly"] is True, name
 
 
+@pytest.mark.parametrize(
+    ("page", "upload", "field"),
+    [("dataset_list", "dataset_upload", "file"), ("knowledge_base", "knowledge_upload", "file")],
+)
+def test_the_streamed_uploads_still_need_the_csrf_token(
+    page: str, upload: str, field: str, project: Project, owner: User
+) -> None:
+    """The size-limited upload views are CSRF-exempt on the outside (the handler must be in
+    place before anything reads the body) and CSRF-protected inside."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    token = _hx_csrf(client.get(reverse(page, args=[project.slug])).content.decode())
+    url = reverse(upload, args=[project.slug])
+
+    def body() -> dict[str, Any]:
+        return {"name": "notes", field: SimpleUploadedFile("notes.txt", b"A short note.\n")}
+
+    refused = client.post(url, body())
+    accepted = client.post(url, body(), headers={"X-CSRFToken": token})
+
+    assert refused.status_code == 403
+    assert accepted.status_code != 403
+
+
 def _hx_csrf(html: str) -> str:
     match = re.search(r"<body hx-headers='\{\"X-CSRFToken\": \"([^\"]+)\"\}'>", html)
     assert match, "base.html must hand htmx the CSRF token"

@@ -10,7 +10,7 @@ class VariantKind(models.TextChoices):
     SAFETENSORS = "safetensors", "Merged safetensors (float32)"
     INT8_WEIGHT = "int8_weight", "int8 weight-only (torchao)"
     ONNX = "onnx", "ONNX with KV cache (onnxruntime)"
-    ONNX_INT8 = "onnx_int8", "ONNX per-channel int8 (onnxruntime)"
+    ONNX_INT8 = "onnx_int8", "ONNX block-wise int8 (onnxruntime)"
     INT8 = "int8", "int8 dynamic quantization (loses quality)"
 
 

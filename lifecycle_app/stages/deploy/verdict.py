@@ -41,7 +41,7 @@ def quality_warning(row: dict[str, Any]) -> str | None:
         measured = f"{METRIC_LABELS.get(key, key)} {drops[key]:+.3f} against its parent"
     return (
         f"Dynamic int8 halves quality on small models: measured drop {measured}. "
-        "Prefer int8 weight-only or ONNX per-channel int8."
+        "Prefer int8 weight-only or ONNX block-wise int8."
     )
 
 

@@ -13,7 +13,7 @@ self-contained folder that loads on its own:
 - "int8_weight": torchao int8 weight-only (per channel), see `quantize`.
 - "onnx": `torch.onnx.export(dynamo=True)` of the forward pass with a KV cache, run by
   onnxruntime (`onnx_runtime`), where the architecture and the installed exporter allow.
-- "onnx_int8": that graph with onnxruntime's per-channel int8 weights (`quantize`).
+- "onnx_int8": that graph with block-wise int8 weights run by onnxruntime (`quantize`).
 
 Measuring a variant is in `measure`, the download bundle in `bundle`.
 """
@@ -191,8 +191,8 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
 
 
 def export_onnx_int8(model: Any, tokenizer: Any, out: Path, *, card: str) -> None:
-    """The ONNX graph, then onnxruntime per-channel int8 of its MatMul weights (lm_head
-    kept in float); only the quantized graph is kept."""
+    """The ONNX graph, then block-wise int8 of its MatMul weights (`quantize`); only the
+    quantized graph is kept."""
     from workers.ml.export.quantize import quantize_onnx_int8
 
     staging = out.with_name(out.name + ".fp32")

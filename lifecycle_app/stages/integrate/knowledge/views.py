@@ -11,11 +11,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from lifecycle_app.common.http import HtmxHttpRequest, authed_user
-from lifecycle_app.common.uploads import SizeLimitedUploadHandler
+from lifecycle_app.common.uploads import SizeLimitedUploadHandler, size_limited_upload
 from lifecycle_app.jobs.services import JobLimitReached
 from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import Membership, Project
@@ -83,24 +82,17 @@ def knowledge_index_status(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@csrf_exempt  # the upload handler must be set before CSRF reads the body; checked below
 @require_POST
-def knowledge_upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    handler = SizeLimitedUploadHandler(request, limit=settings.DATASET_MAX_BYTES)
-    request.upload_handlers = [handler]
-    return _knowledge_upload(request, slug, handler)
-
-
-@csrf_protect
-def _knowledge_upload(
-    request: HtmxHttpRequest, slug: str, handler: SizeLimitedUploadHandler
+@size_limited_upload
+def knowledge_upload(
+    request: HtmxHttpRequest, slug: str, size_limit: SizeLimitedUploadHandler
 ) -> HttpResponse:
     project, membership = projects_selectors.project_get_for_user(
         user=request.user, slug=slug, write=True
     )
     form = DocumentUploadForm(request.POST, request.FILES)
     rejection: DocumentRejected | None = None
-    if handler.too_large:
+    if size_limit.too_large:
         form = DocumentUploadForm({})
         form.is_valid()
         form.errors.clear()  # the body was discarded: say only why
