@@ -13,7 +13,13 @@ import pytest
 
 from workers.ml.export.bundle import write_bundle
 from workers.ml.export.measure import measure
-from workers.ml.export.variants import ONNX_NAME, build_variant, load_for_export, weights_size
+from workers.ml.export.variants import (
+    ONNX_NAME,
+    build_variant,
+    load_for_export,
+    save_prompt_template,
+    weights_size,
+)
 from workers.ml.generation.stream import generate_batch
 from workers.ml.loading import ModelSpec, load
 from workers.ml.params import GenerationSettings
@@ -179,6 +185,10 @@ def test_the_bundle_holds_the_model_card_and_a_serving_script(
 ) -> None:
     out = tmp_path / "full"
     build_variant("safetensors", str(tiny_folder), out, card="# Tiny card")
+    save_prompt_template(
+        out,
+        {"name": "T", "version": 1, "instruction": "Be brief.", "body": "{instruction} {input}"},
+    )
     zpath = write_bundle(out, tmp_path / "bundle.zip")
     with zipfile.ZipFile(zpath) as zf:
         names = set(zf.namelist())
@@ -193,3 +203,22 @@ def test_the_bundle_holds_the_model_card_and_a_serving_script(
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
+    # serve.py sends the user's text through the template the model was trained with.
+    filled = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, serve; print(json.dumps(serve.with_template("
+            "[{'role': 'system', 'content': 'S'}, {'role': 'user', 'content': 'Hi {x}'}])))",
+        ],
+        cwd=tmp_path / "unzipped",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert filled.returncode == 0, filled.stderr
+    assert json.loads(filled.stdout) == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Be brief. Hi {x}"},
+    ]

@@ -273,6 +273,9 @@ def test_the_model_card_names_the_training_datas_licence(
     )
     card = model_card(card_info(export))
     assert "**Training data licence**: CC BY 4.0" in card
+    template = run.params["template"]  # what /v1 and the bundle put requests into
+    assert f"## Prompt template\n\nTrained and measured with **{template['name']}**" in card
+    assert f"```text\n{template['body']}\n```" in card
     if tiny_model.licence:
         assert f"**Base model licence**: {tiny_model.licence}" in card
 

@@ -95,6 +95,43 @@ def test_the_step_shows_the_tradeoff_against_the_parent(
     assert 'data-testid="deploy"' in html and 'data-testid="download"' in html
 
 
+TEMPLATE = {
+    "id": 1,
+    "name": "Summaries",
+    "version": 3,
+    "instruction": "Summarize the dialogue in one sentence.",
+    "example_format": "Dialogue:\n{input}\nSummary: {target}",
+    "body": "{instruction}\n\n{examples}Dialogue:\n{input}\nSummary:",
+    "use_chat_template": True,
+    "shot_style": "chat",
+}
+
+
+def test_the_serving_panel_shows_the_v1_call_and_the_template_it_applies(
+    project: Project, owner: User, tiny_model: CatalogModel, tmp_path: Path
+) -> None:
+    from lifecycle_app.stages.deploy.serving import API_EXAMPLE_INPUT
+
+    url = reverse("wizard_step", args=[project.slug, *STEP])
+    before = _client(owner).get(url).content.decode()
+    assert "/v1/chat/completions" in before and '"model": "MODEL_ID"' in before
+    assert 'data-testid="served-template"' not in before  # nothing deployed yet
+
+    variant = _variant(project, owner, tiny_model, VariantKind.SAFETENSORS, tmp_path)
+    Job.objects.filter(id=variant.job_id).update(
+        params={"kind": "safetensors", "template": TEMPLATE}
+    )
+    _client(owner).post(reverse("variant_deploy", args=[project.slug, variant.id]))
+    html = _client(owner).get(url).content.decode()
+
+    assert "http://testserver/v1</code>" in html
+    assert f'"model": "variant-{variant.id}"' in html  # what /v1/models lists
+    assert "<strong>Summaries v3</strong>" in html
+    filled = f"Summarize the dialogue in one sentence.\n\nDialogue:\n{API_EXAMPLE_INPUT}\nSummary:"
+    assert f'<pre class="output" data-testid="served-prompt">{filled}</pre>' in html
+    assert "/api/projects/" in html and "Summarize: A:" not in html  # the user's text only
+
+
 def test_the_htmx_request_gets_the_wizard_fragment(project: Project, owner: User) -> None:
     response = _client(owner).get(
         reverse("wizard_step", args=[project.slug, *STEP]), HTTP_HX_REQUEST="true"

@@ -69,6 +69,7 @@ def _export(job: Job, run: JobRun) -> None:
         card=export_variants.model_card(info),
         on_progress=progress,
     )
+    export_variants.save_prompt_template(out_dir, info.get("template"))
     if cancelled():
         return
 

@@ -89,6 +89,13 @@ def card_info(job: Job) -> dict[str, Any]:
         info["hyperparameters"] = {
             k: v for k, v in trained.params.items() if k not in ("template", "model_ref")
         }
+    # The template the model was trained with, else the one the export measures it with:
+    # what `/v1/chat/completions` puts the user's text into (deploy/serving.py).
+    trained_template = trained.params.get("template") if trained is not None else None
+    if isinstance(trained_template, dict):
+        info["template"] = trained_template
+    elif params.template is not None:
+        info["template"] = params.template.model_dump()
     return info
 
 

@@ -57,6 +57,39 @@ def serve_request(
     return serve_reply.wait(key, timeout)
 
 
+API_EXAMPLE_INPUT = "A: Can we move the stand-up to 10:30? B: Fine by me, I will tell the team."
+
+
+def served_model_id(variant: ModelVariant) -> str:
+    """The `model` id `/v1/models` lists for a deployed variant and requests must name."""
+    return variant.candidate.slug if variant.candidate else f"variant-{variant.id}"
+
+
+def serving_example(*, variant: ModelVariant) -> dict[str, Any]:
+    """What the serving panel shows for the deployed variant: the model id, the prompt
+    template the endpoint applies (None: messages go to the model as they are) and what an
+    example user text becomes inside it (before the model's own chat template)."""
+    from workers.ml.prompts import TemplateSpec, render_user_text
+
+    template = deployed_template(variant=variant)
+    filled = None
+    if template is not None:
+        spec = TemplateSpec(
+            instruction=template["instruction"],
+            example_format=template["example_format"],
+            body=template["body"],
+            use_chat_template=template["use_chat_template"],
+            shot_style=template.get("shot_style", "inline"),
+        )
+        filled = render_user_text(spec, [], API_EXAMPLE_INPUT)
+    return {
+        "model_id": served_model_id(variant),
+        "template": template,
+        "filled": filled,
+        "input": API_EXAMPLE_INPUT,
+    }
+
+
 def deployed_template(*, variant: ModelVariant) -> dict[str, Any] | None:
     """The prompt template the deployed model was trained with (its fine-tuning job's),
     else the one its export measured it with; None when it has neither (then requests go

@@ -18,7 +18,11 @@ from lifecycle_app.projects.steps import StepSlug
 from lifecycle_app.stages.deploy import selectors
 from lifecycle_app.stages.deploy.forms import ExportForm
 from lifecycle_app.stages.deploy.services import export_create
-from lifecycle_app.stages.deploy.serving import deployed_variant
+from lifecycle_app.stages.deploy.serving import (
+    API_EXAMPLE_INPUT,
+    deployed_variant,
+    serving_example,
+)
 from lifecycle_app.stages.deploy.verdict import quality_warning, tradeoff_verdict
 from lifecycle_app.stages.deploy.views import NEW_TOKEN_SESSION_KEY
 from lifecycle_app.stages.prompt.step import prompt_defaults
@@ -58,6 +62,7 @@ class DeployStep(StepHandler):
             row["warning"] = quality_warning(row)
         scope = projects_selectors.step_answers(stages, StageKey.SCOPE, StepSlug.USE_CASE)
         exports = selectors.export_jobs(project=project)
+        deployed = deployed_variant(project=project)
         extra = {
             "tradeoff": rows,
             "verdict": tradeoff_verdict(rows=rows, scope=scope),
@@ -67,9 +72,11 @@ class DeployStep(StepHandler):
             ],
             "export_jobs": exports,
             "exports_active": any(j.is_active for j in exports),
-            "deployed": deployed_variant(project=project),
+            "deployed": deployed,
+            "serving": serving_example(variant=deployed) if deployed is not None else None,
             "api_tokens": selectors.api_token_list(project=project),
             "api_max_kb": settings.API_MAX_BODY_BYTES // 1024,
+            "api_example_input": API_EXAMPLE_INPUT,
         }
         if request is not None and request.method == "GET":
             # A token just created is shown once, on the page the creation redirects to.

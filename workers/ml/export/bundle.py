@@ -21,6 +21,7 @@ and get an OpenAI-style chat.completion back.
 
 import argparse
 import json
+import re
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,7 +57,23 @@ def load(folder=HERE):
     return tokenizer, model.eval()
 
 
+def with_template(messages, folder=HERE):
+    """The last user message put into the prompt template the model was trained with
+    (model/prompt_template.json, when the export had one), as Lifecycle Studio serves it."""
+    path = folder / "prompt_template.json"
+    if not path.is_file() or not any(m["role"] == "user" for m in messages):
+        return messages
+    template = json.loads(path.read_text())
+    values = {"instruction": template.get("instruction", ""), "examples": ""}
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    values["input"] = messages[last]["content"]
+    filled = re.sub(r"\\{([A-Za-z_][A-Za-z0-9_]*)\\}",
+                    lambda m: values.get(m.group(1), m.group(0)), template["body"])
+    return messages[:last] + [{"role": "user", "content": filled}] + messages[last + 1:]
+
+
 def complete(tokenizer, model, messages, max_tokens=64):
+    messages = with_template(messages)
     if tokenizer.chat_template:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
@@ -114,11 +131,15 @@ This bundle holds the model (`model/`), its model card (`model/README.md`) and
 ```sh
 python -m venv .venv && . .venv/bin/activate
 pip install "torch>=2.2" "transformers>=4.45" safetensors
-python serve.py --prompt "Summarize: A: Lunch at noon? B: Sure, see you then."
+python serve.py --prompt "A: Lunch at noon? B: Sure, see you then."
 python serve.py --port 8080
 curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
   -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}'
 ```
+
+When the model was trained (or measured) with a prompt template, `model/prompt_template.json`
+holds it and `serve.py` puts the user's last message into it, so send the user's text
+only; the model card shows the template. Your own code should do the same.
 
 In your own code:
 

@@ -38,6 +38,7 @@ ONNX_KINDS = ("onnx", "onnx_int8")
 ProgressFn = Callable[[int, int, str], None]
 
 CARD_NAME = "README.md"
+PROMPT_TEMPLATE_NAME = "prompt_template.json"
 ONNX_FILES = (ONNX_NAME, ONNX_MARKER)  # what makes a folder an ONNX variant
 
 
@@ -104,6 +105,28 @@ def model_card(info: dict[str, Any]) -> str:
     if hyper:
         lines += ["", "## Hyperparameters", ""]
         lines += [f"- `{k}`: {v}" for k, v in sorted(hyper.items())]
+    template = info.get("template")
+    if template:
+        lines += [
+            "",
+            "## Prompt template",
+            "",
+            f"Trained and measured with **{template.get('name', 'a template')}** "
+            f"v{template.get('version', '?')}. Put the user's text where `{{input}}` is "
+            f"(`{PROMPT_TEMPLATE_NAME}` holds it; the bundle's `serve.py` and Lifecycle "
+            "Studio's `/v1/chat/completions` do this themselves)"
+            + (
+                ", then apply the model's chat template."
+                if template.get("use_chat_template")
+                else "."
+            ),
+            "",
+            f"Instruction: {template.get('instruction', '')}",
+            "",
+            "```text",
+            str(template.get("body", "")),
+            "```",
+        ]
     scores = info.get("scores") or {}
     if scores:
         lines += ["", "## Scores", ""]
@@ -123,6 +146,17 @@ def model_card(info: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def save_prompt_template(out: Path, template: dict[str, Any] | None) -> None:
+    """Write the prompt template beside the weights (`PROMPT_TEMPLATE_NAME`), so whoever
+    serves the folder puts requests into it as training and evaluation did."""
+    if not template:
+        return
+    keep = ("name", "version", "instruction", "body", "example_format", "use_chat_template")
+    (out / PROMPT_TEMPLATE_NAME).write_text(
+        json.dumps({k: template[k] for k in keep if k in template}, indent=2), encoding="utf-8"
+    )
 
 
 # --- variants -------------------------------------------------------------------------

@@ -36,7 +36,12 @@ from lifecycle_app.projects.models import Project
 from lifecycle_app.stages.deploy.api import bearer_token
 from lifecycle_app.stages.deploy.models import ApiToken
 from lifecycle_app.stages.deploy.services import api_token_touch
-from lifecycle_app.stages.deploy.serving import deployed_template, deployed_variant, serve_stream
+from lifecycle_app.stages.deploy.serving import (
+    deployed_template,
+    deployed_variant,
+    serve_stream,
+    served_model_id,
+)
 from lifecycle_app.stages.integrate.api import protocol
 from lifecycle_app.stages.integrate.api.protocol import ApiError
 from lifecycle_app.stages.integrate.api.services import serving_log_record
@@ -85,7 +90,7 @@ def _served(project: Project) -> Served | None:
     variant = deployed_variant(project=project)
     if variant is None or not variant.servable:
         return None
-    name = variant.candidate.slug if variant.candidate else f"variant-{variant.id}"
+    name = served_model_id(variant)
     created = int(variant.deployed_at.timestamp()) if variant.deployed_at else 0
     return Served(name, variant.path, created, deployed_template(variant=variant), None)
 
