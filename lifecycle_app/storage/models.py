@@ -60,7 +60,11 @@ def loadable_spec(model: Any, models_dir: Path, views: Path) -> ModelSpec:
         return spec  # built or found on this host; an absolute path is read as it is
     folder = local_dir(model.location)
     base = adapter_base(folder)
-    if base and not Path(base).exists() and model.parent is not None:
+    if base and model.parent is not None:
+        # Always this host's copy of the parent, even where the trainer's path happens to
+        # exist too (another host's folder on a shared disk, or several "hosts" on one
+        # machine): it is the copy this host prepared and keeps.
         parent = resolve(loadable_spec(model.parent, models_dir, views), models_dir)
-        folder = _rebased(folder, parent, views)
+        if os.path.realpath(base) != os.path.realpath(parent):
+            folder = _rebased(folder, parent, views)
     return ModelSpec(source="local", location=str(folder))

@@ -66,6 +66,27 @@ CHECKPOINT_EVERY = 4
 HOSTS = ("web", "worker", "worker2", "serve")
 
 
+def _served_id(web_url: str, token: str) -> str:
+    listed = requests.get(
+        web_url + "/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert listed.status_code == 200, listed.text
+    return str(listed.json()["data"][0]["id"])
+
+
+def _v1_chat(web_url: str, token: str, model: str) -> requests.Response:
+    return requests.post(
+        web_url + "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": "A: Lunch? B: Sure."}],
+            "max_tokens": 4,
+        },
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -394,6 +415,39 @@ def test_three_hosts_share_only_the_database_the_broker_and_the_store(
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["usage"]["completion_tokens"] == 4
+    # The OpenAI-compatible endpoint streams through the same serving worker, which
+    # fetches the variant (a store key) itself.
+    chat = _v1_chat(hosts.web_url, raw, _served_id(hosts.web_url, raw))
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["usage"]["completion_tokens"] == 4
+
+    # A deployed application version on the LoRA candidate (a store key, an adapter whose
+    # base is this host's tiny model): the web sends a reference and the serving worker
+    # resolves it on its own host; the web's disk never holds the weights.
+    from lifecycle_app.stages.integrate.app.candidates import model_options
+    from lifecycle_app.stages.integrate.app.services import application_create, version_deploy
+
+    option = next(o for o in model_options(project=project) if o.model == lora)
+    app_version = application_create(
+        project=project,
+        user=owner,
+        name="Helper",
+        option=option,
+        fields={
+            "template": "Answer briefly.\n\n{context}\n\nQuestion: {input}\nAnswer:",
+            "retrieval": "off",
+            "top_k": 3,
+            "threshold": None,
+            "cite": False,
+            "reasoning": "none",
+            "fallback_min_score": None,
+            "max_new_tokens": 4,
+        },
+    )
+    version_deploy(version=app_version, user=owner)
+    chat = _v1_chat(hosts.web_url, raw, _served_id(hosts.web_url, raw))
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["usage"]["completion_tokens"] > 0
 
     phase("served")
     # The bundle streams from the store through the web.

@@ -21,7 +21,7 @@ from lifecycle_app.jobs.models import Job
 from lifecycle_app.stages.integrate.app import services as app_services
 from lifecycle_app.storage import local_dir
 from workers.ml.errors import UserFacingError
-from workers.tasks.base import JobRun, job_task
+from workers.tasks.base import JobRun, job_task, model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,18 @@ DRAFT_PROMPT = (
     "Read the passage and write one question that it answers, and the short answer.\n\n"
     "Passage:\n{passage}\n\nReply in exactly this form:\nQuestion: <question>\nAnswer: <answer>"
 )
+
+
+def _load(ref: str) -> Any:
+    """A version's model on this host (`model_path` is a reference the web wrote: see
+    `workers.tasks.base.model_folder`); an ONNX variant runs in onnxruntime, as served."""
+    from workers.ml import loading
+    from workers.ml.export.onnx_runtime import is_onnx_variant, load_onnx
+
+    folder = model_folder(ref)
+    if is_onnx_variant(folder):
+        return load_onnx(folder)
+    return loading.load(loading.ModelSpec("local", folder), Path(settings.MODELS_DIR))
 
 
 def _progress(run: JobRun, done: int, total: int, message: str) -> None:
@@ -56,7 +68,6 @@ def _load_index(params: Any) -> Any:
 
 
 def _evaluate(params: Any, run: JobRun) -> None:
-    from workers.ml import loading
     from workers.ml.application import measure
     from workers.ml.application.answer import answer_question
     from workers.ml.application.config import AppConfig
@@ -95,9 +106,7 @@ def _evaluate(params: Any, run: JobRun) -> None:
     for position, (version, config, with_retrieval) in enumerate(runs):
         if version.model_path != loaded_path:
             _progress(run, done, total, f"Loading the model of {version.label}")
-            loaded = loading.load(
-                loading.ModelSpec("local", version.model_path), Path(settings.MODELS_DIR)
-            )
+            loaded = _load(version.model_path)
             loaded_path = version.model_path
         cfg = config if with_retrieval else replace(config, retrieval="off", index_folder=None)
         gen = GenerationSettings(max_new_tokens=cfg.max_new_tokens)
@@ -193,7 +202,6 @@ def parse_draft(text: str) -> tuple[str, str] | None:
 
 
 def _draft(params: Any, run: JobRun) -> None:
-    from workers.ml import loading
     from workers.ml.application.compose import render
     from workers.ml.generation.streaming import stream_generate
     from workers.ml.params import GenerationSettings
@@ -209,7 +217,7 @@ def _draft(params: Any, run: JobRun) -> None:
     if not chunks:
         raise UserFacingError("The knowledge index has no chunks to draft questions from.")
     version = params.versions[0]
-    loaded = loading.load(loading.ModelSpec("local", version.model_path), Path(settings.MODELS_DIR))
+    loaded = _load(version.model_path)
     picked = random.Random(params.seed).sample(chunks, min(total, len(chunks)))
     rows = []
     for i, chunk in enumerate(picked):

@@ -239,5 +239,23 @@ def model_spec_for(job: Job) -> ModelSpec:
     return loadable_spec(base, Path(settings.MODELS_DIR), Path(settings.CACHE_DIR) / "views")
 
 
+def model_folder(ref: str) -> str:
+    """The folder this host loads for a model reference from the web: "catalog:<id>" (a
+    catalog model or project candidate: built or prepared here, fetched from the store,
+    an adapter pointed at this host's base model) or a variant's folder row value (an
+    absolute path as it is, a store key fetched through this host's cache)."""
+    from lifecycle_app.catalog.selectors import CATALOG_REF, model_for_ref
+    from lifecycle_app.storage import local_dir
+    from workers.ml.loading import resolve
+
+    if ref.startswith(CATALOG_REF):
+        model = model_for_ref(ref)
+        if model is None:
+            raise UserFacingError("The model this was set up with was deleted.")
+        spec = loadable_spec(model, Path(settings.MODELS_DIR), Path(settings.CACHE_DIR) / "views")
+        return resolve(spec, Path(settings.MODELS_DIR))
+    return str(local_dir(ref))
+
+
 class JobCancelled(Exception):
     pass

@@ -12,6 +12,7 @@ from django.conf import settings
 from lifecycle_app.storage import local_dir
 from workers.celery import app
 from workers.ml.errors import UserFacingError
+from workers.tasks.base import model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def serve_generate(reply_key: str, path: str, request: dict[str, object]) -> Non
     reply: dict[str, object]
     try:
         # A store key: fetched through this host's cache (lifecycle_app/storage).
-        loaded = serve.warm_model(str(local_dir(path)), Path(settings.MODELS_DIR))
+        loaded = serve.warm_model(model_folder(path), Path(settings.MODELS_DIR))
         reply = {"ok": True, **serve.complete(loaded, ServeRequest(**request))}  # type: ignore[arg-type]
     except serve.PromptTooLong as exc:
         reply = {"ok": False, "status": 400, "type": "invalid_request_error", "message": str(exc)}
@@ -72,7 +73,8 @@ def serve_stream(reply_key: str, path: str, payload: dict[str, object]) -> None:
     try:
         sink.send({"type": "start"})
         request = serve.ChatPayload(**payload)  # type: ignore[arg-type]
-        loaded = serve.warm_model(path, Path(settings.MODELS_DIR))
+        # Resolved on this host: a store key fetched, a catalog reference prepared here.
+        loaded = serve.warm_model(model_folder(path), Path(settings.MODELS_DIR))
         if request.app is not None:
             _answer_with_app(loaded, request, sink)
         else:

@@ -45,7 +45,7 @@ from lifecycle_app.stages.deploy.serving import (
 from lifecycle_app.stages.integrate.api import protocol
 from lifecycle_app.stages.integrate.api.protocol import ApiError
 from lifecycle_app.stages.integrate.api.services import serving_log_record
-from lifecycle_app.stages.integrate.app.candidates import version_model_path
+from lifecycle_app.stages.integrate.app.candidates import version_model_ref, version_unavailable
 from lifecycle_app.stages.integrate.app.models import ApplicationVersion
 from lifecycle_app.stages.integrate.app.selectors import deployed_app_payload, deployed_version
 from lifecycle_app.stages.integrate.app.services import fallback_record
@@ -76,7 +76,9 @@ def _served_app(project: Project) -> Served | None:
     payload = deployed_app_payload(project=project)
     if version is None or payload is None:
         return None
-    path = version_model_path(version)  # "" when gone or not prepared: a 503 names it
+    # Resolved by the serving worker on its host; "" when the web can tell it is gone
+    # (a 503 names it), else the worker answers 503 with what it could not load.
+    path = "" if version_unavailable(version) else version_model_ref(version)
     created = int(version.deployed_at.timestamp()) if version.deployed_at else 0
     return Served(str(payload["name"]), path, created, None, payload, version)
 
@@ -215,9 +217,9 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
             label = served.version.model_label if served.version else served.name
             raise ApiError(
                 503,
-                f"The deployed application '{served.name}' has no model ready on this server "
-                f"({label} is gone or not prepared): deploy another version on the "
-                "application page.",
+                f"The deployed application '{served.name}' cannot answer: "
+                f"{version_unavailable(served.version) if served.version else label} "
+                "Deploy another version on the application page.",
                 type="service_unavailable",
                 code="model_unavailable",
             )

@@ -11,14 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
-
 from lifecycle_app.catalog.models import CatalogModel
+from lifecycle_app.catalog.selectors import catalog_ref
 from lifecycle_app.projects.models import Project
 from lifecycle_app.stages.deploy.models import ModelVariant
 from lifecycle_app.stages.evaluate.candidates import model_unavailable
 from lifecycle_app.stages.integrate.app.models import ApplicationVersion
-from workers.ml.loading import ModelSpec, prepared_path
 
 
 @dataclass(frozen=True)
@@ -58,22 +56,29 @@ def model_options(*, project: Project) -> list[ModelOption]:
     return options
 
 
-def version_model_path(version: ApplicationVersion) -> str:
-    """The folder the serving worker loads for this version ("" when it is gone or not
-    prepared). Never builds or converts anything (the web process calls it)."""
+def version_model_ref(version: ApplicationVersion) -> str:
+    """What the serving worker (or an app-evaluation job) is told to load for this version,
+    resolved on its own host by `workers.tasks.base.model_folder`: "catalog:<id>" for a
+    catalog model or project candidate (bundled models are prepared per host, store keys
+    fetched, adapters pointed at that host's base), else the exported variant's folder (an
+    absolute path or a store key). "" when the model was deleted. The web process neither
+    resolves nor loads anything: on several machines the weights are not on its disk."""
     if version.variant is not None:
-        return version.variant.path if Path(version.variant.path).exists() else ""
-    model = version.model
-    if model is None:
-        return ""
-    spec = ModelSpec(source=model.source, location=model.location)  # type: ignore[arg-type]
-    folder = prepared_path(spec, Path(settings.MODELS_DIR))
-    return str(folder) if folder is not None else ""
+        return version.variant.path
+    if version.model is not None:
+        return catalog_ref(version.model)
+    return ""
 
 
 def version_unavailable(version: ApplicationVersion) -> str:
+    """Why this version cannot answer ("" when it can, as far as the web can tell without
+    the store: an absolute folder that is gone is seen here, a store key by the worker)."""
     if version.model is None and version.variant is None:
         return f"Its model ({version.model_label}) was deleted."
-    if not version_model_path(version):
-        return f"The weights of {version.model_label} are not on this machine."
-    return ""
+    if version.variant is not None:
+        path = Path(version.variant.path)
+        if path.is_absolute() and not path.exists():
+            return f"The weights of {version.model_label} are gone ({path} was deleted)."
+        return ""
+    reason = model_unavailable(version.model)
+    return f"{version.model_label}: {reason}" if reason else ""

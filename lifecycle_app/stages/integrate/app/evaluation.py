@@ -17,7 +17,7 @@ from lifecycle_app.jobs.services import JobLimitReached
 from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import Project
 from lifecycle_app.stages.integrate.app import evalsets, selectors, services
-from lifecycle_app.stages.integrate.app.candidates import version_model_path
+from lifecycle_app.stages.integrate.app.candidates import version_model_ref, version_unavailable
 from lifecycle_app.stages.integrate.app.forms import (
     AppEvaluationForm,
     EvalSetDraftForm,
@@ -38,9 +38,10 @@ METRICS = (
 
 
 def _eval_version(version: ApplicationVersion, project: Project) -> EvalVersion:
-    path = version_model_path(version)
-    if not path:
-        raise ValueError(f"The model of {version} is not available on this machine.")
+    reason = version_unavailable(version)
+    if reason:
+        raise ValueError(f"{version} cannot be evaluated: {reason}")
+    path = version_model_ref(version)  # resolved on the worker's host
     config = selectors.version_config(version, project=project)
     return EvalVersion(
         version_id=version.id, label=str(version), model_path=path, config=config.to_dict()

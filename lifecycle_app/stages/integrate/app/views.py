@@ -23,7 +23,11 @@ from lifecycle_app.common.http import HtmxHttpRequest, authed_user
 from lifecycle_app.projects import selectors as projects_selectors
 from lifecycle_app.projects.models import Membership, Project
 from lifecycle_app.stages.integrate.app import selectors, services
-from lifecycle_app.stages.integrate.app.candidates import model_options, version_model_path
+from lifecycle_app.stages.integrate.app.candidates import (
+    model_options,
+    version_model_ref,
+    version_unavailable,
+)
 from lifecycle_app.stages.integrate.app.forms import AskForm, VersionForm
 from lifecycle_app.stages.integrate.app.knowledge import index_location
 from lifecycle_app.stages.integrate.app.models import ApplicationVersion
@@ -164,14 +168,11 @@ def _events(
     """The serving worker's events for one question; records a fallback question."""
     from lifecycle_app.stages.deploy.serving import serve_stream
 
-    path = version_model_path(version)
-    if not path:
-        yield {
-            "type": "error",
-            "status": 409,
-            "message": f"The model of {version} is not available on this machine.",
-        }
+    reason = version_unavailable(version)
+    if reason:
+        yield {"type": "error", "status": 409, "message": f"{version} cannot answer: {reason}"}
         return
+    path = version_model_ref(version)  # resolved by the serving worker on its host
     config = selectors.version_config(version, project=project)
     payload = {
         "messages": [{"role": "user", "content": question}],
