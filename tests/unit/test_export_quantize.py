@@ -157,3 +157,52 @@ def test_the_per_channel_scheme_the_bench_compares_keeps_lm_head_in_float_when_a
     )
     assert marker["excluded_nodes"] == lm_head_nodes(onnx_folder / ONNX_NAME) != []
     assert load_onnx(tmp_path / "pc").generate_texts(PROMPTS, GREEDY) is not None
+
+
+def test_an_onnx_bundle_serves_with_onnxruntime_alone_as_the_product_decodes(
+    onnx_folder: Path, tmp_path: Path
+) -> None:
+    """The bundle's serve.py (onnxruntime, numpy and a tokenizer; no torch) gives the
+    product's greedy tokens for the same prompt."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    from workers.ml.export.bundle import write_bundle
+
+    with zipfile.ZipFile(write_bundle(onnx_folder, tmp_path / "bundle.zip")) as zf:
+        names = set(zf.namelist())
+        assert {"serve.py", "SERVING.md", "model/model.onnx", "model/lifecycle_onnx.json"} <= names
+        assert "onnxruntime" in zf.read("SERVING.md").decode()
+        zf.extractall(tmp_path / "unzipped")
+    script = (
+        "import json, sys\n"
+        "sys.modules['torch'] = None  # serve.py must not need torch\n"
+        "import serve\n"
+        "tok, model = serve.load()\n"
+        "print(json.dumps(serve.complete(tok, model, [{'role': 'user', 'content': 'Hello'}], 12)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path / "unzipped",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    text, prompt_tokens, n = json.loads(done.stdout.strip().splitlines()[-1])
+
+    loaded = load_onnx(onnx_folder)
+    messages = [{"role": "user", "content": "Hello"}]
+    tok = loaded.tokenizer
+    prompt = (
+        tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if tok.chat_template
+        else "Hello"
+    )
+    ids = loaded._encode(prompt)
+    want = loaded.decode_ids([ids], GenerationSettings(max_new_tokens=12, decoding="greedy"))[0]
+    assert (prompt_tokens, n) == (len(ids), len(want.ids))
+    assert text == tok.decode(want.ids, skip_special_tokens=True)

@@ -140,15 +140,13 @@ def _export(job: Job, run: JobRun) -> None:
         files = export_variants.folder_files(out_dir)
     if cancelled():
         return
-    bundle = None
-    if params.kind not in export_variants.ONNX_KINDS:  # the bundle's server is PyTorch
-        progress(5, total, "Writing the download bundle")
-        bundle = export_bundle.write_bundle(out_dir, root / "bundle.zip")
+    progress(5, total, "Writing the download bundle")
+    bundle = export_bundle.write_bundle(out_dir, root / "bundle.zip")
     weights = export_variants.main_weights(files)
     progress(total, total, "Recording the variant")
     # The artifact store (lifecycle_app/storage): rows hold keys, published before the row.
     out_key = Path(storage.publish_dir(out_dir))
-    bundle_key = Path(storage.publish_file(bundle)) if bundle else None
+    bundle_key = Path(storage.publish_file(bundle))
     run.write(
         deploy.export_finish,
         job=job,
