@@ -180,6 +180,18 @@ def test_latency_is_measured_at_a_fixed_length_even_when_the_model_would_stop(
         handle.remove()
 
 
+def run_in_bundle(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Python in an unzipped download bundle, offline, with nothing but PATH set."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+
+
 def test_the_bundle_holds_the_model_card_and_a_serving_script(
     tiny_folder: Path, tmp_path: Path
 ) -> None:
@@ -194,28 +206,14 @@ def test_the_bundle_holds_the_model_card_and_a_serving_script(
         names = set(zf.namelist())
         assert {"serve.py", "SERVING.md", "model/README.md", "model/model.safetensors"} <= names
         zf.extractall(tmp_path / "unzipped")
-    done = subprocess.run(
-        [sys.executable, "serve.py", "--prompt", "Hello there"],
-        cwd=tmp_path / "unzipped",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-    )
+    done = run_in_bundle(tmp_path / "unzipped", "serve.py", "--prompt", "Hello there")
     assert done.returncode == 0, done.stderr
     # serve.py sends the user's text through the template the model was trained with.
-    filled = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json, serve; print(json.dumps(serve.with_template("
-            "[{'role': 'system', 'content': 'S'}, {'role': 'user', 'content': 'Hi {x}'}])))",
-        ],
-        cwd=tmp_path / "unzipped",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    filled = run_in_bundle(
+        tmp_path / "unzipped",
+        "-c",
+        "import json, serve; print(json.dumps(serve.with_template("
+        "[{'role': 'system', 'content': 'S'}, {'role': 'user', 'content': 'Hi {x}'}])))",
     )
     assert filled.returncode == 0, filled.stderr
     assert json.loads(filled.stdout) == [

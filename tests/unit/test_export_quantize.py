@@ -165,10 +165,9 @@ def test_an_onnx_bundle_serves_with_onnxruntime_alone_as_the_product_decodes(
     """The bundle's serve.py (onnxruntime, numpy and a tokenizer; no torch) gives the
     product's greedy tokens for the same prompt."""
     import json
-    import subprocess
-    import sys
     import zipfile
 
+    from tests.unit.test_export_core import run_in_bundle
     from workers.ml.export.bundle import write_bundle
 
     with zipfile.ZipFile(write_bundle(onnx_folder, tmp_path / "bundle.zip")) as zf:
@@ -183,14 +182,7 @@ def test_an_onnx_bundle_serves_with_onnxruntime_alone_as_the_product_decodes(
         "tok, model = serve.load()\n"
         "print(json.dumps(serve.complete(tok, model, [{'role': 'user', 'content': 'Hello'}], 12)))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path / "unzipped",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-    )
+    done = run_in_bundle(tmp_path / "unzipped", "-c", script)
     assert done.returncode == 0, done.stderr
     text, prompt_tokens, n = json.loads(done.stdout.strip().splitlines()[-1])
 

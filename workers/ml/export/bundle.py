@@ -200,23 +200,30 @@ ONNX_SERVE_SCRIPT = "\n\n".join(
     [_ONNX_DOC + _USAGE + _ONNX_IMPORTS + _HERE + _WITH_TEMPLATE, _ONNX_LOAD, _MAIN]
 )
 
-SERVING_DOC = """# Serving this model
+
+def _run_block(pip: str) -> str:
+    return f"""```sh
+python -m venv .venv && . .venv/bin/activate
+pip install {pip}
+python serve.py --prompt "A: Lunch at noon? B: Sure, see you then."
+python serve.py --port 8080
+curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+  -d '{{"messages": [{{"role": "user", "content": "Hello"}}], "max_tokens": 32}}'
+```"""
+
+
+_TEMPLATE_NOTE = """When the model was trained (or measured) with a prompt template, `model/prompt_template.json`
+holds it and `serve.py` puts the user's last message into it, so send the user's text
+only; the model card shows the template. Your own code should do the same."""
+
+SERVING_DOC = f"""# Serving this model
 
 This bundle holds the model (`model/`), its model card (`model/README.md`) and
 `serve.py`, a minimal server that needs only torch and transformers:
 
-```sh
-python -m venv .venv && . .venv/bin/activate
-pip install "torch>=2.2" "transformers>=4.45" safetensors
-python serve.py --prompt "A: Lunch at noon? B: Sure, see you then."
-python serve.py --port 8080
-curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
-  -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}'
-```
+{_run_block('"torch>=2.2" "transformers>=4.45" safetensors')}
 
-When the model was trained (or measured) with a prompt template, `model/prompt_template.json`
-holds it and `serve.py` puts the user's last message into it, so send the user's text
-only; the model card shows the template. Your own code should do the same.
+{_TEMPLATE_NOTE}
 
 In your own code:
 
@@ -230,20 +237,13 @@ model = AutoModelForCausalLM.from_pretrained("model")
 rebuilds the model from its config and applies the same quantization.)
 """
 
-ONNX_SERVING_DOC = """# Serving this ONNX model
+ONNX_SERVING_DOC = f"""# Serving this ONNX model
 
 This bundle holds the model as an ONNX graph with a KV cache (`model/model.onnx` and its
 weights file), its tokenizer, its model card (`model/README.md`) and `serve.py`, a minimal
 server that needs only onnxruntime, numpy and transformers (for the tokenizer; no torch):
 
-```sh
-python -m venv .venv && . .venv/bin/activate
-pip install "onnxruntime>=1.20" "transformers>=4.45" numpy
-python serve.py --prompt "A: Lunch at noon? B: Sure, see you then."
-python serve.py --port 8080
-curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
-  -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}'
-```
+{_run_block('"onnxruntime>=1.20" "transformers>=4.45" numpy')}
 
 The graph's inputs are `input_ids`, `attention_mask`, `position_ids` and, per layer,
 `past_key_<i>` and `past_value_<i>` (batch, KV heads, past length, head size); its outputs
@@ -251,8 +251,7 @@ are the logits and the present keys and values. The past is never empty: the fir
 passes one zero slot that the attention mask hides (`model/lifecycle_onnx.json` gives the
 layer count and shapes); `serve.py`'s `complete` shows the whole loop.
 
-When the model was trained (or measured) with a prompt template, `model/prompt_template.json`
-holds it and `serve.py` puts the user's last message into it, so send the user's text only.
+{_TEMPLATE_NOTE}
 """
 
 
