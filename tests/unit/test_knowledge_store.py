@@ -62,6 +62,7 @@ def test_documents_and_indexes_live_in_the_store(
     tmp_path: Path,
     enqueued: list[int],
     django_capture_on_commit_callbacks: Any,
+    search_in_process: list[list[object]],
 ) -> None:
     doc = add(project, "refunds.md", "Refunds are paid within 14 days.")
     other = add(project, "kettle.md", "The kettle boils water.")

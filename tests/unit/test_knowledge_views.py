@@ -262,6 +262,7 @@ def test_search_shows_top_hits_per_retriever(
     settings: Any,
     tmp_path: Path,
     django_assert_max_num_queries: Any,
+    search_in_process: list[list[object]],
 ) -> None:
     texts = {
         "refunds.md": "Refunds are paid within 14 days.",
@@ -292,6 +293,25 @@ def test_search_shows_top_hits_per_retriever(
     assert "refunds.md" not in fragment.split('id="search-results"')[1]
     with django_assert_max_num_queries(12):
         assert client.get(url("knowledge_base", project)).status_code == 200
+    # The serving worker ran it, with the index folder and embedder of the current build.
+    assert search_in_process[0][:3] == [
+        str(tmp_path / "index"),
+        str(embedder_dir),
+        "how long do refunds take",
+    ]
+
+
+def test_a_search_the_serving_worker_does_not_answer_says_so(
+    client: Client, project: Project, tiny_model: CatalogModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lifecycle_app.stages.deploy import serving
+
+    doc = add(project, "refunds.md", "Refunds are paid within 14 days.")
+    ready_index(project, [doc], tiny_model)
+    monkeypatch.setattr(serving, "serve_call", lambda *args, **kwargs: None)
+    fragment = text_of(client.get(url("knowledge_search", project), {"q": "refunds"}))
+    assert 'data-testid="search-error"' in fragment and "did not answer" in fragment
+    assert 'data-testid="hits-bm25"' not in fragment
 
 
 def test_a_pdf_with_text_is_accepted(client: Client, project: Project) -> None:

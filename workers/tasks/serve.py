@@ -129,6 +129,38 @@ def _answer_with_app(loaded: object, request: object, sink: object) -> None:
     )
 
 
+@app.task(
+    name="serve.search",
+    acks_late=False,
+    soft_time_limit=SERVE_SOFT_LIMIT_S,
+    time_limit=SERVE_SOFT_LIMIT_S + 10,
+)
+def serve_search(reply_key: str, folder: str, embedder_path: str, query: str, k: int) -> None:
+    """The knowledge page's test search, answered here where indexes and the embedder stay
+    loaded (the web process loads no model and never fetches an index from the store)."""
+    from workers import serve_reply
+
+    reply: dict[str, object]
+    try:
+        reply = {"ok": True, "hits": search_hits(folder, embedder_path, query, k)}
+    except UserFacingError as exc:
+        reply = {"ok": False, "message": str(exc)}
+    except Exception as exc:
+        logger.exception("Knowledge search %s failed", reply_key)
+        reply = {"ok": False, "message": f"The search failed ({type(exc).__name__})."}
+    serve_reply.send(reply_key, reply)
+
+
+def search_hits(
+    folder: str, embedder_path: str, query: str, k: int
+) -> dict[str, list[dict[str, object]]]:
+    """The top `k` chunks per retriever, as plain dicts (`Hit.to_dict`)."""
+    from workers.ml.retrieval.index import MODES
+
+    index = _knowledge_index(folder, embedder_path)
+    return {mode: [h.to_dict() for h in index.search(query, mode, k)] for mode in MODES}  # type: ignore[attr-defined]
+
+
 @functools.lru_cache(maxsize=4)
 def _knowledge_index(folder: str, embedder_path: str) -> object:
     """An index loaded once per serving worker and kept (a new build has a new folder, so

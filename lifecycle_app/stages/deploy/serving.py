@@ -36,25 +36,27 @@ def deployed_variant(*, project: Project) -> ModelVariant | None:
     )
 
 
-def serve_request(
-    *, variant: ModelVariant, request: ServeRequest, timeout: float | None = None
-) -> dict[str, Any] | None:
-    """The serving worker's reply, or None when none came within `timeout` seconds."""
+def serve_call(task: str, args: list[Any], timeout: float | None = None) -> dict[str, Any] | None:
+    """Send `task` to the serving worker (queue "serve", which keeps models and indexes
+    loaded) with a reply key before `args`; its reply, or None when none came within
+    `timeout` seconds. Raises ServingUnavailable when the queue cannot be reached."""
     from workers.celery import app
 
     timeout = settings.SERVE_TIMEOUT_S if timeout is None else timeout
     key = serve_reply.new_key()
     try:
-        app.send_task(
-            "serve.generate",
-            args=[key, variant.path, request.model_dump()],
-            queue="serve",
-            expires=timeout,
-        )
+        app.send_task(task, args=[key, *args], queue="serve", expires=timeout)
     except Exception as exc:
-        logger.exception("Could not hand an API request to the serving worker")
+        logger.exception("Could not hand %s to the serving worker", task)
         raise ServingUnavailable(type(exc).__name__) from exc
     return serve_reply.wait(key, timeout)
+
+
+def serve_request(
+    *, variant: ModelVariant, request: ServeRequest, timeout: float | None = None
+) -> dict[str, Any] | None:
+    """The serving worker's reply, or None when none came within `timeout` seconds."""
+    return serve_call("serve.generate", [variant.path, request.model_dump()], timeout)
 
 
 API_EXAMPLE_INPUT = "A: Can we move the stand-up to 10:30? B: Fine by me, I will tell the team."

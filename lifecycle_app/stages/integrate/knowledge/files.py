@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lifecycle_app.stages.integrate.knowledge.models import KnowledgeDocument
-from lifecycle_app.storage import StoreMissing, is_remote, local_dir, store
+from lifecycle_app.storage import StoreMissing, is_remote, store
 
 
 def document_key(document: KnowledgeDocument) -> str:
@@ -42,9 +42,3 @@ def document_delete(document: KnowledgeDocument) -> None:
         store().delete(document_key(document))
     else:
         document.path.unlink(missing_ok=True)
-
-
-def index_local(folder: str) -> Path:
-    """A local path to an index folder row value (an absolute path as it is, a key
-    fetched into this host's cache)."""
-    return local_dir(folder)

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, fields
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404
 
 from lifecycle_app.catalog.models import CatalogModel
 from lifecycle_app.datasets.selectors import profile_model_for
 from lifecycle_app.projects.models import Project
 from lifecycle_app.projects.selectors import MAX_ID
-from lifecycle_app.stages.integrate.knowledge.files import index_local
+from lifecycle_app.stages.deploy import serving
 from lifecycle_app.stages.integrate.knowledge.models import (
     IndexStatus,
     KnowledgeDocument,
     KnowledgeIndex,
 )
-from workers.ml.retrieval.index import MODES, Hit
-from workers.ml.retrieval.index import KnowledgeIndex as LoadedIndex
+from workers.ml.retrieval.index import Chunk, Hit
 
 SEARCH_K = 3
 
@@ -91,42 +89,49 @@ def knowledge_default_tokenizer(*, project: Project) -> CatalogModel | None:
 
 
 # --- the test search on the page ----------------------------------------------------------
-
-_lock = threading.Lock()
-
-
-@lru_cache(maxsize=2)
-def _embedder(path: str) -> Any:
-    from workers.ml.retrieval.embedder import load_embedder
-
-    return load_embedder(path or None)
-
-
-@lru_cache(maxsize=4)
-def _loaded(folder: str, embedder_path: str) -> LoadedIndex:
-    return LoadedIndex.load(index_local(folder), _embedder(embedder_path))
+# Answered by the serving worker (`serve.search`), which keeps indexes and the embedder
+# loaded for the applications anyway: the web process loads no model and never fetches an
+# index from the store (on several machines it may not be able to).
 
 
 @dataclass
 class SearchResult:
     query: str
     hits: dict[str, list[Hit]]  # per mode: bm25, dense, hybrid
+    error: str = ""
+
+
+def _hit(row: dict[str, Any]) -> Hit:
+    chunk = Chunk(**{f.name: row[f.name] for f in fields(Chunk)})
+    return Hit(chunk=chunk, score=row["score"], scores=row["scores"], ranks=row["ranks"])
 
 
 def knowledge_search(
     *, project: Project, query: str, k: int = SEARCH_K
 ) -> tuple[KnowledgeIndex | None, SearchResult | None]:
-    """The top `k` chunks of the current index for `query`, per retriever (an index is
-    loaded once per process and kept; a new build has a new folder). Hits of documents
-    removed since the build are left out."""
+    """The top `k` chunks of the current index for `query`, per retriever. Hits of
+    documents removed since the build are left out."""
     index = knowledge_index_current(project=project)
     if index is None or not query.strip():
         return index, None
-    with _lock:  # the embedder is not thread-safe to load; searches are quick
-        loaded = _loaded(index.folder, index.embedder)
-        live = set(KnowledgeDocument.objects.filter(project=project).values_list("id", flat=True))
-        hits: dict[str, list[Hit]] = {
-            mode: [h for h in loaded.search(query, mode, k + 5) if h.chunk.document_id in live][:k]
-            for mode in MODES
+    timeout = settings.SERVE_TIMEOUT_S
+    try:
+        reply = serving.serve_call(
+            "serve.search", [index.folder, index.embedder, query, k + 5], timeout
+        )
+    except serving.ServingUnavailable as exc:
+        reply = {"ok": False, "message": f"The serving queue could not be reached ({exc})."}
+    if reply is None:
+        reply = {
+            "ok": False,
+            "message": f"The serving worker did not answer within {timeout:.0f} s. Searches "
+            "run there (queue serve), beside the applications: is it running?",
         }
+    if not reply.get("ok"):
+        return index, SearchResult(query=query, hits={}, error=str(reply.get("message")))
+    live = set(KnowledgeDocument.objects.filter(project=project).values_list("id", flat=True))
+    hits = {
+        mode: [_hit(row) for row in rows if row["document_id"] in live][:k]
+        for mode, rows in reply["hits"].items()
+    }
     return index, SearchResult(query=query, hits=hits)
