@@ -12,6 +12,15 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
+def declared_length(request: HttpRequest) -> int:
+    """The body length the client declared (Content-Length; 0 when absent or not a
+    number), to refuse a body over a limit before reading it."""
+    try:
+        return int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        return 0
+
+
 def authed_user(request: HttpRequest) -> User:
     user = request.user
     assert isinstance(user, User), "login_required runs first"

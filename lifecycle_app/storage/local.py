@@ -23,6 +23,7 @@ from lifecycle_app.storage.base import (
     StoreMissing,
     check_key,
 )
+from workers.ml.training.common import atomic_dir
 
 
 class LocalStore(Store):
@@ -63,22 +64,10 @@ class LocalStore(Store):
             if target.exists() and os.path.samefile(local, target):
                 _write_atomic(target / MANIFEST, manifest.to_bytes())
                 return manifest
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            try:
+            with atomic_dir(target) as tmp:  # the training runs' own folder swap
                 shutil.copytree(local, tmp, dirs_exist_ok=True)
                 (tmp / MANIFEST).write_bytes(manifest.to_bytes())
-                tmp.chmod(0o755)
-                old = None
-                if target.exists():
-                    old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))
-                    os.rename(target, old / "x")
-                os.rename(tmp, target)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+                tmp.chmod(0o755)  # copytree gave it the source folder's mode
         except OSError as exc:
             raise self._error(exc, f"the folder {key}") from exc
         return manifest

@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
+from lifecycle_app.common.http import declared_length
 from lifecycle_app.stages.deploy.models import ApiToken
 from lifecycle_app.stages.deploy.services import api_token_touch, hash_token
 from lifecycle_app.stages.deploy.serving import ServingUnavailable, deployed_variant, serve_request
@@ -61,10 +62,7 @@ def _parse(body: dict[str, Any]) -> ServeRequest:
 @require_POST
 def generate(request: HttpRequest, slug: str) -> JsonResponse:
     limit = settings.API_MAX_BODY_BYTES
-    try:
-        length = int(request.headers.get("Content-Length") or 0)
-    except ValueError:
-        length = 0
+    length = declared_length(request)
     if length > limit:
         return _error(
             413,

@@ -32,6 +32,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from lifecycle_app.common.http import declared_length
 from lifecycle_app.projects.models import Project
 from lifecycle_app.stages.deploy.api import bearer_token
 from lifecycle_app.stages.deploy.models import ApiToken
@@ -164,10 +165,7 @@ def list_models(request: HttpRequest) -> JsonResponse:
 
 def _read_body(request: HttpRequest) -> Any:
     limit = settings.API_MAX_BODY_BYTES
-    try:
-        length = int(request.headers.get("Content-Length") or 0)
-    except ValueError:
-        length = 0
+    length = declared_length(request)
     if length > limit:
         raise ApiError(
             413,

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 
 from lifecycle_app.stages.integrate.app.candidates import ModelOption
-from lifecycle_app.stages.integrate.app.models import ReasoningAid, RetrievalMode
+from lifecycle_app.stages.integrate.app.models import VERSION_FIELDS, ReasoningAid, RetrievalMode
 from workers.ml.application.config import DEFAULT_TEMPLATE, MAX_TOP_K
 
 MAX_APP_NEW_TOKENS = 512
@@ -102,18 +102,7 @@ class VersionForm(forms.Form):
         return self.options[self.cleaned_data["model"]]
 
     def version_fields(self) -> dict[str, Any]:
-        keys = (
-            "template",
-            "retrieval",
-            "top_k",
-            "threshold",
-            "cite",
-            "reasoning",
-            "fallback_min_score",
-            "max_new_tokens",
-            "note",
-        )
-        return {k: self.cleaned_data[k] for k in keys}
+        return {k: self.cleaned_data[k] for k in (*VERSION_FIELDS, "note")}
 
 
 class AskForm(forms.Form):

@@ -42,6 +42,19 @@ class Application(models.Model):
         return self.name
 
 
+# What a version is made of (besides its model); equal values make no new version.
+VERSION_FIELDS = (
+    "template",
+    "retrieval",
+    "top_k",
+    "threshold",
+    "cite",
+    "reasoning",
+    "fallback_min_score",
+    "max_new_tokens",
+)
+
+
 class ApplicationVersion(models.Model):
     """One version of an application. Versions are immutable: a change is saved as
     number + 1, so an answer, a fallback question or an evaluation always points at the

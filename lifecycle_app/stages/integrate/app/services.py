@@ -17,6 +17,7 @@ from lifecycle_app.projects.activity import activity_record
 from lifecycle_app.projects.models import ActivityVerb, Project
 from lifecycle_app.stages.integrate.app.candidates import ModelOption
 from lifecycle_app.stages.integrate.app.models import (
+    VERSION_FIELDS,
     AppEvalAnswer,
     AppEvalQuestion,
     AppEvalSet,
@@ -24,18 +25,6 @@ from lifecycle_app.stages.integrate.app.models import (
     ApplicationVersion,
     FallbackQuestion,
     QuestionStatus,
-)
-
-# What a version is made of (besides its model); equal values make no new version.
-VERSION_FIELDS = (
-    "template",
-    "retrieval",
-    "top_k",
-    "threshold",
-    "cite",
-    "reasoning",
-    "fallback_min_score",
-    "max_new_tokens",
 )
 
 

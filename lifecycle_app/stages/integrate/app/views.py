@@ -30,7 +30,7 @@ from lifecycle_app.stages.integrate.app.candidates import (
 )
 from lifecycle_app.stages.integrate.app.forms import AskForm, VersionForm
 from lifecycle_app.stages.integrate.app.knowledge import index_location
-from lifecycle_app.stages.integrate.app.models import ApplicationVersion
+from lifecycle_app.stages.integrate.app.models import VERSION_FIELDS, ApplicationVersion
 
 ANSWER_TIMEOUT_S = 180.0  # the longest wait for one event (the first includes loading the model)
 
@@ -101,7 +101,7 @@ def _initial_from(version: ApplicationVersion) -> dict[str, Any]:
     )
     return {
         "model": key,
-        **{k: getattr(version, k) for k in services.VERSION_FIELDS},
+        **{k: getattr(version, k) for k in VERSION_FIELDS},
     }
 
 
